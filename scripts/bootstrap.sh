@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs and starts everything the harness and its tests need on a fresh Debian 12 machine, as root:
+# Debian packages, a Docker engine, the debian:bookworm-slim base image (built with debootstrap where
+# no registry can be reached), and the project's virtualenv. Idempotent: a second run does nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The preinstalled /usr/local/bin/docker client has no buildx; Debian's 20.10 client matches the engine.
+export PATH="/usr/bin:$PATH"
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (log: /tmp/dockerd.log)"
+  mkdir -p /run/sshd
+  nohup dockerd >/tmp/dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not start; see /tmp/dockerd.log"; tail -20 /tmp/dockerd.log >&2; exit 1; }
+fi
+
+if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
+  if ! docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+    log "no registry reachable: building debian:bookworm-slim with debootstrap (about 2 minutes)"
+    rootfs=$(mktemp -d /tmp/bookworm-rootfs.XXXXXX)
+    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >/tmp/debootstrap.log 2>&1 \
+      || { log "debootstrap failed; see /tmp/debootstrap.log"; tail -20 /tmp/debootstrap.log >&2; exit 1; }
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | docker import - debian:bookworm-slim >/dev/null
+    rm -rf "$rootfs"
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "installing Python dependencies into .venv"
+  .venv/bin/pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi
+log "ready"

@@ -1,0 +1,28 @@
+"""Shared fixtures. Real services only: the Docker engine is started by scripts/bootstrap.sh (the
+test command); sshd and the GCS emulator are started by the fixtures of the tests that need them.
+A missing service is a failure, never a skip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from remote_runner.process import execute
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> str:
+    """Asserts that a Docker engine answers; returns its server version."""
+    res = execute(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+    assert res.ok, f"no Docker engine: run scripts/bootstrap.sh (as the test command does)\n{res.output}"
+    base = execute(["docker", "image", "inspect", "debian:bookworm-slim"], timeout=30)
+    assert base.ok, "base image debian:bookworm-slim missing: run scripts/bootstrap.sh"
+    return res.output.strip()
