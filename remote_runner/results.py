@@ -1,0 +1,465 @@
+"""Per-run ``summary.json`` and per-batch ``summary.csv``: the file side of the metrics.
+
+Reads what the API container and the runner wrote into a run folder (docs/contracts.md):
+``traffic.sqlite``, ``coverage/series.csv``, ``metadata.json``; computes the metrics
+(:mod:`remote_runner.metrics`) and the verification (:mod:`remote_runner.verification`); writes
+``summary.json`` atomically. A run that produced nothing (failed before the tool started, empty or
+missing database, no coverage) still gets a summary: zero counts, ``null`` coverage, failed checks.
+
+The runner calls :func:`write_run_summary` after each experiment and :func:`write_batch_summary` at
+the end of a batch. Neither raises for a damaged run folder: problems are recorded in the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import sqlite3
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from remote_runner import metrics, verification
+from remote_runner.metrics import CoverageSample, Request
+from remote_runner.verification import Thresholds
+
+SUMMARY_VERSION = 1
+RUN_DIR = re.compile(r"^run-(\d+)$")
+
+SUMMARY_COLUMNS = (
+    "api",
+    "tool",
+    "run",
+    "status",
+    "verified",
+    "reason",
+    "failed_checks",
+    "requests",
+    "status_2xx",
+    "status_4xx",
+    "status_5xx",
+    "status_401",
+    "status_403",
+    "no_response",
+    "operations_total",
+    "operations_covered",
+    "operations_5xx",
+    "unique_failures",
+    "line_coverage",
+    "branch_coverage",
+    "method_coverage",
+    "seconds_to_first_2xx",
+    "requests_to_first_2xx",
+    "requests_per_minute",
+    "request_span_fraction",
+    "coverage_samples_per_minute",
+    "run_dir",
+)
+
+
+# --- reading the run folder -----------------------------------------------------------------------
+
+
+def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
+    """The ``requests`` table in arrival order, and a problem description (``None`` if all is well).
+
+    A missing or empty file or a missing table is an empty run, not an error."""
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return [], None if not db_path.exists() else "traffic database is empty"
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return [], f"cannot open traffic database: {exc}"
+    try:
+        cols = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        if not cols:
+            return [], "traffic database has no requests table"
+        wanted = ["started", "finished", "method", "path", "query", "status", "response_body"]
+        select = ", ".join(c if c in cols else "NULL" for c in wanted)
+        order = "id" if "id" in cols else "rowid"
+        rows = conn.execute(f"SELECT {select} FROM requests ORDER BY {order}").fetchall()
+    except sqlite3.Error as exc:
+        return [], f"cannot read traffic database: {exc}"
+    finally:
+        conn.close()
+    out: list[Request] = []
+    for started, finished, method, path, query, status, body in rows:
+        raw_path = str(path or "/")
+        q = str(query or "")
+        if "?" in raw_path:
+            raw_path, _, q2 = raw_path.partition("?")
+            q = q or q2
+        if isinstance(body, str):
+            body = body.encode("utf-8", "replace")
+        out.append(
+            Request(
+                started=float(started or 0.0),
+                finished=float(finished) if finished is not None else None,
+                method=str(method or "GET").upper(),
+                path=raw_path,
+                query=q,
+                status=int(status) if status is not None else None,
+                response_body=bytes(body or b""),
+            )
+        )
+    return out, None
+
+
+_SERIES_FIELDS = (
+    "line_covered",
+    "line_missed",
+    "branch_covered",
+    "branch_missed",
+    "method_covered",
+    "method_missed",
+)
+
+
+def read_coverage(csv_path: Path) -> tuple[list[CoverageSample], str | None]:
+    """Rows of ``coverage/series.csv``; malformed rows (a torn last line) are skipped and reported."""
+    if not csv_path.is_file():
+        return [], None
+    samples: list[CoverageSample] = []
+    bad = 0
+    with csv_path.open(newline="", encoding="utf-8", errors="replace") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                samples.append(
+                    CoverageSample(float(row["epoch"]), *(int(float(row[f])) for f in _SERIES_FIELDS))
+                )
+            except (KeyError, TypeError, ValueError):
+                bad += 1
+    return samples, (f"{bad} malformed coverage rows skipped" if bad else None)
+
+
+def load_spec(spec_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The OpenAPI/Swagger document (JSON or YAML), or ``None`` and why."""
+    if spec_path is None:
+        return None, "no spec given"
+    try:
+        text = Path(spec_path).read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, f"cannot read spec: {exc}"
+    try:
+        doc: Any = json.loads(text)
+    except ValueError:
+        try:
+            import yaml  # PyYAML: only needed for YAML specs
+
+            doc = yaml.safe_load(text)
+        except Exception as exc:  # any parse error means: no usable spec
+            return None, f"cannot parse spec: {exc}"
+    if not isinstance(doc, dict):
+        return None, "spec is not a mapping"
+    return doc, None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+        if dt.tzinfo is None:  # contract: all times are UTC
+            from datetime import UTC
+
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    return None
+
+
+_START_KEYS = ("tool_started", "tool_start", "started", "start", "started_at", "start_utc", "started_utc")
+_REASON_KEYS = ("reason", "failure_reason", "error", "failure", "message")
+
+
+def run_start(metadata: Mapping[str, Any]) -> float | None:
+    """When the run's budget started (the tool's start if recorded), as UTC epoch seconds."""
+    for key in _START_KEYS:
+        value = _epoch(metadata.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def metadata_reason(metadata: Mapping[str, Any]) -> str:
+    for key in _REASON_KEYS:
+        value = metadata.get(key)
+        if value:
+            return str(value)
+    return ""
+
+
+# --- the summary ----------------------------------------------------------------------------------
+
+
+def summarise(
+    *,
+    requests: Sequence[Request],
+    samples: Sequence[CoverageSample],
+    spec: Mapping[str, Any] | None,
+    budget_seconds: float,
+    start: float | None,
+    integrity: verification.Check,
+    thresholds: Thresholds = verification.DEFAULT_THRESHOLDS,
+    failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
+) -> dict[str, Any]:
+    """The metrics and verification block of a run, from plain data (no files)."""
+    matcher = metrics.operation_matcher(spec)
+    counts = metrics.status_counts(requests)
+    covered = metrics.operations_covered(requests, matcher)
+    with_5xx = metrics.operations_with_5xx(requests, matcher)
+    failures = metrics.unique_failures(requests, matcher, failure_similarity)
+    t0 = start
+    if t0 is None and requests:
+        t0 = min(r.started for r in requests)
+    if t0 is None and samples:
+        t0 = min(s.epoch for s in samples)
+    final = metrics.final_coverage(samples)
+    series = metrics.coverage_series(samples, t0)
+    first = metrics.first_2xx(requests, t0)
+    span = metrics.request_span(requests)
+    verified, checks = verification.verify(
+        requests=counts.requests,
+        span_seconds=span,
+        coverage_samples=len(samples),
+        budget_seconds=budget_seconds,
+        integrity=integrity,
+        thresholds=thresholds,
+    )
+    return {
+        "requests": asdict(counts),
+        "operations": {
+            "total": len(matcher.operations) if spec is not None else None,
+            "covered": len(covered),
+            "covered_list": [str(op) for op in covered],
+            "with_5xx": len(with_5xx),
+            "with_5xx_list": [str(op) for op in with_5xx],
+        },
+        "failures": {
+            "unique": len(failures),
+            "similarity_threshold": failure_similarity,
+            "groups": [asdict(f) for f in failures],
+        },
+        "coverage": {
+            "final": asdict(final) if final is not None else None,
+            "samples": len(samples),
+            "series": [[round(p.seconds, 3), p.line, p.branch, p.method] for p in series],
+            "series_columns": ["seconds", "line", "branch", "method"],
+        },
+        "first_2xx": asdict(first) if first is not None else None,
+        "request_span_seconds": round(span, 3),
+        "verification": {
+            "verified": verified,
+            "thresholds": asdict(thresholds),
+            "checks": [c.as_dict() for c in checks],
+        },
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_identity(run_dir: Path) -> tuple[str, str, int | None]:
+    """(api, tool, n) from ``.../<api>/<tool>/run-<n>``."""
+    m = RUN_DIR.match(run_dir.name)
+    return run_dir.parent.parent.name, run_dir.parent.name, int(m.group(1)) if m else None
+
+
+def write_run_summary(
+    run_dir: Path,
+    spec_path: Path | None,
+    budget_seconds: float,
+    *,
+    thresholds: Thresholds = verification.DEFAULT_THRESHOLDS,
+    failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
+) -> dict[str, Any]:
+    """Compute and write ``run_dir/summary.json``; returns what was written.
+
+    Never fails on missing or damaged inputs (the problems are listed under ``problems``); only an
+    unwritable run folder raises."""
+    run_dir = Path(run_dir)
+    metadata = read_json(run_dir / "metadata.json")
+    requests, traffic_problem = read_requests(run_dir / "traffic.sqlite")
+    samples, coverage_problem = read_coverage(run_dir / "coverage" / "series.csv")
+    spec, spec_problem = load_spec(spec_path)
+    integrity = verification.database_integrity(run_dir / "traffic.sqlite")
+    api, tool, n = run_identity(run_dir)
+    body = summarise(
+        requests=requests,
+        samples=samples,
+        spec=spec,
+        budget_seconds=budget_seconds,
+        start=run_start(metadata),
+        integrity=integrity,
+        thresholds=thresholds,
+        failure_similarity=failure_similarity,
+    )
+    summary: dict[str, Any] = {
+        "version": SUMMARY_VERSION,
+        "api": str(metadata.get("api") or api),
+        "tool": str(metadata.get("tool") or tool),
+        "run": metadata.get("run", n),
+        "status": str(metadata.get("status") or "unknown"),
+        "reason": metadata_reason(metadata),
+        "budget_seconds": budget_seconds,
+        "spec": str(spec_path) if spec_path is not None else None,
+        **body,
+        "problems": [p for p in (traffic_problem, coverage_problem, spec_problem) if p],
+    }
+    _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    return summary
+
+
+# --- the batch ------------------------------------------------------------------------------------
+
+
+def find_run_dirs(batch_dir: Path) -> list[Path]:
+    """``<api>/<tool>/run-<n>`` folders, sorted by api, tool, n (earlier attempts are not runs)."""
+    found = []
+    for api_dir in sorted(p for p in Path(batch_dir).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for tool_dir in sorted(p for p in api_dir.iterdir() if p.is_dir()):
+            for run_dir in tool_dir.iterdir():
+                m = RUN_DIR.match(run_dir.name)
+                if m and run_dir.is_dir():
+                    found.append((api_dir.name, tool_dir.name, int(m.group(1)), run_dir))
+    return [r for *_, r in sorted(found, key=lambda t: t[:3])]
+
+
+def journal_reasons(batch_dir: Path) -> dict[tuple[str, str, int], tuple[str, str]]:
+    """(api, tool, run) -> (status, reason) from ``journal.sqlite``, read without knowing its exact
+    schema: any table with api/tool/run(-ish) and status columns; the latest row per run wins."""
+    path = Path(batch_dir) / "journal.sqlite"
+    out: dict[tuple[str, str, int], tuple[str, str]] = {}
+    if not path.is_file():
+        return out
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return out
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+            run_col = next((c for c in ("run", "repetition", "run_number", "rep", "n") if c in cols), None)
+            reason_col = next(
+                (c for c in ("reason", "failure_reason", "error", "message") if c in cols), None
+            )
+            if not {"api", "tool", "status"} <= set(cols) or run_col is None:
+                continue
+            reason_sql = f'"{reason_col}"' if reason_col else "''"
+            rows = conn.execute(
+                f'SELECT api, tool, "{run_col}", status, {reason_sql} FROM "{table}" ORDER BY rowid'
+            ).fetchall()
+            for api, tool, run, status, reason in rows:
+                try:
+                    key = (str(api), str(tool), int(run))
+                except (TypeError, ValueError):
+                    continue
+                prev = out.get(key, ("", ""))
+                out[key] = (str(status or prev[0]), str(reason or prev[1]))
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One summary.json as a flat ``summary.csv`` row (values not yet formatted)."""
+    req = summary.get("requests") or {}
+    ops = summary.get("operations") or {}
+    cov = (summary.get("coverage") or {}).get("final") or {}
+    first = summary.get("first_2xx") or {}
+    ver = summary.get("verification") or {}
+    checks = {c.get("name"): c for c in ver.get("checks", [])}
+    return {
+        "status": summary.get("status", ""),
+        "verified": bool(ver.get("verified", False)),
+        "reason": summary.get("reason", ""),
+        "failed_checks": " ".join(n for n, c in checks.items() if not c.get("passed")),
+        "requests": req.get("requests"),
+        "status_2xx": req.get("status_2xx"),
+        "status_4xx": req.get("status_4xx"),
+        "status_5xx": req.get("status_5xx"),
+        "status_401": req.get("status_401"),
+        "status_403": req.get("status_403"),
+        "no_response": req.get("no_response"),
+        "operations_total": ops.get("total"),
+        "operations_covered": ops.get("covered"),
+        "operations_5xx": ops.get("with_5xx"),
+        "unique_failures": (summary.get("failures") or {}).get("unique"),
+        "line_coverage": cov.get("line"),
+        "branch_coverage": cov.get("branch"),
+        "method_coverage": cov.get("method"),
+        "seconds_to_first_2xx": first.get("seconds"),
+        "requests_to_first_2xx": first.get("requests"),
+        "requests_per_minute": checks.get("requests_per_minute", {}).get("measured"),
+        "request_span_fraction": checks.get("request_span", {}).get("measured"),
+        "coverage_samples_per_minute": checks.get("coverage_samples_per_minute", {}).get("measured"),
+    }
+
+
+def write_batch_summary(batch_dir: Path) -> Path:
+    """Write ``batch_dir/summary.csv``: one row per run folder, failed runs included with their reason
+    (from metadata.json, else the journal). Runs without summary.json keep their identity and reason
+    with empty metrics. Returns the CSV's path."""
+    batch_dir = Path(batch_dir)
+    journal = journal_reasons(batch_dir)
+    rows: list[dict[str, str]] = []
+    for run_dir in find_run_dirs(batch_dir):
+        api, tool, n = run_identity(run_dir)
+        summary = read_json(run_dir / "summary.json")
+        metadata = read_json(run_dir / "metadata.json")
+        row: dict[str, Any] = summary_row(summary) if summary else {"verified": False}
+        status, reason = journal.get((api, tool, n or 0), ("", ""))
+        row["status"] = str(metadata.get("status") or row.get("status") or status or "unknown")
+        row["reason"] = metadata_reason(metadata) or str(row.get("reason") or "") or reason
+        if not summary:
+            row["reason"] = row["reason"] or "no summary.json"
+        row.update(api=api, tool=tool, run=n, run_dir=str(run_dir.relative_to(batch_dir)))
+        rows.append({c: _fmt(row.get(c)) for c in SUMMARY_COLUMNS})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    out = batch_dir / "summary.csv"
+    _atomic_write(out, buf.getvalue())
+    return out

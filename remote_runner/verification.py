@@ -1,0 +1,122 @@
+"""Is a run trustworthy? The checks researchers apply before a run enters a comparison (RESTgym's):
+
+- the tool kept the API busy: at least ``min_requests_per_minute`` requests per budget-minute (130);
+- the traffic covers the budget: the span from the first request to the last response is at least
+  ``min_span_fraction`` of the budget (90 %);
+- coverage was sampled often enough for curves: at least ``min_samples_per_minute`` samples per
+  budget-minute (12, i.e. every 5 s);
+- the traffic database is intact: SQLite's ``PRAGMA integrity_check`` answers ``ok``.
+
+Each check reports its measured value, its threshold and pass/fail; a run is verified when all pass.
+The checks are pure except :func:`database_integrity`, which opens the file read-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_requests_per_minute: float = 130.0
+    min_span_fraction: float = 0.9
+    min_samples_per_minute: float = 12.0
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    measured: float | str | None
+    threshold: float | str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def requests_per_minute(requests: int, budget_seconds: float, threshold: float) -> Check:
+    minutes = budget_seconds / 60.0
+    value = requests / minutes if minutes > 0 else 0.0
+    return Check(
+        "requests_per_minute",
+        passed=minutes > 0 and value >= threshold,
+        measured=round(value, 3),
+        threshold=threshold,
+        detail=f"{requests} requests in a {budget_seconds:g} s budget",
+    )
+
+
+def request_span(span_seconds: float, budget_seconds: float, threshold: float) -> Check:
+    fraction = span_seconds / budget_seconds if budget_seconds > 0 else 0.0
+    return Check(
+        "request_span",
+        passed=budget_seconds > 0 and fraction >= threshold,
+        measured=round(fraction, 4),
+        threshold=threshold,
+        detail=f"requests span {span_seconds:.1f} s of a {budget_seconds:g} s budget",
+    )
+
+
+def coverage_samples_per_minute(samples: int, budget_seconds: float, threshold: float) -> Check:
+    minutes = budget_seconds / 60.0
+    value = samples / minutes if minutes > 0 else 0.0
+    return Check(
+        "coverage_samples_per_minute",
+        passed=minutes > 0 and value >= threshold,
+        measured=round(value, 3),
+        threshold=threshold,
+        detail=f"{samples} coverage samples",
+    )
+
+
+def integrity_result(answer: str | None) -> Check:
+    """``answer`` is the first row of ``PRAGMA integrity_check`` or ``None`` when there is no database."""
+    return Check(
+        "traffic_db_integrity",
+        passed=answer == "ok",
+        measured=answer,
+        threshold="ok",
+        detail="" if answer is not None else "no traffic database",
+    )
+
+
+def database_integrity(db_path: Path) -> Check:
+    """Run ``PRAGMA integrity_check`` on a read-only connection."""
+    if not db_path.is_file():
+        return integrity_result(None)
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return integrity_result(f"error: {exc}")
+    answer = "; ".join(str(r[0]) for r in rows[:5]) if rows else "no answer"
+    return integrity_result(answer)
+
+
+def verify(
+    *,
+    requests: int,
+    span_seconds: float,
+    coverage_samples: int,
+    budget_seconds: float,
+    integrity: Check,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> tuple[bool, tuple[Check, ...]]:
+    """All checks of one run; the run is verified when every check passed."""
+    checks = (
+        requests_per_minute(requests, budget_seconds, thresholds.min_requests_per_minute),
+        request_span(span_seconds, budget_seconds, thresholds.min_span_fraction),
+        coverage_samples_per_minute(coverage_samples, budget_seconds, thresholds.min_samples_per_minute),
+        integrity,
+    )
+    return all(c.passed for c in checks), checks
