@@ -1,0 +1,102 @@
+"""Our statistics against scipy/numpy on the same numbers (scipy is the reference, in tests only)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import mannwhitneyu
+
+from remote_runner import stats
+
+CASES = [
+    # exact: no ties, a small sample
+    ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]),
+    ([0.31, 0.35, 0.29, 0.40, 0.33], [0.27, 0.26, 0.30, 0.28, 0.25]),
+    ([5.0], [1.0, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]),
+    (list(range(8)), [x + 0.5 for x in range(20)]),  # one side <= 8, other large: still exact
+    # ties: asymptotic with tie and continuity correction
+    ([1.0, 2.0, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0]),
+    (
+        [12.0, 12.0, 13.0, 11.0, 12.0, 14.0, 12.0, 12.0, 13.0, 12.0],
+        [11.0, 11.0, 12.0, 10.0, 11.0, 11.0, 12.0, 11.0, 9.0, 11.0],
+    ),
+    # both samples > 8 without ties: asymptotic
+    ([float(x) for x in range(10)], [x + 0.25 for x in range(3, 15)]),
+    # everything equal: no evidence at all
+    ([4.0, 4.0, 4.0], [4.0, 4.0]),
+    ([1.0], [2.0]),
+]
+
+
+@pytest.mark.parametrize(("x", "y"), CASES)
+def test_mann_whitney_matches_scipy(x: list[float], y: list[float]) -> None:
+    ours = stats.mann_whitney_u(x, y)
+    ref = mannwhitneyu(x, y, alternative="two-sided")
+    assert ours.u == pytest.approx(float(ref.statistic))
+    assert ours.p_value == pytest.approx(float(ref.pvalue), rel=1e-9, abs=1e-12)
+
+
+def test_method_choice_follows_scipy_auto() -> None:
+    assert stats.mann_whitney_u([1, 2, 3], [4, 5, 6]).method == "exact"
+    assert stats.mann_whitney_u([1, 2, 2], [4, 5, 6]).method == "asymptotic"
+    assert stats.mann_whitney_u(list(range(9)), [x + 0.5 for x in range(9)]).method == "asymptotic"
+    assert stats.mann_whitney_u(list(range(8)), [x + 0.5 for x in range(30)]).method == "exact"
+
+
+def test_hand_checked_exact_value() -> None:
+    # x entirely above y, n1 = n2 = 3: P(U >= 9) = 1/C(6,3) = 1/20, two-sided 0.1
+    res = stats.mann_whitney_u([4, 5, 6], [1, 2, 3])
+    assert res.u == 9.0
+    assert res.p_value == pytest.approx(0.1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 30), min_size=1, max_size=14),
+    st.lists(st.integers(0, 30), min_size=1, max_size=14),
+)
+def test_mann_whitney_matches_scipy_on_random_samples(x: list[int], y: list[int]) -> None:
+    ours = stats.mann_whitney_u(x, y)
+    ref = mannwhitneyu(x, y, alternative="two-sided")
+    assert ours.u == pytest.approx(float(ref.statistic))
+    assert ours.p_value == pytest.approx(float(ref.pvalue), rel=1e-7, abs=1e-12)
+
+
+def test_a12_hand_checked() -> None:
+    assert stats.a12([3, 4], [1, 2]) == 1.0
+    assert stats.a12([1, 2], [3, 4]) == 0.0
+    assert stats.a12([1, 2], [1, 2]) == 0.5
+    # pairs: (2,1)>, (2,2)=, (2,3)<, (3,1)>, (3,2)>, (3,3)= -> (3 + 0.5*2)/6
+    assert stats.a12([2, 3], [1, 2, 3]) == pytest.approx(4 / 6)
+    assert stats.a12_magnitude(0.5) == "negligible"
+    assert stats.a12_magnitude(0.3) == "medium"
+    assert stats.a12_magnitude(0.9) == "large"
+
+
+@given(
+    st.lists(st.integers(0, 20), min_size=1, max_size=12),
+    st.lists(st.integers(0, 20), min_size=1, max_size=12),
+)
+def test_a12_is_u_over_n1n2(x: list[int], y: list[int]) -> None:
+    ref = mannwhitneyu(x, y, alternative="two-sided")
+    assert stats.a12(x, y) == pytest.approx(float(ref.statistic) / (len(x) * len(y)))
+
+
+@settings(max_examples=100)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=30))
+def test_median_and_iqr_match_numpy(values: list[float]) -> None:
+    assert stats.median(values) == pytest.approx(float(np.median(values)), abs=1e-6)
+    q1, q3 = stats.iqr(values)
+    assert q1 == pytest.approx(float(np.percentile(values, 25)), abs=1e-6)
+    assert q3 == pytest.approx(float(np.percentile(values, 75)), abs=1e-6)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError):
+        stats.mann_whitney_u([], [1.0])
+    with pytest.raises(ValueError):
+        stats.mann_whitney_u([float("nan")], [1.0])
+    with pytest.raises(ValueError):
+        stats.median([])
