@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Downloads, on the host, the Python wheels a tool image installs, into tools/<tool>/wheelhouse/
+# (ignored by git), so `docker build` can `pip install --no-index --find-links` where containers
+# cannot reach PyPI (see ../shared/ENVIRONMENT.md: pip inside a container fails on TLS here).
+# Wheels are chosen for the image's interpreter: CPython 3.11 on manylinux x86_64, which is Debian
+# bookworm's python3. Requirements that only exist as source (llama-cpp-python) are downloaded as
+# source archives; the image compiles them.
+# Usage: scripts/wheelhouse.sh TOOL [TOOL...]   (PYTHON=... selects the host interpreter running pip)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+[ $# -ge 1 ] || { echo "usage: $0 TOOL [TOOL...]" >&2; exit 2; }
+
+for tool in "$@"; do
+  req="tools/$tool/requirements.txt"
+  dest="tools/$tool/wheelhouse"
+  [ -f "$req" ] || { echo "no $req" >&2; exit 2; }
+  mkdir -p "$dest"
+  binary_only=()
+  source_ok=()
+  # Lines marked "# wheelhouse: source" may come as sdists; all others must be binary wheels.
+  while IFS= read -r line; do
+    spec=${line%%#*}
+    spec=$(echo "$spec" | xargs)
+    [ -n "$spec" ] || continue
+    if [[ "$line" == *"wheelhouse: source"* ]]; then
+      source_ok+=("$spec")
+    else
+      binary_only+=("$spec")
+    fi
+  done < "$req"
+  if [ ${#binary_only[@]} -gt 0 ]; then
+    "$python" -m pip download --quiet --dest "$dest" \
+      --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+      --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
+      --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \
+      "${binary_only[@]}"
+  fi
+  if [ ${#source_ok[@]} -gt 0 ]; then
+    # Source archives plus what building them needs (PEP 517 build requirements are not resolved
+    # by `pip download`, so they are listed in the requirements file too).
+    "$python" -m pip download --quiet --dest "$dest" --no-deps --no-binary=:all: "${source_ok[@]}"
+  fi
+  echo "$dest: $(find "$dest" -maxdepth 1 \( -name '*.whl' -o -name '*.tar.gz' \) | wc -l) files"
+done
