@@ -1,0 +1,137 @@
+"""The APIs and tools found on disk.
+
+Every ``apis/<name>/`` folder with a Dockerfile is an API and every ``tools/<name>/`` folder with a
+Dockerfile is a tool; ``api.toml`` / ``tool.toml`` beside the Dockerfile hold optional metadata
+(defaults below and in docs/contracts.md). ``infrastructure/`` with a Dockerfile is the base image of
+every API image. The root is the repository by default, or any folder given with ``--catalog``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INFRASTRUCTURE_IMAGE = "llamaresttest/infrastructure"
+
+_API_KEYS: dict[str, type | tuple[type, ...]] = {
+    "spec": str,
+    "readiness_path": str,
+    "readiness_timeout": (int, float),
+    "service_port": int,
+    "demo": bool,
+}
+_TOOL_KEYS: dict[str, type | tuple[type, ...]] = {"needs_models": bool}
+
+
+@dataclass(frozen=True)
+class Api:
+    name: str
+    folder: Path
+    spec: str  # relative to the folder
+    readiness_path: str = "/"
+    readiness_timeout: float = 300.0
+    service_port: int = 8080
+    demo: bool = False
+
+    @property
+    def image(self) -> str:
+        return f"llamaresttest/api-{self.name}"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.folder / self.spec
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    folder: Path
+    needs_models: bool = False
+
+    @property
+    def image(self) -> str:
+        return f"llamaresttest/tool-{self.name}"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    root: Path
+    apis: dict[str, Api] = field(default_factory=dict)
+    tools: dict[str, Tool] = field(default_factory=dict)
+    infrastructure: Path | None = None  # the folder, when it has a Dockerfile
+    problems: tuple[str, ...] = ()  # metadata files that could not be read
+
+
+def _read_toml(path: Path, allowed: dict[str, type | tuple[type, ...]], problems: list[str]) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        problems.append(f"{path}: cannot be read as TOML ({exc})")
+        return {}
+    good: dict[str, Any] = {}
+    for key, value in data.items():
+        expected = allowed.get(key)
+        if expected is None:
+            problems.append(f"{path}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        elif isinstance(value, bool) and expected is not bool:
+            problems.append(f"{path}: {key} must be {_type_name(expected)}, not a boolean")
+        elif not isinstance(value, expected):
+            problems.append(f"{path}: {key} must be {_type_name(expected)}, got {value!r}")
+        else:
+            good[key] = value
+    return good
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if isinstance(expected, tuple):
+        return "a number"
+    return names.get(expected, expected.__name__)
+
+
+def _folders(parent: Path) -> list[Path]:
+    if not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.is_dir() and (p / "Dockerfile").is_file())
+
+
+def load(root: Path) -> Catalog:
+    """Reads the catalog under ``root`` (never raises for bad metadata: see ``Catalog.problems``)."""
+    root = root.resolve()
+    problems: list[str] = []
+    apis: dict[str, Api] = {}
+    for folder in _folders(root / "apis"):
+        meta = _read_toml(folder / "api.toml", _API_KEYS, problems)
+        timeout = float(meta.get("readiness_timeout", 300.0))
+        if timeout <= 0:
+            problems.append(f"{folder / 'api.toml'}: readiness_timeout must be positive")
+            timeout = 300.0
+        path = str(meta.get("readiness_path", "/"))
+        if not path.startswith("/"):
+            problems.append(f"{folder / 'api.toml'}: readiness_path must start with '/'")
+            path = "/" + path
+        apis[folder.name] = Api(
+            name=folder.name,
+            folder=folder,
+            spec=str(meta.get("spec", f"specifications/{folder.name}-openapi.json")),
+            readiness_path=path,
+            readiness_timeout=timeout,
+            service_port=int(meta.get("service_port", 8080)),
+            demo=bool(meta.get("demo", False)),
+        )
+    tools: dict[str, Tool] = {}
+    for folder in _folders(root / "tools"):
+        meta = _read_toml(folder / "tool.toml", _TOOL_KEYS, problems)
+        tools[folder.name] = Tool(name=folder.name, folder=folder, needs_models=bool(meta.get("needs_models", False)))
+    infra = root / "infrastructure"
+    return Catalog(
+        root=root,
+        apis=apis,
+        tools=tools,
+        infrastructure=infra if (infra / "Dockerfile").is_file() else None,
+        problems=tuple(problems),
+    )

@@ -1,0 +1,198 @@
+"""Command line: ``python -m remote_runner {build,run,status,report}``.
+
+Every problem with the input is reported at once, before anything starts, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from remote_runner import catalog as catalog_mod
+from remote_runner import images, scheduler
+from remote_runner.docker_runtime import Docker
+from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
+
+EXIT_BAD_INPUT = 2
+EXIT_BUILD_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = Settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m remote_runner",
+        description="Build the images and run the REST API testing experiment matrix on this machine's Docker engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="build the infrastructure, API and tool images")
+    build.add_argument("--catalog", type=Path, help="root holding apis/, tools/, infrastructure/ (default: .)")
+    build.add_argument("--config", type=Path, help="settings JSON file (only 'catalog' is used)")
+    build.add_argument("--only", nargs="+", metavar="NAME", default=[], help="build only these APIs/tools")
+
+    run = sub.add_parser("run", help="run (or resume) a batch of experiments")
+    run.add_argument("--config", type=Path, help="settings JSON file; flags override it")
+    run.add_argument("--catalog", help=f"root holding apis/ and tools/ (default: {d.catalog})")
+    run.add_argument("--results", help=f"results folder (default: {d.results})")
+    run.add_argument("--apis", help="comma-separated APIs (default: all in the catalog)")
+    run.add_argument("--tools", help="comma-separated tools (default: all in the catalog)")
+    run.add_argument("--runs", help=f"repetitions of each tool x API (default: {d.runs})")
+    run.add_argument("--budget", dest="budget_seconds", help="time budget per run: seconds, or 30s/10m/1h (default: 1h)")
+    run.add_argument("--cpus-per-container", help=f"CPU limit of each container (default: {d.cpus_per_container:g})")
+    run.add_argument("--memory-per-container", help=f"memory limit of each container (default: {d.memory_per_container})")
+    run.add_argument("--min-free-cpus", help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})")
+    run.add_argument("--max-attempts", help=f"attempts per run before it is marked failed (default: {d.max_attempts})")
+    run.add_argument("--batch", help="resume the batch with this folder name")
+    run.add_argument("--models-dir", help=f"models folder mounted for tools that need it (default: {d.models_dir})")
+    run.add_argument("--stop-grace", dest="stop_grace_seconds",
+                     help=f"seconds the API gets to flush on stop (default: {d.stop_grace_seconds:g}, at most 20)")
+    run.add_argument("--coverage-interval", help=f"seconds between coverage samples (default: {d.coverage_interval:g})")
+    run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                     help="extra label on every container and network (repeatable)")
+    run.add_argument("--no-build", action="store_true", help="do not build missing images")
+
+    status = sub.add_parser("status", help="progress of a batch")
+    status.add_argument("--results", type=Path, default=None, help=f"results folder (default: {d.results})")
+    status.add_argument("--batch", help="batch folder name (default: the newest)")
+    status.add_argument("--json", action="store_true", help="print one JSON document and exit")
+    status.add_argument("--once", action="store_true", help="print once even on a terminal")
+
+    sub.add_parser("report", help="build the report of a batch (options: python -m remote_runner report --help)",
+                   add_help=False)
+    return parser
+
+
+def _problems_out(title: str, problems: list[str]) -> None:
+    print(f"{title}:", file=sys.stderr)
+    for p in problems:
+        print(f"  - {p}", file=sys.stderr)
+
+
+PATH_KEYS = ("catalog", "results", "models_dir")
+FLAG_KEYS = ("catalog", "results", "apis", "tools", "runs", "budget_seconds", "cpus_per_container",
+             "memory_per_container", "min_free_cpus", "max_attempts", "batch", "models_dir",
+             "stop_grace_seconds", "coverage_interval")
+
+
+def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """Defaults < config file < flags. Relative paths in a config file are relative to the file's
+    folder (the systemd unit may start anywhere); relative paths in flags to the working directory."""
+    config: dict[str, Any] = {}
+    problems: list[str] = []
+    if args.config:
+        config, problems = load_config(args.config)
+        base = args.config.resolve().parent
+        for key in PATH_KEYS:
+            if isinstance(config.get(key), str) and config[key] and not Path(config[key]).is_absolute():
+                config[key] = str(base / config[key])
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in FLAG_KEYS}
+    labels: dict[str, str] = {}
+    for item in getattr(args, "label", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    if labels:
+        flags["labels"] = {**dict(config.get("labels") or {}), **labels}
+    if getattr(args, "no_build", False):
+        flags["build"] = False
+    settings, more = merge(config, flags)
+    problems += more
+    settings = replace(settings, catalog=settings.catalog.resolve(), results=settings.results.resolve(),
+                       models_dir=settings.models_dir.resolve())
+    return settings, problems
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings, problems = _settings_from(args)
+    place = None
+    if not problems:
+        place = scheduler.place_batch(settings)
+        if place.resume:
+            try:
+                settings = scheduler.stored_settings(place.batch_dir, settings)
+            except (OSError, ValueError, KeyError) as exc:
+                problems.append(f"batch {place.batch_dir}: plan.json unreadable ({exc})")
+    cat = catalog_mod.load(settings.catalog)
+    docker = Docker()
+    machine = machine_facts(docker.engine_problem())
+    selection, more = validate(settings, cat, machine)
+    problems += more
+    if problems or place is None:
+        _problems_out("cannot start: fix these and run again", problems)
+        return EXIT_BAD_INPUT
+    if settings.build:
+        failed = images.build(images.targets(cat, selection.apis, selection.tools), docker, only_missing=True,
+                              say=lambda m: print(m, file=sys.stderr))
+        if failed:
+            _problems_out("image build failed", failed)
+            return EXIT_BUILD_FAILED
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logging.getLogger("remote_runner").warning("signal %d: admitting nothing more, stopping experiments", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(f"batch folder: {place.batch_dir}", file=sys.stderr)
+    return scheduler.run_batch(settings, cat, selection.apis, selection.tools, place, stop, docker)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    root = args.catalog
+    problems: list[str] = []
+    if root is None and args.config:
+        config, problems = load_config(args.config)
+        root = (args.config.resolve().parent / str(config.get("catalog", "."))).resolve()
+    cat = catalog_mod.load(root or Path("."))
+    problems += list(cat.problems)
+    docker = Docker()
+    engine = docker.engine_problem()
+    if engine:
+        problems.append(engine)
+    if args.only:
+        apis, tools, more = images.select_only(cat, args.only)
+        problems += more
+        build_targets = images.targets(cat, apis, tools)
+        if "infrastructure" in args.only and cat.infrastructure is not None and not apis:
+            build_targets.insert(0, images.BuildTarget(
+                "infrastructure", "infrastructure", catalog_mod.INFRASTRUCTURE_IMAGE, cat.infrastructure))
+    else:
+        build_targets = images.targets(cat, sorted(cat.apis), sorted(cat.tools))
+    if problems:
+        _problems_out("cannot build: fix these and run again", problems)
+        return EXIT_BAD_INPUT
+    if not build_targets:
+        print(f"nothing to build under {cat.root}", file=sys.stderr)
+        return 0
+    failed = images.build(build_targets, docker)
+    if failed:
+        _problems_out(f"{len(failed)} of {len(build_targets)} images failed", failed)
+        return EXIT_BUILD_FAILED
+    print(f"built {len(build_targets)} images")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from remote_runner import status
+
+    return status.main(args.results or Settings().results, args.batch, as_json=args.json, once=args.once)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "report":
+        from remote_runner import report  # type: ignore[attr-defined,unused-ignore]
+
+        return int(report.main(argv[1:]) or 0)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = _parser().parse_args(argv)
+    handlers = {"run": cmd_run, "build": cmd_build, "status": cmd_status}
+    return handlers[args.command](args)

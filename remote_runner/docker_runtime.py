@@ -1,0 +1,258 @@
+"""The only module that talks to Docker, through the docker CLI and :func:`process.execute`.
+
+The ``*_cmd`` functions are pure: they build argv lists from frozen dataclasses and are tested
+against their exact output. :class:`Docker` executes them and turns results into plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from remote_runner.process import ProcessResult, execute
+
+LABEL_PREFIX = "llamaresttest"
+Executor = Callable[..., ProcessResult]
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def arg(self) -> str:
+        return f"type=bind,source={self.source},target={self.target}" + (",readonly" if self.read_only else "")
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    network: str
+    aliases: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    cpus: float | None = None
+    cpuset: str | None = None  # "0-7": pinned; None: a --cpus quota only
+    memory_bytes: int | None = None
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    running: bool
+    exit_code: int
+    oom_killed: bool
+    status: str
+    started_at: str
+    finished_at: str
+    image_id: str
+    error: str = ""
+
+    @property
+    def exited(self) -> bool:
+        return not self.running and self.status in ("exited", "dead")
+
+
+# --- pure command construction -------------------------------------------------------------------
+def label_args(labels: Mapping[str, str]) -> list[str]:
+    return [a for k, v in sorted(labels.items()) for a in ("--label", f"{k}={v}")]
+
+
+def version_cmd() -> list[str]:
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
+def build_cmd(image: str, context: Path, labels: Mapping[str, str] | None = None) -> list[str]:
+    return ["docker", "build", "--pull=false", "-t", image, *label_args(labels or {}), str(context)]
+
+
+def image_id_cmd(image: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+
+
+def network_create_cmd(name: str, labels: Mapping[str, str]) -> list[str]:
+    return ["docker", "network", "create", "--driver", "bridge", *label_args(labels), name]
+
+
+def network_rm_cmd(name: str) -> list[str]:
+    return ["docker", "network", "rm", name]
+
+
+def network_connect_cmd(network: str, container: str) -> list[str]:
+    return ["docker", "network", "connect", network, container]
+
+
+def network_disconnect_cmd(network: str, container: str) -> list[str]:
+    return ["docker", "network", "disconnect", "--force", network, container]
+
+
+def run_cmd(spec: ContainerSpec) -> list[str]:
+    """``docker run --detach`` of ``spec``. Memory swap equals memory: an over-limit container is
+    OOM-killed (and reported so) instead of swapping."""
+    argv = ["docker", "run", "--detach", "--name", spec.name, "--network", spec.network]
+    for alias in spec.aliases:
+        argv += ["--network-alias", alias]
+    argv += label_args(spec.labels)
+    for key, value in sorted(spec.env.items()):
+        argv += ["--env", f"{key}={value}"]
+    for mount in spec.mounts:
+        argv += ["--mount", mount.arg()]
+    if spec.cpus is not None:
+        argv += ["--cpus", f"{spec.cpus:g}"]
+    if spec.cpuset:
+        argv += ["--cpuset-cpus", spec.cpuset]
+    if spec.memory_bytes is not None:
+        argv += ["--memory", str(spec.memory_bytes), "--memory-swap", str(spec.memory_bytes)]
+    return [*argv, spec.image, *spec.command]
+
+
+def inspect_cmd(names: Sequence[str]) -> list[str]:
+    return ["docker", "container", "inspect", *names]
+
+
+def stop_cmd(name: str, grace_seconds: float) -> list[str]:
+    return ["docker", "stop", "-t", str(max(0, int(grace_seconds))), name]
+
+
+def logs_cmd(name: str) -> list[str]:
+    return ["docker", "logs", "--timestamps", name]
+
+
+def rm_cmd(names: Sequence[str]) -> list[str]:
+    return ["docker", "rm", "--force", "--volumes", *names]
+
+
+def ps_by_label_cmd(label: str) -> list[str]:
+    return ["docker", "ps", "--all", "--quiet", "--filter", f"label={label}"]
+
+
+def networks_by_label_cmd(label: str) -> list[str]:
+    return ["docker", "network", "ls", "--quiet", "--filter", f"label={label}"]
+
+
+def parse_states(output: str) -> list[ContainerState]:
+    states = []
+    for item in json.loads(output):
+        state = item.get("State", {})
+        states.append(
+            ContainerState(
+                name=item.get("Name", "").lstrip("/"),
+                running=bool(state.get("Running")),
+                exit_code=int(state.get("ExitCode", 0)),
+                oom_killed=bool(state.get("OOMKilled")),
+                status=str(state.get("Status", "")),
+                started_at=str(state.get("StartedAt", "")),
+                finished_at=str(state.get("FinishedAt", "")),
+                image_id=str(item.get("Image", "")),
+                error=str(state.get("Error", "")),
+            )
+        )
+    return states
+
+
+def container_ip(inspect_output: str, network: str) -> str | None:
+    for item in json.loads(inspect_output):
+        ip = item.get("NetworkSettings", {}).get("Networks", {}).get(network, {}).get("IPAddress")
+        if ip:
+            return str(ip)
+    return None
+
+
+class DockerError(RuntimeError):
+    def __init__(self, what: str, result: ProcessResult) -> None:
+        detail = "timed out" if result.timed_out else f"exit {result.returncode}"
+        super().__init__(f"{what} failed ({detail}): {result.tail(10)}")
+        self.result = result
+
+
+# --- execution -----------------------------------------------------------------------------------
+class Docker:
+    """Runs the commands above. ``executor`` defaults to :func:`process.execute`."""
+
+    def __init__(self, executor: Executor = execute, *, timeout: float = 120.0) -> None:
+        self._execute = executor
+        self.timeout = timeout
+
+    def _run(self, argv: Sequence[str], *, timeout: float | None = None, what: str = "") -> str:
+        result = self._execute(argv, timeout=timeout or self.timeout)
+        if not result.ok:
+            raise DockerError(what or " ".join(argv[:3]), result)
+        return result.output
+
+    def engine_problem(self) -> str | None:
+        result = self._execute(version_cmd(), timeout=30)
+        if result.ok:
+            return None
+        return (
+            "no Docker engine answers (`docker version` failed): start the engine (e.g. `systemctl start docker` "
+            f"or scripts/bootstrap.sh) and check you may use it\n    {result.tail(3)}"
+        )
+
+    def build(self, image: str, context: Path, labels: Mapping[str, str] | None = None) -> ProcessResult:
+        return self._execute(build_cmd(image, context, labels), timeout=3 * 3600)
+
+    def image_id(self, image: str) -> str | None:
+        result = self._execute(image_id_cmd(image), timeout=60)
+        return result.output.strip() if result.ok else None
+
+    def create_network(self, name: str, labels: Mapping[str, str]) -> None:
+        self._run(network_create_cmd(name, labels), what=f"creating network {name}")
+
+    def remove_network(self, name: str) -> bool:
+        return self._execute(network_rm_cmd(name), timeout=self.timeout).ok
+
+    def run(self, spec: ContainerSpec) -> str:
+        return self._run(run_cmd(spec), what=f"starting container {spec.name}").strip()
+
+    def states(self, names: Sequence[str]) -> list[ContainerState]:
+        return parse_states(self._run(inspect_cmd(names), what="inspecting containers", timeout=60))
+
+    def ip_address(self, name: str, network: str) -> str | None:
+        return container_ip(self._run(inspect_cmd([name]), what=f"inspecting {name}", timeout=60), network)
+
+    def stop(self, name: str, grace_seconds: float) -> bool:
+        return self._execute(stop_cmd(name, grace_seconds), timeout=grace_seconds + 30).ok
+
+    def logs(self, name: str) -> str:
+        result = self._execute(logs_cmd(name), timeout=120)
+        return result.output
+
+    def remove(self, names: Sequence[str]) -> bool:
+        return self._execute(rm_cmd(names), timeout=self.timeout).ok
+
+    def connect(self, network: str, container: str) -> None:
+        self._run(network_connect_cmd(network, container), what=f"connecting {container} to {network}")
+
+    def disconnect(self, network: str, container: str) -> bool:
+        return self._execute(network_disconnect_cmd(network, container), timeout=self.timeout).ok
+
+    def containers_with_label(self, label: str) -> list[str]:
+        return self._run(ps_by_label_cmd(label), what="listing containers").split()
+
+    def networks_with_label(self, label: str) -> list[str]:
+        return self._run(networks_by_label_cmd(label), what="listing networks").split()
+
+    def remove_labelled(self, label: str) -> tuple[list[str], list[str]]:
+        """Removes every container, then every network, carrying ``label`` (``key=value``)."""
+        containers = self.containers_with_label(label)
+        if containers:
+            self.remove(containers)
+        networks = self.networks_with_label(label)
+        for net in networks:
+            self.remove_network(net)
+        return containers, networks
+
+
+def own_container_id() -> str | None:
+    """The id of the container this process runs in (runner inside a container with the Docker
+    socket mounted), or None on a host. Docker sets the hostname to the short container id."""
+    if not Path("/.dockerenv").exists():
+        return None
+    return os.environ.get("HOSTNAME") or None

@@ -1,0 +1,344 @@
+"""One experiment's lifecycle: network, API container, readiness probe, tool container, budget,
+stop (tool first, then the API with a grace period so recordings flush), logs, metadata, clean-up.
+
+The readiness probe is an HTTP GET of the API's readiness path through the proxy port 9090 at the
+API container's address on the experiment's own network. No host port is published (parallel
+experiments would collide on it). On a host the bridge network is routable; when the runner itself
+runs in a container (Docker socket mounted), it joins the experiment network for the experiment's
+lifetime so the same address works, and leaves it before the network is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remote_runner import clock
+from remote_runner.catalog import Api, Tool
+from remote_runner.docker_runtime import (
+    LABEL_PREFIX,
+    ContainerSpec,
+    ContainerState,
+    Docker,
+    DockerError,
+    Mount,
+    own_container_id,
+)
+from remote_runner.plan import RunKey
+
+PROXY_PORT = 9090
+TOOL_STOP_GRACE = 5.0
+POLL_SECONDS = 1.0
+PROBE_INTERVAL = 0.5
+
+SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
+
+log = logging.getLogger("remote_runner.experiment")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    batch: str
+    batch_id: str
+    key: RunKey
+    attempt: int
+    run_dir: Path
+    api: Api
+    tool: Tool
+    budget_seconds: float
+    cpus: float
+    api_cpuset: str | None
+    tool_cpuset: str | None
+    memory_bytes: int
+    stop_grace_seconds: float = 10.0
+    coverage_interval: float = 5.0
+    models_dir: Path = Path("/opt/llamaresttest/models")
+    extra_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def base_name(self) -> str:
+        raw = f"lrt-{self.batch_id[:8]}-{self.key.api}-{self.key.tool}-r{self.key.repetition}-a{self.attempt}"
+        return re.sub(r"[^a-zA-Z0-9_.-]", "-", raw)
+
+    def labels(self, role: str) -> dict[str, str]:
+        return {
+            **dict(self.extra_labels),
+            f"{LABEL_PREFIX}.batch": self.batch,
+            f"{LABEL_PREFIX}.batch_id": self.batch_id,
+            f"{LABEL_PREFIX}.api": self.key.api,
+            f"{LABEL_PREFIX}.tool": self.key.tool,
+            f"{LABEL_PREFIX}.run": str(self.key.repetition),
+            f"{LABEL_PREFIX}.attempt": str(self.attempt),
+            f"{LABEL_PREFIX}.role": role,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    reason: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# --- pure parts ----------------------------------------------------------------------------------
+def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, ContainerSpec]:
+    """The API and tool containers of ``spec`` on ``network``."""
+    base = spec.base_name
+    api_name, tool_name = f"{base}-api", f"{base}-tool"
+    common_env = {
+        "API": spec.key.api,
+        "TOOL": spec.key.tool,
+        "RUN": str(spec.key.repetition),
+        "TIME_BUDGET": f"{int(round(spec.budget_seconds))}",
+    }
+    api = ContainerSpec(
+        name=api_name,
+        image=spec.api.image,
+        network=network,
+        aliases=(api_name,),
+        labels=spec.labels("api"),
+        env={**common_env, "COVERAGE_INTERVAL": f"{spec.coverage_interval:g}"},
+        mounts=(Mount(spec.run_dir.resolve(), "/results"),),
+        cpus=spec.cpus,
+        cpuset=spec.api_cpuset,
+        memory_bytes=spec.memory_bytes,
+    )
+    spec_file = spec.api.spec_path.resolve()
+    mounts = [Mount(spec_file, f"/specifications/{spec_file.name}", read_only=True)]
+    tool_env = {
+        **common_env,
+        "HOST": api_name,
+        "PORT": str(PROXY_PORT),
+        "SPEC": f"/specifications/{spec_file.name}",
+        "CPUS": f"{spec.cpus:g}",
+    }
+    if spec.tool.needs_models:
+        mounts.append(Mount(spec.models_dir.resolve(), "/models", read_only=True))
+        tool_env["MODELS_DIR"] = "/models"
+    tool = ContainerSpec(
+        name=tool_name,
+        image=spec.tool.image,
+        network=network,
+        labels=spec.labels("tool"),
+        env=tool_env,
+        mounts=tuple(mounts),
+        cpus=spec.cpus,
+        cpuset=spec.tool_cpuset,
+        memory_bytes=spec.memory_bytes,
+    )
+    return api, tool
+
+
+def classify(
+    *,
+    interrupted: bool,
+    ready: bool | None,
+    not_ready_reason: str | None,
+    api: ContainerState | None,
+    tool: ContainerState | None,
+    api_died_early: bool,
+    tool_ended_early: bool,
+) -> tuple[str, str | None]:
+    """The attempt's status and reason from what was observed. OOM wins over other explanations,
+    because an OOM kill also shows as an early exit with code 137."""
+    if tool is not None and tool.oom_killed:
+        return FAILED, "tool out of memory"
+    if api is not None and api.oom_killed:
+        return FAILED, "api out of memory"
+    if interrupted:
+        return INTERRUPTED, "runner stopped"
+    if ready is False:
+        return FAILED, not_ready_reason or "api not ready"
+    if api_died_early and api is not None:
+        return FAILED, f"api exited early (exit {api.exit_code})"
+    if tool_ended_early and tool is not None and tool.exit_code != 0:
+        return FAILED, f"tool crashed (exit {tool.exit_code})"
+    return SUCCEEDED, None
+
+
+def set_aside(run_dir: Path, attempt: int) -> Path | None:
+    """Moves everything of an earlier attempt in ``run_dir`` to ``attempts/attempt-<k>/`` whole, so no
+    half-written run folder remains. Returns the new folder, or None when there was nothing."""
+    if not run_dir.is_dir():
+        return None
+    leftovers = [p for p in run_dir.iterdir() if p.name != "attempts"]
+    if not leftovers:
+        return None
+    target = run_dir / "attempts" / f"attempt-{attempt}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir / "attempts" / f"attempt-{attempt}.{n}"
+    target.mkdir(parents=True)
+    for p in leftovers:
+        shutil.move(str(p), str(target / p.name))
+    return target
+
+
+def probe_once(url: str, timeout: float = 2.0) -> bool:
+    """Any HTTP answer below 500 means ready."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http to our container
+            return int(response.status) < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+# --- execution -----------------------------------------------------------------------------------
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _state_of(states: list[ContainerState], name: str) -> ContainerState | None:
+    return next((s for s in states if s.name == name), None)
+
+
+def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:  # noqa: C901
+    """Runs one attempt of ``spec``. Never raises for Docker failures: they become the outcome."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir = spec.run_dir / "logs"
+    logs_dir.mkdir(exist_ok=True)
+    network = f"{spec.base_name}-net"
+    api_c, tool_c = container_specs(spec, network)
+    meta: dict[str, Any] = {
+        "batch": spec.batch,
+        "api": spec.key.api,
+        "tool": spec.key.tool,
+        "run": spec.key.repetition,
+        "attempt": spec.attempt,
+        "budget_seconds": spec.budget_seconds,
+        "limits": {"cpus_per_container": spec.cpus, "memory_bytes_per_container": spec.memory_bytes},
+        "cpuset": {"api": spec.api_cpuset, "tool": spec.tool_cpuset},
+        "containers": {"api": api_c.name, "tool": tool_c.name},
+        "network": network,
+        "images": {"api": spec.api.image, "tool": spec.tool.image},
+        "image_ids": {"api": docker.image_id(spec.api.image), "tool": docker.image_id(spec.tool.image)},
+        "start_utc": clock.utc_iso(),
+    }
+    created: list[str] = []
+    network_made = False
+    own = own_container_id()
+    connected = False
+    interrupted = False
+    ready: bool | None = None
+    not_ready_reason: str | None = None
+    api_died_early = tool_ended_early = False
+    stopped_by: str | None = None
+    final: list[ContainerState] = []
+    docker_error: str | None = None
+    try:
+        docker.create_network(network, {**dict(spec.extra_labels), **spec.labels("network")})
+        network_made = True
+        if own:
+            docker.connect(network, own)
+            connected = True
+        docker.run(api_c)
+        created.append(api_c.name)
+        ip = docker.ip_address(api_c.name, network)
+        if not ip:
+            raise RuntimeError(f"no address for {api_c.name} on {network}")
+        url = f"http://{ip}:{PROXY_PORT}{spec.api.readiness_path}"
+        begin = clock.monotonic()
+        deadline = begin + spec.api.readiness_timeout
+        ready = False
+        not_ready_reason = f"api not ready after {spec.api.readiness_timeout:g} s"
+        while not stop.is_set():
+            if probe_once(url):
+                ready = True
+                meta["ready_after_seconds"] = round(clock.monotonic() - begin, 3)
+                break
+            state = _state_of(docker.states([api_c.name]), api_c.name)
+            if state is not None and not state.running:
+                not_ready_reason = f"api exited before it was ready (exit {state.exit_code})"
+                break
+            if clock.monotonic() >= deadline:
+                break
+            clock.wait(stop, PROBE_INTERVAL)
+        if stop.is_set():
+            interrupted = True
+        elif ready:
+            docker.run(tool_c)
+            created.append(tool_c.name)
+            meta["tool_start_utc"] = clock.utc_iso()
+            budget_end = clock.monotonic() + spec.budget_seconds
+            while True:
+                if stop.is_set():
+                    interrupted = True
+                    break
+                states = docker.states([api_c.name, tool_c.name])
+                api_s, tool_s = _state_of(states, api_c.name), _state_of(states, tool_c.name)
+                if tool_s is not None and not tool_s.running:
+                    tool_ended_early, stopped_by = True, "tool exited"
+                    break
+                if api_s is not None and not api_s.running:
+                    api_died_early, stopped_by = True, "api exited"
+                    break
+                remaining = budget_end - clock.monotonic()
+                if remaining <= 0:
+                    stopped_by = "budget"
+                    break
+                clock.wait(stop, min(POLL_SECONDS, remaining))
+            meta["tool_stop_utc"] = clock.utc_iso()
+            docker.stop(tool_c.name, TOOL_STOP_GRACE)
+        docker.stop(api_c.name, spec.stop_grace_seconds)
+        final = docker.states(created)
+    except (DockerError, RuntimeError) as exc:
+        docker_error = str(exc)
+        log.error("%s attempt %d: %s", spec.key.label, spec.attempt, exc)
+    finally:
+        for name, role in ((api_c.name, "api"), (tool_c.name, "tool")):
+            if name in created:
+                try:
+                    (logs_dir / f"{role}.log").write_text(docker.logs(name), encoding="utf-8")
+                except OSError as exc:
+                    log.error("cannot save %s log: %s", role, exc)
+        if created and not final:
+            try:
+                final = docker.states(created)
+            except DockerError:
+                final = []
+        if created:
+            docker.remove(created)
+        if connected and own:
+            docker.disconnect(network, own)
+        if network_made and not docker.remove_network(network):
+            log.error("could not remove network %s", network)
+    api_s, tool_s = _state_of(final, api_c.name), _state_of(final, tool_c.name)
+    if docker_error and not interrupted:
+        status, reason = FAILED, f"docker error: {docker_error}"
+        if tool_s is not None and tool_s.oom_killed:
+            status, reason = FAILED, "tool out of memory"
+    else:
+        status, reason = classify(
+            interrupted=interrupted,
+            ready=ready,
+            not_ready_reason=not_ready_reason,
+            api=api_s,
+            tool=tool_s,
+            api_died_early=api_died_early,
+            tool_ended_early=tool_ended_early,
+        )
+    meta.update(
+        {
+            "end_utc": clock.utc_iso(),
+            "status": status,
+            "reason": reason,
+            "stopped_by": stopped_by,
+            "exit_codes": {"api": api_s.exit_code if api_s else None, "tool": tool_s.exit_code if tool_s else None},
+            "oom_killed": {"api": bool(api_s and api_s.oom_killed), "tool": bool(tool_s and tool_s.oom_killed)},
+        }
+    )
+    _write_json(spec.run_dir / "metadata.json", meta)
+    return Outcome(status, reason, meta)

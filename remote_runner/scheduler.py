@@ -1,0 +1,410 @@
+"""The scheduler: starts pending runs the moment they fit, and the batch around it.
+
+Admission rules (the data is :class:`remote_runner.admission.Ledger`):
+
+1. Each running experiment holds a reservation: 2 containers x ``cpus_per_container`` CPUs and
+   2 x ``memory_per_container``. Whole-CPU limits get concrete, disjoint CPU ids (``--cpuset-cpus``,
+   lowest free ids first); fractional limits get a ``--cpus`` quota only. The sum of reserved CPUs
+   never exceeds the machine's CPUs and the sum of reserved memory never exceeds its memory.
+2. A run is admitted only if its reservation fits (rule 1) AND the machine's measurement agrees:
+   measured free CPUs (psutil ``cpu_percent`` sampled over an interval by a background sampler,
+   never its meaningless first call) minus what was admitted in the same pass is at least
+   ``min_free_cpus``, and measured available memory minus the same covers the run's memory.
+3. First fit over pending runs in plan order: repetition first, then API, then tool, so every
+   tool x API gets repetition 1 before any gets repetition 2 (a retried run keeps its place).
+4. No fixed sleeps: the loop waits on an event set whenever an experiment ends (or the runner is
+   told to stop), so a run starts within a second of its resources freeing; while a measurement holds
+   a run back the loop re-samples every second.
+5. A failed attempt goes back to pending until it has failed ``max_attempts`` times; an interrupted
+   attempt (SIGTERM, runner killed) does not count. SIGTERM: nothing more is admitted, running
+   experiments are stopped and marked interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import queue
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remote_runner import admission, clock, journal, plan
+from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
+from remote_runner.catalog import Catalog
+from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome, set_aside
+from remote_runner.plan import RunKey
+from remote_runner.settings import Settings
+
+log = logging.getLogger("remote_runner")
+
+StartFn = Callable[[RunKey, Reservation, int], Outcome]
+
+
+class Sampler:
+    """Background sampler of free CPUs and memory. The first reading is taken over a full interval,
+    so :meth:`measure` never returns psutil's meaningless first ``cpu_percent()`` value."""
+
+    def __init__(self, cpus: int, interval: float = 0.5) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._cpus = cpus
+        self._interval = interval
+        self._latest: Measurement | None = None
+        self._first = threading.Event()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed.is_set():
+            busy = self._psutil.cpu_percent(interval=self._interval)
+            self._latest = Measurement(
+                free_cpus=(1.0 - busy / 100.0) * self._cpus,
+                available_memory=int(self._psutil.virtual_memory().available),
+            )
+            self._first.set()
+
+    def measure(self) -> Measurement:
+        self._first.wait(self._interval * 4 + 5)
+        assert self._latest is not None, "CPU sampler produced no reading"
+        return self._latest
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+@dataclass
+class Timeline:
+    """When runs started and ended (monotonic seconds), for the benchmark and the log."""
+
+    starts: list[tuple[float, RunKey]]
+    ends: list[tuple[float, RunKey]]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        jour: journal.Journal,
+        machine: Machine,
+        policy: Policy,
+        request_for: Callable[[RunKey], Request],
+        start: StartFn,
+        measure: Callable[[], Measurement],
+        max_attempts: int,
+        stop: threading.Event,
+        before_retry: Callable[[RunKey, int], None] | None = None,
+        on_finished: Callable[[RunKey, Outcome, str], None] | None = None,
+    ) -> None:
+        self.journal = jour
+        self.ledger = Ledger(machine)
+        self.policy = policy
+        self.request_for = request_for
+        self.start = start
+        self.measure = measure
+        self.max_attempts = max_attempts
+        self.stop = stop
+        self.before_retry = before_retry
+        self.on_finished = on_finished
+        self.wake = threading.Event()
+        self.done: queue.Queue[RunKey] = queue.Queue()
+        self.workers: dict[RunKey, threading.Thread] = {}
+        self.timeline = Timeline([], [])
+        self.peak_reserved_cpus = 0.0
+
+    def _worker(self, key: RunKey, reservation: Reservation, attempt: int) -> None:
+        try:
+            outcome = self.start(key, reservation, attempt)
+        except Exception as exc:  # a bug or a full disk must not take the batch down
+            log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
+            outcome = Outcome(FAILED, f"runner error: {exc}")
+        final = outcome.status
+        try:
+            if outcome.status == SUCCEEDED:
+                self.journal.succeed(key)
+            elif outcome.status == INTERRUPTED:
+                self.journal.interrupt(key, outcome.reason or "runner stopped")
+            else:
+                reason = outcome.reason or "failed"
+                last = self.journal.get(key).failures + 1 >= self.max_attempts
+                if not last and self.before_retry is not None:
+                    self.before_retry(key, attempt)
+                final = self.journal.fail_attempt(key, reason, self.max_attempts)
+            log.info("%s attempt %d: %s%s", key.label, attempt, final,
+                     f" ({outcome.reason})" if outcome.reason else "")
+        finally:
+            self.timeline.ends.append((clock.monotonic(), key))
+            self.done.put(key)
+            self.wake.set()
+        if self.on_finished is not None and final in journal.FINISHED:
+            try:
+                self.on_finished(key, outcome, final)
+            except Exception:
+                log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                key = self.done.get_nowait()
+            except queue.Empty:
+                return
+            self.ledger = self.ledger.release(key)
+
+    def run(self) -> bool:
+        """Runs until no run is pending or running; False when stopped early."""
+        last_reason: str | None = None
+        while True:
+            self.wake.clear()
+            self._reap()
+            for key in [k for k, t in self.workers.items() if not t.is_alive()]:
+                self.workers.pop(key).join()
+            if self.stop.is_set():
+                break
+            pending = self.journal.runs(journal.PENDING)
+            if not pending and not self.workers:
+                return True
+            if pending:
+                candidates = [Candidate(r.key, self.request_for(r.key)) for r in pending]
+                decision = admission.decide(self.ledger, candidates, self.measure(), self.policy)
+                for reservation in decision.admitted:
+                    if self.stop.is_set():
+                        break
+                    self._launch(reservation)
+                if decision.held_back and decision.held_back != last_reason:
+                    log.info("waiting: %s", decision.held_back)
+                last_reason = decision.held_back
+            clock.wait(self.wake, 1.0)
+        self._drain()
+        return False
+
+    def _launch(self, reservation: Reservation) -> None:
+        key = reservation.run
+        assert isinstance(key, RunKey)
+        cpuset = ";".join(admission.cpuset_arg(s) for s in reservation.cpusets if s)
+        attempt = self.journal.start_attempt(key, cpuset)  # committed before any container exists
+        self.ledger = self.ledger.add(reservation)
+        self.peak_reserved_cpus = max(self.peak_reserved_cpus, self.ledger.reserved_cpus)
+        self.timeline.starts.append((clock.monotonic(), key))
+        log.info("%s attempt %d: starting (cpuset %s)", key.label, attempt, cpuset or "-")
+        thread = threading.Thread(target=self._worker, args=(key, reservation, attempt), name=key.label)
+        self.workers[key] = thread
+        thread.start()
+
+    def _drain(self) -> None:
+        for thread in list(self.workers.values()):
+            thread.join()
+        self._reap()
+        self.workers.clear()
+
+
+# --- the batch -----------------------------------------------------------------------------------
+RESUMABLE_KEYS = (
+    "catalog", "apis", "tools", "runs", "budget_seconds", "cpus_per_container", "memory_per_container",
+    "min_free_cpus", "stop_grace_seconds", "coverage_interval", "models_dir",
+)
+
+
+@dataclass(frozen=True)
+class BatchPlace:
+    batch_dir: Path
+    resume: bool
+
+
+def place_batch(settings: Settings) -> BatchPlace:
+    """Where the batch lives: ``--batch NAME`` resumes it; ``batch`` in the config file creates it when
+    absent, else resumes it; neither: a new ``batch-<UTC stamp>``."""
+    results = settings.results
+    if settings.batch:
+        folder = results / settings.batch
+        return BatchPlace(folder, resume=(folder / "plan.json").is_file())
+    name = f"batch-{clock.batch_stamp()}"
+    folder, n = results / name, 1
+    while folder.exists():
+        n += 1
+        folder = results / f"{name}-{n}"
+    return BatchPlace(folder, resume=False)
+
+
+def stored_settings(batch_dir: Path, current: Settings) -> Settings:
+    """On resume the matrix and experiment parameters come from the batch's plan.json."""
+    from remote_runner.settings import merge
+
+    _, stored = plan.read(batch_dir)
+    resumable = {k: stored[k] for k in RESUMABLE_KEYS if k in stored}
+    settings, _ = merge(resumable, {}, base=current)
+    return settings
+
+
+def attach_log(batch_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(batch_dir / "runner.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("remote_runner")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return handler
+
+
+def _hook(what: str, fn: Callable[[], Any]) -> Any:
+    """Calls a results/upload/report/shutdown hook; a failure is logged, never fatal."""
+    try:
+        return fn()
+    except Exception:
+        log.error("%s failed\n%s", what, traceback.format_exc())
+        return False
+
+
+def run_batch(
+    settings: Settings,
+    catalog: Catalog,
+    apis: tuple[str, ...],
+    tools: tuple[str, ...],
+    place: BatchPlace,
+    stop: threading.Event,
+    docker: Any,
+    *,
+    machine: Machine | None = None,
+) -> int:
+    """Creates or resumes the batch and runs it. Returns the exit code (0 done, 143 stopped)."""
+    import psutil
+
+    from remote_runner import experiment
+
+    batch_dir = place.batch_dir
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    handler = attach_log(batch_dir)
+    jour = journal.Journal(batch_dir / "journal.sqlite")
+    try:
+        if place.resume:
+            keys, _ = plan.read(batch_dir)
+        else:
+            keys = plan.expand(apis, tools, settings.runs)
+            jour.set_meta("batch_id", uuid.uuid4().hex)
+            jour.set_meta("created", repr(clock.now()))
+            plan.write(batch_dir, keys, settings.to_json())
+        jour.add_runs(keys)
+        batch_id = jour.meta("batch_id") or uuid.uuid4().hex
+        if jour.meta("batch_id") is None:
+            jour.set_meta("batch_id", batch_id)
+        if jour.meta("created") is None:
+            jour.set_meta("created", repr(clock.now()))
+        jour.set_meta("finished", "")
+        log.info("%s batch %s in %s", "resuming" if place.resume else "starting", batch_dir.name, batch_dir)
+
+        containers, networks = docker.remove_labelled(f"llamaresttest.batch_id={batch_id}")
+        if containers or networks:
+            log.info("removed %d orphan containers and %d networks of this batch", len(containers), len(networks))
+        requeued = jour.requeue_unfinished()
+        if requeued:
+            log.info("re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued))
+
+        machine = machine or Machine(psutil.cpu_count() or 1, psutil.virtual_memory().total)
+        request = Request(settings.cpus_per_container, settings.memory_bytes)
+        sampler = Sampler(machine.cpus)
+        extra_labels = settings.labels
+
+        def start(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
+            run_dir = batch_dir / key.rel_dir
+            if attempt > 1:
+                set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
+            sets = [admission.cpuset_arg(s) if s else None for s in reservation.cpusets]
+            spec = ExperimentSpec(
+                batch=batch_dir.name, batch_id=batch_id, key=key, attempt=attempt, run_dir=run_dir,
+                api=catalog.apis[key.api], tool=catalog.tools[key.tool], budget_seconds=settings.budget_seconds,
+                cpus=settings.cpus_per_container, api_cpuset=sets[0], tool_cpuset=sets[1],
+                memory_bytes=settings.memory_bytes, stop_grace_seconds=settings.stop_grace_seconds,
+                coverage_interval=settings.coverage_interval, models_dir=settings.models_dir,
+                extra_labels=extra_labels,
+            )
+            return experiment.run(spec, docker, stop)
+
+        def before_retry(key: RunKey, attempt: int) -> None:
+            set_aside(batch_dir / key.rel_dir, attempt)
+
+        def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
+            run_dir = batch_dir / key.rel_dir
+            spec_path = catalog.apis[key.api].spec_path if key.api in catalog.apis else None
+            _hook(f"{key.label}: results.write_run_summary",
+                  lambda: importlib.import_module("remote_runner.results").write_run_summary(
+                      run_dir, spec_path, settings.budget_seconds))
+            if settings.upload is not None and _sync(batch_dir, settings) is not False:
+                jour.mark_uploaded([key])
+
+        scheduler = Scheduler(
+            jour=jour, machine=machine, policy=Policy(settings.min_free_cpus), request_for=lambda _k: request,
+            start=start, measure=sampler.measure, max_attempts=settings.max_attempts, stop=stop,
+            before_retry=before_retry, on_finished=_guarded(on_finished),
+        )
+        completed = scheduler.run()
+        sampler.close()
+        if not completed:
+            log.info("stopped: running experiments were stopped and marked interrupted; resume with "
+                     "`python -m remote_runner run --results %s --batch %s`", settings.results, batch_dir.name)
+            return 143
+        jour.set_meta("finished", repr(clock.now()))
+        counts = jour.counts()
+        log.info("batch done: %s", json.dumps(counts))
+        _finish_batch(batch_dir, settings, jour)
+        return 0
+    finally:
+        jour.close()
+        logging.getLogger("remote_runner").removeHandler(handler)
+        handler.close()
+
+
+def _guarded(fn: Callable[[RunKey, Outcome, str], None]) -> Callable[[RunKey, Outcome, str], None]:
+    def call(key: RunKey, outcome: Outcome, final: str) -> None:
+        try:
+            fn(key, outcome, final)
+        except Exception:
+            log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
+
+    return call
+
+
+def _sync(batch_dir: Path, settings: Settings) -> Any:
+    upload = settings.upload
+    if upload is None:
+        return None
+
+    def call() -> Any:
+        uploader = importlib.import_module("remote_runner.upload")
+
+        return uploader.sync_batch(batch_dir, upload.bucket, upload.path)
+
+    return _hook("upload.sync_batch", call)
+
+
+def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) -> None:
+    def summary() -> Any:
+        return importlib.import_module("remote_runner.results").write_batch_summary(batch_dir)
+
+    def report() -> Any:
+        return importlib.import_module("remote_runner.report").build_report(batch_dir, out_dir=batch_dir)
+
+    _hook("results.write_batch_summary", summary)
+    _hook("report.build_report", report)
+    uploaded = True
+    if settings.upload is not None:
+        uploaded = _sync(batch_dir, settings) is not False
+        if uploaded:
+            jour.mark_uploaded(r.key for r in jour.runs())
+    if settings.shutdown_when_done:
+        rows = jour.runs()
+        all_done = all(r.status in journal.FINISHED for r in rows)
+        all_up = settings.upload is None or (uploaded and all(r.uploaded for r in rows))
+        if all_done and all_up:
+            def power_off() -> Any:
+                return importlib.import_module("remote_runner.shutdown").power_off()
+
+            log.info("every run finished and uploaded: powering off")
+            _hook("shutdown.power_off", power_off)
+        else:
+            log.warning("not powering off: runs unfinished or not uploaded")
+

@@ -1,0 +1,124 @@
+"""``status``: counts per state and per tool x API, elapsed time and an estimate of the time left.
+Reads the journal only (read-only), so it is safe while a runner works on the batch."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from remote_runner import clock, journal
+
+
+def newest_batch(results: Path) -> Path | None:
+    batches = sorted(p for p in results.glob("batch-*") if (p / "journal.sqlite").is_file())
+    return batches[-1] if batches else None
+
+
+def snapshot(batch_dir: Path) -> dict[str, Any]:
+    jour = journal.Journal(batch_dir / "journal.sqlite", readonly=True)
+    try:
+        rows = jour.runs()
+        created = float(jour.meta("created") or clock.now())
+        finished_at = jour.meta("finished") or ""
+    finally:
+        jour.close()
+    counts = dict.fromkeys(journal.STATUSES, 0)
+    pairs: dict[str, dict[str, int]] = {}
+    for row in rows:
+        counts[row.status] += 1
+        pair = pairs.setdefault(f"{row.key.tool} x {row.key.api}", dict.fromkeys(journal.STATUSES, 0))
+        pair[row.status] += 1
+    return summarize(counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir)
+
+
+def summarize(
+    counts: dict[str, int], pairs: dict[str, dict[str, int]], created: float, finished_at: float | None,
+    now: float, batch_dir: Path,
+) -> dict[str, Any]:
+    """Pure: the status document. The estimate extrapolates the batch's throughput so far."""
+    total = sum(counts.values())
+    done = counts[journal.SUCCEEDED] + counts[journal.FAILED]
+    elapsed = (finished_at or now) - created
+    eta: float | None
+    if done >= total:
+        eta = 0.0
+    elif done == 0 or elapsed <= 0:
+        eta = None
+    else:
+        eta = (total - done) * elapsed / done
+    return {
+        "batch": batch_dir.name,
+        "folder": str(batch_dir),
+        "total": total,
+        "counts": counts,
+        "per_pair": pairs,
+        "elapsed_seconds": round(elapsed, 1),
+        "eta_seconds": None if eta is None else round(eta, 1),
+        "finished": done >= total,
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def text(doc: dict[str, Any]) -> str:
+    c = doc["counts"]
+    lines = [
+        f"batch {doc['batch']}: {doc['total']} runs, "
+        + ", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
+        f"elapsed {_duration(doc['elapsed_seconds'])}, estimated time left {_duration(doc['eta_seconds'])}",
+    ]
+    width = max((len(p) for p in doc["per_pair"]), default=10)
+    lines.append(f"{'tool x api':<{width}}  " + "  ".join(f"{s:>11}" for s in journal.STATUSES))
+    for pair, pc in sorted(doc["per_pair"].items()):
+        lines.append(f"{pair:<{width}}  " + "  ".join(f"{pc[s]:>11}" for s in journal.STATUSES))
+    return "\n".join(lines)
+
+
+def _table(doc: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    c = doc["counts"]
+    table = Table(
+        title=f"{doc['batch']}  elapsed {_duration(doc['elapsed_seconds'])}  left ~{_duration(doc['eta_seconds'])}",
+        caption=", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
+    )
+    table.add_column("tool x api")
+    for s in journal.STATUSES:
+        table.add_column(s, justify="right")
+    for pair, pc in sorted(doc["per_pair"].items()):
+        table.add_row(pair, *(str(pc[s]) for s in journal.STATUSES))
+    return table
+
+
+def main(results: Path, batch: str | None, *, as_json: bool = False, once: bool = False) -> int:
+    batch_dir = results / batch if batch else newest_batch(results)
+    if batch_dir is None or not (batch_dir / "journal.sqlite").is_file():
+        where = batch_dir if batch_dir is not None else f"{results}/batch-*"
+        print(f"no batch found at {where}", file=sys.stderr)
+        return 2
+    doc = snapshot(batch_dir)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if once or not sys.stdout.isatty():
+        print(text(doc))
+        return 0
+    from rich.live import Live
+
+    try:
+        with Live(_table(doc), refresh_per_second=1) as live:
+            while not doc["finished"]:
+                time.sleep(2)
+                doc = snapshot(batch_dir)
+                live.update(_table(doc))
+    except KeyboardInterrupt:
+        pass
+    return 0
