@@ -1,0 +1,140 @@
+"""The batch report from a batch folder built with realistic run files (traffic.sqlite, series.csv,
+metadata.json as docs/contracts.md describes them), statistics checked against scipy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import mannwhitneyu
+
+from remote_runner import report, results
+from tests.results.factory import PETSTORE_SPEC, Row, synthetic_run, write_metadata, write_traffic
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    spec = root / "petstore-openapi.json"
+    spec.write_text(json.dumps(PETSTORE_SPEC))
+    batch = root / "batch-20261129T230000Z"
+    seed = 0
+    for api in ("petstore", "shop"):
+        for tool, skill in (("llamaresttest", 0.8), ("schemathesis", 0.3), ("arat-rl", 0.5)):
+            for n in range(1, 7):
+                seed += 1
+                synthetic_run(batch / api / tool / f"run-{n}", seed=seed, skill=skill, budget=60)
+    # a run that failed before any traffic
+    failed = batch / "petstore" / "schemathesis" / "run-7"
+    write_metadata(failed, status="failed", reason="API not ready after 300 s")
+    # a run that finished but is too slow to count
+    slow = batch / "petstore" / "arat-rl" / "run-7"
+    write_traffic(
+        slow / "traffic.sqlite", [Row(1_764_000_001.0 + i, "GET", "/api/v1/pets", 200) for i in range(20)]
+    )
+    write_metadata(slow, status="succeeded", started=1_764_000_000.0)
+    for run_dir in results.find_run_dirs(batch):
+        results.write_run_summary(run_dir, spec, 60)
+    results.write_batch_summary(batch)
+    report.build_report(batch)
+    return batch
+
+
+def values(batch: Path, api: str, tool: str, column: str) -> list[float]:
+    rows = csv.DictReader((batch / "summary.csv").open())
+    return [
+        float(r[column])
+        for r in rows
+        if r["api"] == api and r["tool"] == tool and r["verified"] == "true" and r[column] != ""
+    ]
+
+
+def test_report_files(batch: Path) -> None:
+    md = (batch / "report.md").read_text()
+    html = (batch / "report.html").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(images) == ["coverage-petstore.png", "coverage-shop.png", "operations-covered.png"]
+    for name in images:
+        assert (batch / name).read_bytes().startswith(PNG_MAGIC)
+        assert f'src="{name}"' in html
+    assert html.startswith("<!DOCTYPE html>") and "</html>" in html
+    assert "38 runs: 36 verified, 1 unverified, 1 failed" in md
+
+
+def test_report_lists_excluded_runs_with_reasons(batch: Path) -> None:
+    md = (batch / "report.md").read_text()
+    section = md.split("## Runs left out of the statistics", 1)[1]
+    assert "| petstore | schemathesis | 7 | failed | API not ready after 300 s" in section
+    line = next(ln for ln in section.splitlines() if "| petstore | arat-rl | 7 |" in ln)
+    assert "requests_per_minute: 20.0 (needs 130.0)" in line
+    assert "coverage_samples_per_minute: 0.0 (needs 12.0)" in line
+    # n counts only verified runs
+    assert "| arat-rl (n=6) | llamaresttest (n=6) | schemathesis (n=6) |" in md
+
+
+def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> None:
+    md = (batch / "report.md").read_text()
+    api_section = md.split("## API: petstore", 1)[1].split("## API: shop", 1)[0]
+    # median [Q1, Q3] of requests of llamaresttest
+    reqs = values(batch, "petstore", "llamaresttest", "requests")
+    assert len(reqs) == 6
+    row = next(ln for ln in api_section.splitlines() if ln.startswith("| Line coverage |"))
+    line_cov = values(batch, "petstore", "arat-rl", "line_coverage")
+    q1, med, q3 = np.percentile(line_cov, [25, 50, 75])
+    assert row.split("|")[2].strip() == f"{100 * med:.1f}% [{100 * q1:.1f}%, {100 * q3:.1f}%]"
+    # pairwise: p and A12 per metric, the pair order as in the header
+    header = next(ln for ln in api_section.splitlines() if ln.startswith("| metric | arat-rl vs"))
+    pairs = [c.strip() for c in header.strip("|").split("|")[1:]]
+    assert pairs == ["arat-rl vs llamaresttest", "arat-rl vs schemathesis", "llamaresttest vs schemathesis"]
+    checked = 0
+    for label, column in (
+        ("Line coverage", "line_coverage"),
+        ("Operations covered (2xx)", "operations_covered"),
+        ("5xx responses", "status_5xx"),
+        ("Unique failures", "unique_failures"),
+    ):
+        cells = (
+            next(ln for ln in api_section.splitlines() if ln.startswith(f"| {label} |") and "p=" in ln)
+            .strip("|")
+            .split("|")[1:]
+        )
+        for pair, cell in zip(pairs, cells, strict=True):
+            a, b = pair.split(" vs ")
+            x, y = values(batch, "petstore", a, column), values(batch, "petstore", b, column)
+            ref = mannwhitneyu(x, y, alternative="two-sided")
+            m = re.fullmatch(r"p=(<?[0-9.]+), A12=([0-9.]+)", cell.strip())
+            assert m, cell
+            p = float(ref.pvalue)
+            assert m.group(1) == ("<0.001" if p < 0.001 else f"{p:.3f}")
+            assert m.group(2) == f"{float(ref.statistic) / (len(x) * len(y)):.2f}"
+            checked += 1
+    assert checked == 12
+    # the tools really differ in this synthetic batch: the best vs the worst is significant
+    lc = next(ln for ln in api_section.splitlines() if ln.startswith("| Line coverage |") and "p=" in ln)
+    assert "llamaresttest vs schemathesis" in header and lc.split("|")[4].strip().startswith("p=0.00")
+
+
+def test_cli_writes_to_out_dir(batch: Path, tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere"
+    assert report.main([str(batch), "--out", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert (out / "operations-covered.png").read_bytes().startswith(PNG_MAGIC)
+    assert report.main([str(tmp_path / "nope")]) == 2
+
+
+def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
+    empty = tmp_path / "batch-empty"
+    empty.mkdir()
+    md = report.build_report(empty).read_text()
+    assert "0 runs" in md and "None: every run is verified." in md
+    failed = tmp_path / "batch-failed"
+    write_metadata(failed / "api" / "tool" / "run-1", status="failed", reason="image build failed")
+    md = report.build_report(failed).read_text()
+    assert "| api | tool | 1 | failed | image build failed" in md
+    assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
