@@ -1,0 +1,122 @@
+"""The experiment VM: one Compute Engine instance running the startup script.
+
+The script goes in ``metadata["startup-script"]`` rather than ``metadata_startup_script``: changing
+the latter replaces the VM (and its disk, models and results), the former is updated in place and
+runs at the next boot. It carries the host private key, so the whole metadata value is a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+
+IMAGE = "debian-cloud/debian-12"
+
+
+def scheduling_args(*, spot: bool, max_run_hours: float) -> gcp.compute.InstanceSchedulingArgs:
+    """Spot VMs are stopped (not deleted) when reclaimed, keeping disk, models and results; a
+    maximum run duration, when set, stops the VM after that long as a backstop against a
+    forgotten machine (``pulumi up`` or a start in the console brings it back)."""
+    max_run = (
+        gcp.compute.InstanceSchedulingMaxRunDurationArgs(seconds=round(max_run_hours * 3600))
+        if max_run_hours > 0
+        else None
+    )
+    stop = "STOP" if spot or max_run is not None else None
+    if spot:
+        return gcp.compute.InstanceSchedulingArgs(
+            provisioning_model="SPOT",
+            preemptible=True,
+            automatic_restart=False,
+            on_host_maintenance="TERMINATE",
+            instance_termination_action=stop,
+            max_run_duration=max_run,
+        )
+    return gcp.compute.InstanceSchedulingArgs(
+        provisioning_model="STANDARD",
+        preemptible=False,
+        automatic_restart=True,
+        on_host_maintenance="MIGRATE",
+        instance_termination_action=stop,
+        max_run_duration=max_run,
+    )
+
+
+@dataclass(frozen=True)
+class ExperimentVmArgs:
+    instance_name: str
+    zone: str
+    machine_type: str
+    disk_size_gb: int
+    disk_type: str
+    spot: bool
+    max_run_hours: float
+    network: str
+    network_tags: tuple[str, ...]
+    labels: Mapping[str, str]
+    service_account_email: pulumi.Input[str]
+    startup_script: pulumi.Input[str]
+    nat_ip: pulumi.Input[str] | None = None
+    extra_metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class ExperimentVm(pulumi.ComponentResource):
+    """The instance; ``external_ip`` is its address on the internet (ephemeral unless reserved)."""
+
+    instance: gcp.compute.Instance
+    external_ip: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ExperimentVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:ExperimentVm", name, None, opts)
+        metadata: dict[str, pulumi.Input[str]] = {
+            **args.extra_metadata,
+            "startup-script": pulumi.Output.secret(args.startup_script),
+        }
+        self.instance = gcp.compute.Instance(
+            name,
+            name=args.instance_name,
+            zone=args.zone,
+            machine_type=args.machine_type,
+            boot_disk=gcp.compute.InstanceBootDiskArgs(
+                auto_delete=True,
+                initialize_params=gcp.compute.InstanceBootDiskInitializeParamsArgs(
+                    image=IMAGE, size=args.disk_size_gb, type=args.disk_type
+                ),
+            ),
+            network_interfaces=[
+                gcp.compute.InstanceNetworkInterfaceArgs(
+                    network=args.network,
+                    access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=args.nat_ip)],
+                )
+            ],
+            scheduling=scheduling_args(spot=args.spot, max_run_hours=args.max_run_hours),
+            service_account=gcp.compute.InstanceServiceAccountArgs(
+                email=args.service_account_email,
+                # Access is limited by the service account's IAM grants (access.py), not by scopes.
+                scopes=["cloud-platform"],
+            ),
+            shielded_instance_config=gcp.compute.InstanceShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
+            metadata=metadata,
+            tags=list(args.network_tags),
+            labels=dict(args.labels),
+            # A new machine type or service account only needs a stop/start, not a new VM.
+            allow_stopping_for_update=True,
+            description="llamaresttest experiment VM (managed by Pulumi)",
+            # The explicit name is taken until the old VM is gone.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.external_ip = self.instance.network_interfaces.apply(_external_ip)
+        self.register_outputs({"externalIp": self.external_ip})
+
+
+def _external_ip(interfaces: Sequence[gcp.compute.outputs.InstanceNetworkInterface]) -> str:
+    for interface in interfaces or []:
+        for access in interface.access_configs or []:
+            if access.nat_ip:
+                return access.nat_ip
+    return ""
