@@ -1,0 +1,148 @@
+"""Runs ``__main__.py`` afresh under Pulumi's mocks and records what it declared.
+
+``set_mocks`` is process-wide state, so every run resets the root stack, installs new mocks and
+config, and executes the program with runpy, as the Pulumi CLI would. The mocks answer like the
+providers do for the outputs the program reads (service account email, key pairs, addresses).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.stack import wait_for_rpcs
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "llamaresttest"
+GCP_PROJECT = "research-project-1"
+EPHEMERAL_IP = "34.123.45.67"
+STATIC_IP = "34.99.88.77"
+
+
+@dataclass(frozen=True)
+class Registered:
+    type: str
+    name: str
+    inputs: dict[str, Any]  # secrets unwrapped
+    secret_inputs: frozenset[str]  # top-level inputs that were secrets
+    custom: bool
+
+
+def _is_secret(value: object) -> bool:
+    return isinstance(value, dict) and value.get(rpc._special_sig_key) == rpc._special_secret_sig
+
+
+def unwrap(value: Any) -> Any:
+    """``value`` with every secret wrapper removed."""
+    if _is_secret(value):
+        return unwrap(value["value"])
+    if isinstance(value, dict):
+        return {k: unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v) for v in value]
+    return value
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+        self.keys: dict[str, tuple[str, str]] = {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict]:
+        secrets = frozenset(k for k, v in args.inputs.items() if _is_secret(v))
+        inputs = unwrap(dict(args.inputs))
+        self.resources.append(Registered(args.typ, args.name, inputs, secrets, bool(args.custom)))
+        state = dict(args.inputs)
+        if args.typ == "gcp:serviceaccount/account:Account":
+            state["email"] = f"{args.inputs['accountId']}@{GCP_PROJECT}.iam.gserviceaccount.com"
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            key = Ed25519PrivateKey.generate()
+            private = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            ).decode()
+            public = (
+                key.public_key()
+                .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+                .decode()
+            )
+            self.keys[args.name] = (private, public)
+            state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
+        elif args.typ == "gcp:compute/address:Address":
+            state["address"] = STATIC_IP
+        elif args.typ == "gcp:compute/instance:Instance":
+            interfaces = json.loads(json.dumps(inputs.get("networkInterfaces", [])))
+            for interface in interfaces:
+                for access in interface.get("accessConfigs", []):
+                    access["natIp"] = access.get("natIp") or EPHEMERAL_IP
+            state["networkInterfaces"] = interfaces
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        return {}, None
+
+
+@dataclass
+class ProgramRun:
+    mocks: RecordingMocks
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    @property
+    def resources(self) -> list[Registered]:
+        return self.mocks.resources
+
+    def of_type(self, type_: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_]
+
+    def one(self, type_: str) -> Registered:
+        found = self.of_type(type_)
+        assert len(found) == 1, f"expected one {type_}, got {[r.name for r in found]}"
+        return found[0]
+
+
+def make_project(base: Path, apis: list[str], tools: list[str]) -> Path:
+    """A project checkout: the real __main__.py and a catalog with the given API and tool folders."""
+    shutil.copy(ROOT / "__main__.py", base / "__main__.py")
+    for kind, names in (("apis", apis), ("tools", tools)):
+        for name in names:
+            folder = base / kind / name
+            folder.mkdir(parents=True)
+            (folder / "Dockerfile").write_text("FROM debian:bookworm-slim\n")
+    return base
+
+
+def _config_text(value: object) -> str:
+    # What the CLI hands a program: strings as they are, everything else as JSON.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def run_program(project_dir: Path, config: Mapping[str, object], *, stack: str = "dev") -> ProgramRun:
+    """Run the program with ``config`` (full keys, e.g. "llamaresttest:spot", "gcp:project")."""
+    settings.ROOT.set(None)
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()}, [])
+    run = ProgramRun(mocks)
+    try:
+        runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+    finally:
+        _sync_await(wait_for_rpcs())
+    root = settings.get_root_resource()
+    assert root is not None
+    for name, value in root.outputs.items():  # type: ignore[attr-defined]
+        output = pulumi.Output.from_input(value)
+        run.outputs[name] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            run.secret_outputs.add(name)
+    _sync_await(wait_for_rpcs())
+    return run
