@@ -95,7 +95,19 @@ public final class CoverageSampler {
         stdinWatcher.setDaemon(true);
         stdinWatcher.start();
 
-        long next = System.currentTimeMillis();
+        // The agent's tcpserver opens when the service's JVM starts: until the first dump succeeds,
+        // retry quickly and quietly, so the series starts with the service, not an interval later.
+        while (stop.getCount() > 0) {
+            try {
+                sample(series);
+                break;
+            } catch (IOException | RuntimeException e) {
+                if (stop.await(250, TimeUnit.MILLISECONDS)) {
+                    break;
+                }
+            }
+        }
+        long next = System.currentTimeMillis() + intervalMillis;
         while (true) {
             long wait = next - System.currentTimeMillis();
             if (wait > 0 && stop.await(wait, TimeUnit.MILLISECONDS)) {
