@@ -130,7 +130,9 @@ def reserve(ledger: Ledger, candidate: Candidate) -> Reservation | None:
     return Reservation(candidate.run, req, sets)
 
 
-def measured_ok(measurement: Measurement, admitted: Sequence[Reservation], req: Request, policy: Policy) -> str | None:
+def measured_ok(
+    measurement: Measurement, admitted: Sequence[Reservation], req: Request, policy: Policy
+) -> str | None:
     """None when the measurement agrees, else why not. Runs admitted earlier in the same decision are
     not visible in the measurement yet, so their reservations are subtracted from it."""
     free_cpus = measurement.free_cpus - sum(r.cpus for r in admitted)
@@ -138,7 +140,9 @@ def measured_ok(measurement: Measurement, admitted: Sequence[Reservation], req: 
         return f"measured free CPUs {free_cpus:.2f} < min_free_cpus {policy.min_free_cpus:g}"
     free_memory = measurement.available_memory - sum(r.memory_bytes for r in admitted)
     if free_memory < req.total_memory:
-        return f"available memory {free_memory / 1024**2:.0f} MiB < {req.total_memory / 1024**2:.0f} MiB needed"
+        return (
+            f"available memory {free_memory / 1024**2:.0f} MiB < {req.total_memory / 1024**2:.0f} MiB needed"
+        )
     return None
 
 

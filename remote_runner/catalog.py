@@ -64,7 +64,9 @@ class Catalog:
     problems: tuple[str, ...] = ()  # metadata files that could not be read
 
 
-def _read_toml(path: Path, allowed: dict[str, type | tuple[type, ...]], problems: list[str]) -> dict[str, Any]:
+def _read_toml(
+    path: Path, allowed: dict[str, type | tuple[type, ...]], problems: list[str]
+) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -126,7 +128,9 @@ def load(root: Path) -> Catalog:
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):
         meta = _read_toml(folder / "tool.toml", _TOOL_KEYS, problems)
-        tools[folder.name] = Tool(name=folder.name, folder=folder, needs_models=bool(meta.get("needs_models", False)))
+        tools[folder.name] = Tool(
+            name=folder.name, folder=folder, needs_models=bool(meta.get("needs_models", False))
+        )
     infra = root / "infrastructure"
     return Catalog(
         root=root,

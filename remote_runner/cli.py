@@ -27,12 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     d = Settings()
     parser = argparse.ArgumentParser(
         prog="python -m remote_runner",
-        description="Build the images and run the REST API testing experiment matrix on this machine's Docker engine.",
+        description="Build the images and run the REST API testing experiment matrix "
+        "on this machine's Docker engine.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build", help="build the infrastructure, API and tool images")
-    build.add_argument("--catalog", type=Path, help="root holding apis/, tools/, infrastructure/ (default: .)")
+    build.add_argument(
+        "--catalog", type=Path, help="root holding apis/, tools/, infrastructure/ (default: .)"
+    )
     build.add_argument("--config", type=Path, help="settings JSON file (only 'catalog' is used)")
     build.add_argument("--only", nargs="+", metavar="NAME", default=[], help="build only these APIs/tools")
 
@@ -43,18 +46,40 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--apis", help="comma-separated APIs (default: all in the catalog)")
     run.add_argument("--tools", help="comma-separated tools (default: all in the catalog)")
     run.add_argument("--runs", help=f"repetitions of each tool x API (default: {d.runs})")
-    run.add_argument("--budget", dest="budget_seconds", help="time budget per run: seconds, or 30s/10m/1h (default: 1h)")
-    run.add_argument("--cpus-per-container", help=f"CPU limit of each container (default: {d.cpus_per_container:g})")
-    run.add_argument("--memory-per-container", help=f"memory limit of each container (default: {d.memory_per_container})")
-    run.add_argument("--min-free-cpus", help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})")
-    run.add_argument("--max-attempts", help=f"attempts per run before it is marked failed (default: {d.max_attempts})")
+    run.add_argument(
+        "--budget", dest="budget_seconds", help="time budget per run: seconds, or 30s/10m/1h (default: 1h)"
+    )
+    run.add_argument(
+        "--cpus-per-container", help=f"CPU limit of each container (default: {d.cpus_per_container:g})"
+    )
+    run.add_argument(
+        "--memory-per-container", help=f"memory limit of each container (default: {d.memory_per_container})"
+    )
+    run.add_argument(
+        "--min-free-cpus", help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})"
+    )
+    run.add_argument(
+        "--max-attempts", help=f"attempts per run before it is marked failed (default: {d.max_attempts})"
+    )
     run.add_argument("--batch", help="resume the batch with this folder name")
-    run.add_argument("--models-dir", help=f"models folder mounted for tools that need it (default: {d.models_dir})")
-    run.add_argument("--stop-grace", dest="stop_grace_seconds",
-                     help=f"seconds the API gets to flush on stop (default: {d.stop_grace_seconds:g}, at most 20)")
-    run.add_argument("--coverage-interval", help=f"seconds between coverage samples (default: {d.coverage_interval:g})")
-    run.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                     help="extra label on every container and network (repeatable)")
+    run.add_argument(
+        "--models-dir", help=f"models folder mounted for tools that need it (default: {d.models_dir})"
+    )
+    run.add_argument(
+        "--stop-grace",
+        dest="stop_grace_seconds",
+        help=f"seconds the API gets to flush on stop (default: {d.stop_grace_seconds:g}, at most 20)",
+    )
+    run.add_argument(
+        "--coverage-interval", help=f"seconds between coverage samples (default: {d.coverage_interval:g})"
+    )
+    run.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra label on every container and network (repeatable)",
+    )
     run.add_argument("--no-build", action="store_true", help="do not build missing images")
 
     status = sub.add_parser("status", help="progress of a batch")
@@ -63,8 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print one JSON document and exit")
     status.add_argument("--once", action="store_true", help="print once even on a terminal")
 
-    sub.add_parser("report", help="build the report of a batch (options: python -m remote_runner report --help)",
-                   add_help=False)
+    sub.add_parser(
+        "report",
+        help="build the report of a batch (options: python -m remote_runner report --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -75,9 +103,22 @@ def _problems_out(title: str, problems: list[str]) -> None:
 
 
 PATH_KEYS = ("catalog", "results", "models_dir")
-FLAG_KEYS = ("catalog", "results", "apis", "tools", "runs", "budget_seconds", "cpus_per_container",
-             "memory_per_container", "min_free_cpus", "max_attempts", "batch", "models_dir",
-             "stop_grace_seconds", "coverage_interval")
+FLAG_KEYS = (
+    "catalog",
+    "results",
+    "apis",
+    "tools",
+    "runs",
+    "budget_seconds",
+    "cpus_per_container",
+    "memory_per_container",
+    "min_free_cpus",
+    "max_attempts",
+    "batch",
+    "models_dir",
+    "stop_grace_seconds",
+    "coverage_interval",
+)
 
 
 def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
@@ -104,8 +145,12 @@ def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         flags["build"] = False
     settings, more = merge(config, flags)
     problems += more
-    settings = replace(settings, catalog=settings.catalog.resolve(), results=settings.results.resolve(),
-                       models_dir=settings.models_dir.resolve())
+    settings = replace(
+        settings,
+        catalog=settings.catalog.resolve(),
+        results=settings.results.resolve(),
+        models_dir=settings.models_dir.resolve(),
+    )
     return settings, problems
 
 
@@ -128,15 +173,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
     if settings.build:
-        failed = images.build(images.targets(cat, selection.apis, selection.tools), docker, only_missing=True,
-                              say=lambda m: print(m, file=sys.stderr))
+        failed = images.build(
+            images.targets(cat, selection.apis, selection.tools),
+            docker,
+            only_missing=True,
+            say=lambda m: print(m, file=sys.stderr),
+        )
         if failed:
             _problems_out("image build failed", failed)
             return EXIT_BUILD_FAILED
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger("remote_runner").warning("signal %d: admitting nothing more, stopping experiments", signum)
+        logging.getLogger("remote_runner").warning(
+            "signal %d: admitting nothing more, stopping experiments", signum
+        )
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -162,8 +213,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         problems += more
         build_targets = images.targets(cat, apis, tools)
         if "infrastructure" in args.only and cat.infrastructure is not None and not apis:
-            build_targets.insert(0, images.BuildTarget(
-                "infrastructure", "infrastructure", catalog_mod.INFRASTRUCTURE_IMAGE, cat.infrastructure))
+            build_targets.insert(
+                0,
+                images.BuildTarget(
+                    "infrastructure", "infrastructure", catalog_mod.INFRASTRUCTURE_IMAGE, cat.infrastructure
+                ),
+            )
     else:
         build_targets = images.targets(cat, sorted(cat.apis), sorted(cat.tools))
     if problems:

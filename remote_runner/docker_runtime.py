@@ -25,7 +25,9 @@ class Mount:
     read_only: bool = False
 
     def arg(self) -> str:
-        return f"type=bind,source={self.source},target={self.target}" + (",readonly" if self.read_only else "")
+        return f"type=bind,source={self.source},target={self.target}" + (
+            ",readonly" if self.read_only else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,8 @@ class Docker:
         if result.ok:
             return None
         return (
-            "no Docker engine answers (`docker version` failed): start the engine (e.g. `systemctl start docker` "
+            "no Docker engine answers (`docker version` failed): start the engine "
+            "(e.g. `systemctl start docker` "
             f"or scripts/bootstrap.sh) and check you may use it\n    {result.tail(3)}"
         )
 

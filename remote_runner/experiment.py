@@ -97,7 +97,7 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         "API": spec.key.api,
         "TOOL": spec.key.tool,
         "RUN": str(spec.key.repetition),
-        "TIME_BUDGET": f"{int(round(spec.budget_seconds))}",
+        "TIME_BUDGET": f"{round(spec.budget_seconds)}",
     }
     api = ContainerSpec(
         name=api_name,
@@ -205,7 +205,7 @@ def _state_of(states: list[ContainerState], name: str) -> ContainerState | None:
     return next((s for s in states if s.name == name), None)
 
 
-def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:  # noqa: C901
+def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
     """Runs one attempt of ``spec``. Never raises for Docker failures: they become the outcome."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     logs_dir = spec.run_dir / "logs"
@@ -316,6 +316,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         if network_made and not docker.remove_network(network):
             log.error("could not remove network %s", network)
     api_s, tool_s = _state_of(final, api_c.name), _state_of(final, tool_c.name)
+    reason: str | None
     if docker_error and not interrupted:
         status, reason = FAILED, f"docker error: {docker_error}"
         if tool_s is not None and tool_s.oom_killed:
@@ -336,8 +337,14 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
             "status": status,
             "reason": reason,
             "stopped_by": stopped_by,
-            "exit_codes": {"api": api_s.exit_code if api_s else None, "tool": tool_s.exit_code if tool_s else None},
-            "oom_killed": {"api": bool(api_s and api_s.oom_killed), "tool": bool(tool_s and tool_s.oom_killed)},
+            "exit_codes": {
+                "api": api_s.exit_code if api_s else None,
+                "tool": tool_s.exit_code if tool_s else None,
+            },
+            "oom_killed": {
+                "api": bool(api_s and api_s.oom_killed),
+                "tool": bool(tool_s and tool_s.oom_killed),
+            },
         }
     )
     _write_json(spec.run_dir / "metadata.json", meta)

@@ -29,7 +29,9 @@ def targets(catalog: Catalog, apis: Iterable[str], tools: Iterable[str]) -> list
     out: list[BuildTarget] = []
     api_list, tool_list = list(apis), list(tools)
     if catalog.infrastructure is not None and api_list:
-        out.append(BuildTarget("infrastructure", "infrastructure", INFRASTRUCTURE_IMAGE, catalog.infrastructure))
+        out.append(
+            BuildTarget("infrastructure", "infrastructure", INFRASTRUCTURE_IMAGE, catalog.infrastructure)
+        )
     out += [BuildTarget(n, "api", catalog.apis[n].image, catalog.apis[n].folder) for n in api_list]
     out += [BuildTarget(n, "tool", catalog.tools[n].image, catalog.tools[n].folder) for n in tool_list]
     return out

@@ -59,7 +59,9 @@ class RunRow:
     uploaded: bool
 
 
-_COLUMNS = "api, tool, repetition, position, status, attempts, failures, reason, cpuset, started, finished, uploaded"
+_COLUMNS = (
+    "api, tool, repetition, position, status, attempts, failures, reason, cpuset, started, finished, uploaded"
+)
 
 
 def _row(r: tuple) -> RunRow:
@@ -95,14 +97,22 @@ class Journal:
     def _event(self, key: RunKey | None, event: str, detail: str | None = None) -> None:
         self._write(
             "INSERT INTO events (at, api, tool, repetition, event, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            (clock.now(), key.api if key else None, key.tool if key else None, key.repetition if key else None,
-             event, detail),
+            (
+                clock.now(),
+                key.api if key else None,
+                key.tool if key else None,
+                key.repetition if key else None,
+                event,
+                detail,
+            ),
         )
 
     # --- meta -----------------------------------------------------------------------------------
     def set_meta(self, key: str, value: str) -> None:
-        self._write("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (key, value))
+        self._write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
 
     def meta(self, key: str) -> str | None:
         with self._lock:
@@ -152,7 +162,8 @@ class Journal:
         with self._lock:
             self._write(
                 "UPDATE runs SET status='running', attempts=attempts+1, cpuset=?, started=?, finished=NULL, "
-                "reason=NULL WHERE api=? AND tool=? AND repetition=?",
+                "reason=NULL "
+                "WHERE api=? AND tool=? AND repetition=?",
                 (cpuset, clock.now(), key.api, key.tool, key.repetition),
             )
             attempt = self.get(key).attempts
@@ -161,7 +172,8 @@ class Journal:
 
     def succeed(self, key: RunKey) -> None:
         self._write(
-            "UPDATE runs SET status='succeeded', reason=NULL, finished=? WHERE api=? AND tool=? AND repetition=?",
+            "UPDATE runs SET status='succeeded', reason=NULL, finished=? "
+            "WHERE api=? AND tool=? AND repetition=?",
             (clock.now(), key.api, key.tool, key.repetition),
         )
         self._event(key, "succeeded")
@@ -173,7 +185,8 @@ class Journal:
             failures = row.failures + 1
             status = FAILED if failures >= max_attempts else PENDING
             self._write(
-                "UPDATE runs SET status=?, failures=?, reason=?, finished=? WHERE api=? AND tool=? AND repetition=?",
+                "UPDATE runs SET status=?, failures=?, reason=?, finished=? "
+                "WHERE api=? AND tool=? AND repetition=?",
                 (status, failures, reason, clock.now(), key.api, key.tool, key.repetition),
             )
         self._event(key, "attempt failed", reason)
@@ -181,7 +194,8 @@ class Journal:
 
     def interrupt(self, key: RunKey, reason: str = "runner stopped") -> None:
         self._write(
-            "UPDATE runs SET status='interrupted', reason=?, finished=? WHERE api=? AND tool=? AND repetition=?",
+            "UPDATE runs SET status='interrupted', reason=?, finished=? "
+            "WHERE api=? AND tool=? AND repetition=?",
             (reason, clock.now(), key.api, key.tool, key.repetition),
         )
         self._event(key, "interrupted", reason)
@@ -202,8 +216,10 @@ class Journal:
 
     def mark_uploaded(self, keys: Iterable[RunKey]) -> None:
         for key in keys:
-            self._write("UPDATE runs SET uploaded=1 WHERE api=? AND tool=? AND repetition=?",
-                        (key.api, key.tool, key.repetition))
+            self._write(
+                "UPDATE runs SET uploaded=1 WHERE api=? AND tool=? AND repetition=?",
+                (key.api, key.tool, key.repetition),
+            )
 
     def events(self) -> list[tuple[float, str | None, str | None, int | None, str, str | None]]:
         with self._lock:

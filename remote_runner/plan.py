@@ -40,7 +40,9 @@ def write(batch_dir: Path, keys: tuple[RunKey, ...], settings: dict[str, Any]) -
     path = batch_dir / "plan.json"
     data = {
         "settings": settings,
-        "runs": [{"api": k.api, "tool": k.tool, "repetition": k.repetition, "dir": str(k.rel_dir)} for k in keys],
+        "runs": [
+            {"api": k.api, "tool": k.tool, "repetition": k.repetition, "dir": str(k.rel_dir)} for k in keys
+        ],
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

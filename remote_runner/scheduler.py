@@ -137,8 +137,13 @@ class Scheduler:
                 if not last and self.before_retry is not None:
                     self.before_retry(key, attempt)
                 final = self.journal.fail_attempt(key, reason, self.max_attempts)
-            log.info("%s attempt %d: %s%s", key.label, attempt, final,
-                     f" ({outcome.reason})" if outcome.reason else "")
+            log.info(
+                "%s attempt %d: %s%s",
+                key.label,
+                attempt,
+                final,
+                f" ({outcome.reason})" if outcome.reason else "",
+            )
         finally:
             self.timeline.ends.append((clock.monotonic(), key))
             self.done.put(key)
@@ -206,8 +211,17 @@ class Scheduler:
 
 # --- the batch -----------------------------------------------------------------------------------
 RESUMABLE_KEYS = (
-    "catalog", "apis", "tools", "runs", "budget_seconds", "cpus_per_container", "memory_per_container",
-    "min_free_cpus", "stop_grace_seconds", "coverage_interval", "models_dir",
+    "catalog",
+    "apis",
+    "tools",
+    "runs",
+    "budget_seconds",
+    "cpus_per_container",
+    "memory_per_container",
+    "min_free_cpus",
+    "stop_grace_seconds",
+    "coverage_interval",
+    "models_dir",
 )
 
 
@@ -299,10 +313,14 @@ def run_batch(
 
         containers, networks = docker.remove_labelled(f"llamaresttest.batch_id={batch_id}")
         if containers or networks:
-            log.info("removed %d orphan containers and %d networks of this batch", len(containers), len(networks))
+            log.info(
+                "removed %d orphan containers and %d networks of this batch", len(containers), len(networks)
+            )
         requeued = jour.requeue_unfinished()
         if requeued:
-            log.info("re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued))
+            log.info(
+                "re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued)
+            )
 
         machine = machine or Machine(psutil.cpu_count() or 1, psutil.virtual_memory().total)
         request = Request(settings.cpus_per_container, settings.memory_bytes)
@@ -315,11 +333,21 @@ def run_batch(
                 set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
             sets = [admission.cpuset_arg(s) if s else None for s in reservation.cpusets]
             spec = ExperimentSpec(
-                batch=batch_dir.name, batch_id=batch_id, key=key, attempt=attempt, run_dir=run_dir,
-                api=catalog.apis[key.api], tool=catalog.tools[key.tool], budget_seconds=settings.budget_seconds,
-                cpus=settings.cpus_per_container, api_cpuset=sets[0], tool_cpuset=sets[1],
-                memory_bytes=settings.memory_bytes, stop_grace_seconds=settings.stop_grace_seconds,
-                coverage_interval=settings.coverage_interval, models_dir=settings.models_dir,
+                batch=batch_dir.name,
+                batch_id=batch_id,
+                key=key,
+                attempt=attempt,
+                run_dir=run_dir,
+                api=catalog.apis[key.api],
+                tool=catalog.tools[key.tool],
+                budget_seconds=settings.budget_seconds,
+                cpus=settings.cpus_per_container,
+                api_cpuset=sets[0],
+                tool_cpuset=sets[1],
+                memory_bytes=settings.memory_bytes,
+                stop_grace_seconds=settings.stop_grace_seconds,
+                coverage_interval=settings.coverage_interval,
+                models_dir=settings.models_dir,
                 extra_labels=extra_labels,
             )
             return experiment.run(spec, docker, stop)
@@ -330,22 +358,36 @@ def run_batch(
         def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
             run_dir = batch_dir / key.rel_dir
             spec_path = catalog.apis[key.api].spec_path if key.api in catalog.apis else None
-            _hook(f"{key.label}: results.write_run_summary",
-                  lambda: importlib.import_module("remote_runner.results").write_run_summary(
-                      run_dir, spec_path, settings.budget_seconds))
-            if settings.upload is not None and _sync(batch_dir, settings) is not False:
+            _hook(
+                f"{key.label}: results.write_run_summary",
+                lambda: importlib.import_module("remote_runner.results").write_run_summary(
+                    run_dir, spec_path, settings.budget_seconds
+                ),
+            )
+            if settings.upload is not None and _upload_complete(_sync(batch_dir, settings)):
                 jour.mark_uploaded([key])
 
         scheduler = Scheduler(
-            jour=jour, machine=machine, policy=Policy(settings.min_free_cpus), request_for=lambda _k: request,
-            start=start, measure=sampler.measure, max_attempts=settings.max_attempts, stop=stop,
-            before_retry=before_retry, on_finished=_guarded(on_finished),
+            jour=jour,
+            machine=machine,
+            policy=Policy(settings.min_free_cpus),
+            request_for=lambda _k: request,
+            start=start,
+            measure=sampler.measure,
+            max_attempts=settings.max_attempts,
+            stop=stop,
+            before_retry=before_retry,
+            on_finished=_guarded(on_finished),
         )
         completed = scheduler.run()
         sampler.close()
         if not completed:
-            log.info("stopped: running experiments were stopped and marked interrupted; resume with "
-                     "`python -m remote_runner run --results %s --batch %s`", settings.results, batch_dir.name)
+            log.info(
+                "stopped: running experiments were stopped and marked interrupted; resume with "
+                "`python -m remote_runner run --results %s --batch %s`",
+                settings.results,
+                batch_dir.name,
+            )
             return 143
         jour.set_meta("finished", repr(clock.now()))
         counts = jour.counts()
@@ -369,16 +411,25 @@ def _guarded(fn: Callable[[RunKey, Outcome, str], None]) -> Callable[[RunKey, Ou
 
 
 def _sync(batch_dir: Path, settings: Settings) -> Any:
+    """Syncs the batch folder; returns the upload module's result (False when the call failed)."""
     upload = settings.upload
     if upload is None:
         return None
 
     def call() -> Any:
         uploader = importlib.import_module("remote_runner.upload")
-
-        return uploader.sync_batch(batch_dir, upload.bucket, upload.path)
+        result = uploader.sync_batch(batch_dir, upload.bucket, upload.path)
+        describe = getattr(result, "describe", None)
+        log.info("upload: %s", describe() if callable(describe) else result)
+        return result
 
     return _hook("upload.sync_batch", call)
+
+
+def _upload_complete(result: Any) -> bool:
+    if result is None or result is False:
+        return False
+    return bool(getattr(result, "complete", True))
 
 
 def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) -> None:
@@ -390,21 +441,32 @@ def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) ->
 
     _hook("results.write_batch_summary", summary)
     _hook("report.build_report", report)
-    uploaded = True
+    pending_files = 0
     if settings.upload is not None:
-        uploaded = _sync(batch_dir, settings) is not False
-        if uploaded:
+        result = _sync(batch_dir, settings)
+        if _upload_complete(result):
             jour.mark_uploaded(r.key for r in jour.runs())
-    if settings.shutdown_when_done:
-        rows = jour.runs()
-        all_done = all(r.status in journal.FINISHED for r in rows)
-        all_up = settings.upload is None or (uploaded and all(r.uploaded for r in rows))
-        if all_done and all_up:
-            def power_off() -> Any:
-                return importlib.import_module("remote_runner.shutdown").power_off()
-
-            log.info("every run finished and uploaded: powering off")
-            _hook("shutdown.power_off", power_off)
         else:
-            log.warning("not powering off: runs unfinished or not uploaded")
+            pending_files = max(
+                1, len(getattr(result, "pending", []) or []) + len(getattr(result, "errors", []) or [])
+            )
+    if not settings.shutdown_when_done:
+        return
+    rows = jour.runs()
 
+    def power_off() -> Any:
+        shutdown = importlib.import_module("remote_runner.shutdown")
+        decision = shutdown.should_power_off(
+            shutdown_when_done=True,
+            runs_total=len(rows),
+            runs_finished=sum(r.status in journal.FINISHED for r in rows),
+            upload_configured=settings.upload is not None,
+            upload_pending=pending_files,
+        )
+        log.info("power off: %s (%s)", "yes" if decision.power_off else "no", decision.reason)
+        if decision.power_off:
+            result = shutdown.power_off()
+            if not result.ok:
+                log.error("power off failed: %s", result.tail(5))
+
+    _hook("shutdown", power_off)

@@ -119,7 +119,7 @@ def _names(value: Any, key: str, problems: list[str]) -> tuple[str, ...]:
     return ()
 
 
-def _coerce(key: str, value: Any, problems: list[str]) -> Any:  # noqa: C901 - one branch per key
+def _coerce(key: str, value: Any, problems: list[str]) -> Any:
     try:
         if key in ("catalog", "results", "models_dir"):
             if not isinstance(value, str | Path) or not str(value):
@@ -145,10 +145,10 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:  # noqa: C901 - o
         if key in ("cpus_per_container", "min_free_cpus"):
             if isinstance(value, bool):
                 raise ValueError(f"expected a number, got {value!r}")
-            number = float(value)
-            if number < 0 or (key == "cpus_per_container" and number < 0.01):
+            amount = float(value)
+            if amount < 0 or (key == "cpus_per_container" and amount < 0.01):
                 raise ValueError(f"must be positive, got {value!r}")
-            return number
+            return amount
         if key == "memory_per_container":
             parse_memory(value)
             return str(value)
@@ -157,9 +157,15 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:  # noqa: C901 - o
                 return None
             if isinstance(value, Upload):
                 return value
-            if not isinstance(value, Mapping) or not isinstance(value.get("bucket"), str) or not value["bucket"]:
+            if (
+                not isinstance(value, Mapping)
+                or not isinstance(value.get("bucket"), str)
+                or not value["bucket"]
+            ):
                 raise ValueError(f'expected {{"bucket": "...", "path": "..."}}, got {value!r}')
-            return Upload(bucket=value["bucket"], path=str(value.get("path", "llamaresttest-results")).strip("/"))
+            return Upload(
+                bucket=value["bucket"], path=str(value.get("path", "llamaresttest-results")).strip("/")
+            )
         if key == "labels":
             if isinstance(value, tuple):
                 return value
@@ -257,7 +263,9 @@ def writable(folder: Path) -> str | None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
     except OSError as exc:
-        return f"results folder {folder} is not writable ({exc.strerror or exc}); choose another with --results"
+        return (
+            f"results folder {folder} is not writable ({exc.strerror or exc}); choose another with --results"
+        )
     return None
 
 
@@ -270,31 +278,34 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
     if need_cpus > machine.cpus:
         problems.append(
             f"an experiment needs {need_cpus:g} CPUs (2 containers x --cpus-per-container "
-            f"{settings.cpus_per_container:g}) but this machine has {machine.cpus}: lower --cpus-per-container"
+            f"{settings.cpus_per_container:g}) but this machine has {machine.cpus}: "
+            "lower --cpus-per-container"
         )
     try:
         need_memory = 2 * settings.memory_bytes
         if need_memory > machine.memory_bytes:
             problems.append(
                 f"an experiment needs {need_memory / 1024**3:.1f} GiB (2 containers x --memory-per-container "
-                f"{settings.memory_per_container}) but this machine has {machine.memory_bytes / 1024**3:.1f} GiB"
+                f"{settings.memory_per_container}) but this machine has "
+                f"{machine.memory_bytes / 1024**3:.1f} GiB"
             )
     except ValueError as exc:
         problems.append(str(exc))
     if settings.min_free_cpus > machine.cpus:
         problems.append(
-            f"--min-free-cpus {settings.min_free_cpus:g} exceeds this machine's {machine.cpus} CPUs: nothing could start"
+            f"--min-free-cpus {settings.min_free_cpus:g} exceeds this machine's {machine.cpus} CPUs: "
+            "nothing could start"
         )
     results_problem = writable(settings.results)
     if results_problem:
         problems.append(results_problem)
     if machine.docker_problem:
         problems.append(machine.docker_problem)
-    needs_models = any(
-        catalog.tools[t].needs_models for t in selection.tools if t in catalog.tools
-    )
+    needs_models = any(catalog.tools[t].needs_models for t in selection.tools if t in catalog.tools)
     if needs_models and not settings.models_dir.is_dir():
-        problems.append(f"models folder {settings.models_dir} missing (a selected tool needs models); set models_dir")
+        problems.append(
+            f"models folder {settings.models_dir} missing (a selected tool needs models); set models_dir"
+        )
     if settings.batch and settings.batch_must_exist and not (settings.results / settings.batch).is_dir():
         problems.append(f"--batch {settings.batch}: no such batch in {settings.results}")
     return selection, problems

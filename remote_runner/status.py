@@ -31,12 +31,18 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         counts[row.status] += 1
         pair = pairs.setdefault(f"{row.key.tool} x {row.key.api}", dict.fromkeys(journal.STATUSES, 0))
         pair[row.status] += 1
-    return summarize(counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir)
+    return summarize(
+        counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir
+    )
 
 
 def summarize(
-    counts: dict[str, int], pairs: dict[str, dict[str, int]], created: float, finished_at: float | None,
-    now: float, batch_dir: Path,
+    counts: dict[str, int],
+    pairs: dict[str, dict[str, int]],
+    created: float,
+    finished_at: float | None,
+    now: float,
+    batch_dir: Path,
 ) -> dict[str, Any]:
     """Pure: the status document. The estimate extrapolates the batch's throughput so far."""
     total = sum(counts.values())
@@ -71,8 +77,7 @@ def _duration(seconds: float | None) -> str:
 def text(doc: dict[str, Any]) -> str:
     c = doc["counts"]
     lines = [
-        f"batch {doc['batch']}: {doc['total']} runs, "
-        + ", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
+        f"batch {doc['batch']}: {doc['total']} runs, " + ", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
         f"elapsed {_duration(doc['elapsed_seconds'])}, estimated time left {_duration(doc['eta_seconds'])}",
     ]
     width = max((len(p) for p in doc["per_pair"]), default=10)
@@ -87,7 +92,8 @@ def _table(doc: dict[str, Any]) -> Any:
 
     c = doc["counts"]
     table = Table(
-        title=f"{doc['batch']}  elapsed {_duration(doc['elapsed_seconds'])}  left ~{_duration(doc['eta_seconds'])}",
+        title=f"{doc['batch']}  elapsed {_duration(doc['elapsed_seconds'])}  "
+        f"left ~{_duration(doc['eta_seconds'])}",
         caption=", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
     )
     table.add_column("tool x api")

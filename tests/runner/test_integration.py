@@ -1,0 +1,213 @@
+"""The runner end to end on the real Docker engine with the fixture images (limits scaled down)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runner.conftest import (
+    FIXTURES,
+    cli,
+    journal_events,
+    journal_rows,
+    labelled,
+    only_batch,
+    read_json,
+    spawn,
+    terminate,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def common(catalog: Path, results: Path, label: str, *extra: str) -> list[str]:
+    return [
+        "run", "--catalog", str(catalog), "--results", str(results), "--min-free-cpus", "0",
+        "--label", label, "--no-build", *extra,
+    ]
+
+
+def test_batch_completes_with_pinned_cpus_and_the_container_contract(fixture_images, tmp_path, test_label):
+    results = tmp_path / "results"
+    # 1 whole CPU per container: an experiment holds both CPUs of this machine, as concrete cpusets,
+    # so the two runs go one after the other
+    res = cli(*common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good",
+                      "--runs", "2", "--budget", "3s", "--cpus-per-container", "1",
+                      "--memory-per-container", "128m"))
+    assert res.returncode == 0, res.stderr
+    batch = only_batch(results)
+    assert batch.name.startswith("batch-") and batch.name.endswith("Z")
+    rows = journal_rows(batch)
+    assert [(r["repetition"], r["status"], r["attempts"], r["failures"]) for r in rows] == [
+        (1, "succeeded", 1, 0), (2, "succeeded", 1, 0)]
+    spans = []
+    for n in (1, 2):
+        run_dir = batch / "fx-echo" / "fx-good" / f"run-{n}"
+        meta = read_json(run_dir / "metadata.json")
+        assert meta["status"] == "succeeded" and meta["stopped_by"] == "budget"
+        assert meta["cpuset"] == {"api": "0", "tool": "1"}
+        assert meta["oom_killed"] == {"api": False, "tool": False}
+        assert str(meta["image_ids"]["api"]).startswith("sha256:")  # type: ignore[index]
+        assert meta["start_utc"].endswith("Z") and meta["end_utc"].endswith("Z")  # type: ignore[union-attr]
+        tool_log = (run_dir / "logs" / "tool.log").read_text()
+        assert "tool: env ok" in tool_log and "tool: spec ok" in tool_log and "tool: spec read-only" in tool_log
+        assert "tool: affinity 1\n" in tool_log, tool_log  # --cpuset-cpus really applied
+        assert "tool: stopped after" in tool_log  # stopped at the budget's end by SIGTERM
+        # API env contract and the /results mount; stopped with a grace period so it could flush
+        assert (run_dir / "api-started").read_text().split() == ["fx-echo", "fx-good", str(n), "3"]
+        assert (run_dir / "stopped-gracefully").is_file()
+        spans.append((meta["start_utc"], meta["end_utc"]))
+    assert spans[0][1] <= spans[1][0], "two experiments of 2 CPUs each overlapped on a 2-CPU machine"
+    plan = read_json(batch / "plan.json")
+    assert len(plan["runs"]) == 2 and plan["settings"]["budget_seconds"] == 3.0  # type: ignore[index,arg-type]
+    assert (batch / "runner.log").read_text().count("succeeded") >= 2
+    assert labelled(test_label) == ([], [])
+    status = cli("status", "--results", str(results), "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"succeeded": 2' in status.stdout and '"finished": true' in status.stdout
+
+
+def test_failures_are_recorded_with_their_reason_and_retried(fixture_images, tmp_path, test_label):
+    results = tmp_path / "results"
+    res = cli(*common(fixture_images, results, test_label, "--apis", "fx-echo,fx-never-ready",
+                      "--tools", "fx-good,fx-crash,fx-hog", "--budget", "6s", "--cpus-per-container", "0.25",
+                      "--memory-per-container", "64m", "--max-attempts", "2"), timeout=200)
+    assert res.returncode == 0, res.stderr
+    batch = only_batch(results)
+    rows = {(r["api"], r["tool"]): r for r in journal_rows(batch)}
+    assert rows[("fx-echo", "fx-good")]["status"] == "succeeded"
+    expected = {
+        ("fx-echo", "fx-crash"): "tool crashed (exit 3)",
+        ("fx-echo", "fx-hog"): "tool out of memory",
+        ("fx-never-ready", "fx-good"): "api not ready after 3 s",
+        ("fx-never-ready", "fx-crash"): "api not ready after 3 s",
+        ("fx-never-ready", "fx-hog"): "api not ready after 3 s",
+    }
+    for pair, reason in expected.items():
+        row = rows[pair]
+        assert (row["status"], row["reason"], row["failures"], row["attempts"]) == ("failed", reason, 2, 2), row
+        run_dir = batch / pair[0] / pair[1] / "run-1"
+        first = run_dir / "attempts" / "attempt-1"
+        assert read_json(first / "metadata.json")["reason"] == reason  # the earlier attempt, moved aside whole
+        assert read_json(run_dir / "metadata.json")["attempt"] == 2
+    hog = read_json(batch / "fx-echo" / "fx-hog" / "run-1" / "metadata.json")
+    assert hog["oom_killed"] == {"api": False, "tool": True} and hog["exit_codes"]["tool"] == 137  # type: ignore[index]
+    assert labelled(test_label) == ([], [])
+
+
+def test_kill_9_then_resume_runs_everything_exactly_once(fixture_images, tmp_path, test_label):
+    results = tmp_path / "results"
+    # 0.5 CPU per container: two experiments at a time on this 2-CPU machine
+    args = common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good", "--runs", "4",
+                  "--budget", "3s", "--cpus-per-container", "0.5", "--memory-per-container", "96m")
+    proc = spawn(*args, log=tmp_path / "first.log")
+    try:
+        batch = wait_for(lambda: next(iter(sorted(results.glob("batch-*/journal.sqlite"))), None), 60, "a batch")
+        batch = batch.parent
+
+        def mid_batch() -> bool:
+            states = [r["status"] for r in journal_rows(batch)]
+            running = labelled(test_label)[0]
+            return "succeeded" in states and "running" in states and len(running) >= 2
+
+        wait_for(mid_batch, 90, "one run done and another running")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        terminate(proc)
+    orphans, _ = labelled(test_label)
+    assert orphans, "the kill left no container behind: the resume below would prove nothing"
+    killed = {(r["repetition"]) for r in journal_rows(batch) if r["status"] == "running"}
+    assert killed
+    res = cli("run", "--results", str(results), "--batch", batch.name, "--no-build", timeout=180)
+    assert res.returncode == 0, res.stderr
+    rows = journal_rows(batch)
+    assert [r["status"] for r in rows] == ["succeeded"] * 4
+    assert all(r["failures"] == 0 for r in rows), rows  # an interruption is not a failed attempt
+    succeeded = [e["repetition"] for e in journal_events(batch) if e["event"] == "succeeded"]
+    assert sorted(succeeded) == [1, 2, 3, 4], succeeded  # each run done exactly once
+    for rep in killed:
+        run_dir = batch / "fx-echo" / "fx-good" / f"run-{rep}"
+        assert (run_dir / "attempts" / "attempt-1").is_dir()  # the cut-short attempt, moved aside
+        assert read_json(run_dir / "metadata.json")["attempt"] == 2
+    assert "orphan containers" in (batch / "runner.log").read_text()
+    assert labelled(test_label) == ([], [])
+
+
+def test_sigterm_stops_cleanly_within_30_s_and_resume_finishes(fixture_images, tmp_path, test_label):
+    results = tmp_path / "results"
+    args = common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good", "--runs", "2",
+                  "--budget", "6s", "--cpus-per-container", "0.25", "--memory-per-container", "96m")
+    proc = spawn(*args, log=tmp_path / "first.log")
+    try:
+        def tools_running() -> bool:
+            return len(labelled(test_label)[0]) == 4  # 2 experiments x (api + tool)
+
+        wait_for(tools_running, 90, "both experiments' tools running")
+        batch = only_batch(results)
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        code = proc.wait(30)
+        took = time.monotonic() - sent
+    finally:
+        terminate(proc)
+    assert code == 143, (tmp_path / "first.log").read_text()
+    assert took < 30
+    rows = journal_rows(batch)
+    assert [r["status"] for r in rows] == ["interrupted", "interrupted"]
+    assert labelled(test_label) == ([], [])
+    for rep in (1, 2):  # the API was stopped with its grace period
+        assert (batch / "fx-echo" / "fx-good" / f"run-{rep}" / "stopped-gracefully").is_file()
+    res = cli("run", "--results", str(results), "--batch", batch.name, "--no-build", timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = journal_rows(batch)
+    assert [(r["status"], r["attempts"], r["failures"]) for r in rows] == [("succeeded", 2, 0)] * 2
+    assert labelled(test_label) == ([], [])
+
+
+def test_bad_input_is_refused_with_every_problem_at_once(fixture_images, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = cli("run", "--catalog", str(fixture_images), "--results", str(blocker / "results"),
+              "--apis", "fx-echo,nope", "--tools", "fx-good,zap", "--budget", "soon",
+              "--cpus-per-container", "64", "--memory-per-container", "1000g", "--no-build")
+    assert res.returncode == 2
+    err = res.stderr
+    assert "unknown API 'nope'; known: fx-echo, fx-never-ready" in err
+    assert "unknown tool 'zap'; known: fx-crash, fx-good, fx-hog" in err
+    assert "budget_seconds: not a duration: 'soon'" in err
+    assert "an experiment needs 128 CPUs" in err
+    assert "GiB (2 containers x --memory-per-container 1000g)" in err
+    assert "is not writable" in err
+    assert not list(tmp_path.glob("**/batch-*"))
+
+
+def test_no_docker_engine_is_refused_before_anything_starts(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.runner.conftest import ROOT, runner_env
+
+    env = runner_env()
+    env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
+    res = subprocess.run(
+        [sys.executable, "-m", "remote_runner", "run", "--catalog", str(FIXTURES / "catalog"),
+         "--results", str(tmp_path / "r"), "--cpus-per-container", "0.25", "--memory-per-container", "64m",
+         "--min-free-cpus", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert res.returncode == 2
+    assert "no Docker engine answers" in res.stderr
+    assert not list((tmp_path / "r").glob("batch-*"))
+
+
+def test_failed_build_names_the_image_and_shows_its_log(fixture_images, tmp_path):
+    res = cli("build", "--catalog", str(FIXTURES / "broken"), timeout=300)
+    assert res.returncode == 1
+    assert "building llamaresttest/tool-fx-broken from" in res.stderr
+    assert "fixture: this build fails on purpose" in res.stderr
