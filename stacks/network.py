@@ -26,7 +26,7 @@ def ssh_range_problems(ranges: Sequence[str], *, allow_anywhere: bool) -> list[s
     key = "llamaresttest:sshSourceRanges"
     if not ranges:
         return [
-            f"{key} is required: the CIDRs allowed to reach SSH, e.g. your public IP as a /32 "
+            f"{key}: is required: the CIDRs allowed to reach SSH, e.g. your public IP as a /32 "
             f"(fix: pulumi config set --path '{key}[0]' $(curl -s https://ifconfig.me)/32)"
         ]
     problems: list[str] = []

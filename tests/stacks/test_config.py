@@ -1,0 +1,204 @@
+"""The stack config, built from raw values without Pulumi."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.config import (
+    BENCHMARK_APIS,
+    ConfigError,
+    StackConfig,
+    build_config,
+    discover_catalog,
+    experiment_settings,
+    format_memory,
+    resource_name,
+)
+
+KNOWN_APIS = (*BENCHMARK_APIS, "demo-shop")
+KNOWN_TOOLS = ("llamaresttest", "schemathesis")
+GCP = {"project": "research-project-1", "region": "us-central1", "zone": "us-central1-a"}
+REQUIRED = {"modelsBucket": "lab-llm-models", "sshSourceRanges": '["198.18.7.0/24"]'}
+
+
+def build(stack: str = "dev", gcp: dict[str, Any] | None = None, **raw: object) -> StackConfig:
+    return build_config(
+        {**REQUIRED, **raw},
+        stack=stack,
+        gcp=GCP if gcp is None else gcp,
+        known_apis=KNOWN_APIS,
+        known_tools=KNOWN_TOOLS,
+    )
+
+
+def problems_of(**raw: object) -> tuple[str, ...]:
+    with pytest.raises(ConfigError) as info:
+        build(**raw)
+    return info.value.problems
+
+
+def test_defaults() -> None:
+    cfg = build()
+    assert cfg.machine_type == "n1-standard-32"
+    assert (cfg.disk_size_gb, cfg.disk_type, cfg.spot, cfg.max_run_hours) == (100, "pd-balanced", False, 24)
+    assert (cfg.models_path, cfg.results_bucket, cfg.results_path) == (
+        "LlamaRestTest",
+        "lab-llm-models",
+        "llamaresttest-results",
+    )
+    assert cfg.apis == BENCHMARK_APIS and len(cfg.apis) == 11
+    assert cfg.tools == ("llamaresttest",)
+    assert (cfg.runs_per_combination, cfg.time_budget_minutes) == (1, 60)
+    assert (cfg.cpus_per_container, cfg.memory_per_container_gb, cfg.min_free_cpus) == (8, 16, 14)
+    assert (cfg.auto_start, cfg.upload_results, cfg.shutdown_when_done) == (False, True, True)
+    assert (cfg.allow_ssh_from_anywhere, cfg.static_ip, cfg.network, cfg.ssh_user) == (
+        False,
+        False,
+        "default",
+        "llamaresttest",
+    )
+    assert cfg.target == "gcp"
+    assert (cfg.zone, cfg.region, cfg.gcp_project) == ("us-central1-a", "us-central1", "research-project-1")
+    assert (cfg.experiment_slots, cfg.hourly_cost_usd) == (2, 1.52)
+    assert cfg.results_url == "gs://lab-llm-models/llamaresttest-results/"
+    assert cfg.models_url == "gs://lab-llm-models/LlamaRestTest/"
+
+
+def test_typed_and_string_values_mean_the_same() -> None:
+    as_strings = build(spot="true", diskSizeGb="200", cpusPerContainer="4.5", apis='["blog", "ncs"]')
+    as_values = build(spot=True, diskSizeGb=200, cpusPerContainer=4.5, apis=["blog", "ncs"])
+    comma_list = build(spot="True", diskSizeGb=" 200 ", cpusPerContainer=4.5, apis="blog, ncs")
+    assert as_strings == as_values == comma_list
+    assert as_values.apis == ("blog", "ncs")
+
+
+def test_region_follows_zone_and_must_agree_with_it() -> None:
+    cfg = build(gcp={"project": "research-project-1", "zone": "europe-west4-b"})
+    assert cfg.region == "europe-west4"
+    with pytest.raises(ConfigError) as info:
+        build(gcp={"project": "research-project-1", "zone": "europe-west4-b", "region": "us-central1"})
+    assert info.value.problems == (
+        "gcp:region: 'us-central1' does not contain the zone europe-west4-b; set them to agree",
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    problems = problems_of(
+        machineType="e2-micro",
+        diskType="ssd",
+        maxRunHours=-1,
+        modelsBucket="Bad_Bucket",
+        modelsPath="a//b",
+        sshSourceRanges="[]",
+        sshUser="root",
+        apis=[],
+        tools=["llamaresttest", "llamaresttest"],
+        runsPerCombination="two",
+        memoryPerContainerGb=0,
+        autoStart="yes",
+    )
+    keys = [p.split(": ", 1)[0] for p in problems]
+    assert keys == [
+        "llamaresttest:machineType",
+        "llamaresttest:diskType",
+        "llamaresttest:maxRunHours",
+        "llamaresttest:modelsBucket",
+        "llamaresttest:modelsPath",
+        "llamaresttest:sshSourceRanges",
+        "llamaresttest:sshUser",
+        "llamaresttest:apis",
+        "llamaresttest:tools",
+        "llamaresttest:runsPerCombination",
+        "llamaresttest:memoryPerContainerGb",
+        "llamaresttest:autoStart",
+    ]
+    text = "\n".join(problems)
+    assert "known: n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96" in text
+    assert "listed twice: llamaresttest" in text
+    assert "is required: the CIDRs allowed to reach SSH" in text
+
+
+def test_missing_project_and_placeholders() -> None:
+    problems = problems_of(gcp={}, modelsBucket="change-me-models-bucket", resultsBucket="change-me-results")
+    assert problems == (
+        "gcp:project is required (fix: pulumi config set gcp:project <your project id>)",
+        "llamaresttest:modelsBucket: 'change-me-models-bucket' is the example value; set your bucket's name",
+        "llamaresttest:resultsBucket: 'change-me-results' is the example value; set your bucket's name",
+    )
+
+
+def test_unknown_key_is_a_problem_with_a_suggestion() -> None:
+    (problem,) = problems_of(timeBudgetMinute=30)
+    assert problem.startswith(
+        "llamaresttest:timeBudgetMinute: unknown key (did you mean 'timeBudgetMinutes'?)"
+    )
+
+
+def test_local_target_is_not_available_yet_and_others_are_unknown() -> None:
+    (local,) = problems_of(target="local")
+    assert "'local' is not available yet" in local
+    (other,) = problems_of(target="aws")
+    assert other == "llamaresttest:target: 'aws' is not a target; choose one of gcp, local"
+
+
+def test_no_catalog_on_disk_is_explained() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(REQUIRED, stack="dev", gcp=GCP, known_apis=(), known_tools=())
+    assert info.value.problems == (
+        "llamaresttest:apis: no apis found: each needs apis/<name>/Dockerfile in the project",
+        "llamaresttest:tools: no tools found: each needs tools/<name>/Dockerfile in the project",
+    )
+
+
+def test_experiment_settings_follow_the_runner_contract() -> None:
+    cfg = build(
+        apis=["blog", "market"],
+        tools=["llamaresttest", "schemathesis"],
+        runsPerCombination=10,
+        timeBudgetMinutes=90,
+        cpusPerContainer=4,
+        memoryPerContainerGb=12,
+        minFreeCpus=8,
+        resultsBucket="lab-results",
+        resultsPath="runs/",
+        shutdownWhenDone=False,
+    )
+    assert experiment_settings(cfg) == {
+        "catalog": "/opt/llamaresttest/current",
+        "results": "/opt/llamaresttest/results",
+        "batch": None,
+        "apis": ["blog", "market"],
+        "tools": ["llamaresttest", "schemathesis"],
+        "runs": 10,
+        "budget_seconds": 5400,
+        "cpus_per_container": 4,
+        "memory_per_container": "12g",
+        "min_free_cpus": 8,
+        "models_dir": "/opt/llamaresttest/models",
+        "upload": {"bucket": "lab-results", "path": "runs"},
+        "shutdown_when_done": False,
+    }
+    small = build(uploadResults=False, cpusPerContainer=0.5, memoryPerContainerGb=0.5)
+    no_upload = experiment_settings(small)
+    assert "upload" not in no_upload
+    assert (no_upload["cpus_per_container"], no_upload["memory_per_container"]) == (0.5, "512m")
+
+
+def test_names_and_memory_notation() -> None:
+    assert resource_name("llamaresttest-My_Stack.96", 40) == "llamaresttest-my-stack-96"
+    assert resource_name("9lives", 63) == "x-9lives"
+    assert resource_name("a" * 50 + "-b", 40) == "a" * 40
+    assert build(stack="Big.Stack").resource_prefix == "llamaresttest-big-stack"
+    assert (format_memory(16), format_memory(1.5), format_memory(0.25)) == ("16g", "1536m", "256m")
+
+
+def test_discover_catalog_counts_only_folders_with_a_dockerfile(tmp_path: Path) -> None:
+    for folder in ("apis/blog", "apis/ncs", "apis/notes", "tools/llamaresttest"):
+        (tmp_path / folder).mkdir(parents=True)
+    for dockerfile in ("apis/blog", "apis/ncs", "tools/llamaresttest"):
+        (tmp_path / dockerfile / "Dockerfile").write_text("FROM scratch\n")
+    assert discover_catalog(tmp_path) == (("blog", "ncs"), ("llamaresttest",))
+    assert discover_catalog(tmp_path / "missing") == ((), ())
