@@ -1,0 +1,616 @@
+"""Deploys the runner onto the VM over SSH and starts the batch: a Pulumi dynamic resource.
+
+``pulumi up``: wait (bounded, with progress) for SSH and the startup script's ready marker; upload
+the bundle into ``releases/<hash>/`` unless that release is already complete; switch the ``current``
+link atomically; install the runner's dependencies into the venv; install and enable the systemd
+unit; start it (restart it when the release changed; the runner resumes the batch named in
+``experiment.json``). ``pulumi destroy``: stop the unit (the runner interrupts its experiments
+cleanly), run a final results upload, and treat a host that is already gone as done.
+
+Only the bundle's path and content hash are inputs: the archive itself never enters the Pulumi state.
+``check`` and ``diff`` are pure and touch nothing, so ``pulumi preview`` never opens a connection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tarfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi.dynamic
+from pulumi.runtime.rpc import UNKNOWN
+from pulumi.runtime.settings import get_engine
+
+from stacks import systemd
+from stacks.bundle import REQUIREMENTS_FILE, Bundle, build_bundle, default_bundle_dir, sha256_file
+from stacks.remote import (
+    HostUnreachable,
+    PermanentSshError,
+    RetryPolicy,
+    Session,
+    SshTarget,
+    as_root,
+    connect,
+    load_private_key,
+    parse_public_key,
+    shell,
+)
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = "/var/lib/llamaresttest"
+DEFAULT_STARTUP_LOG = "/var/log/llamaresttest-startup.log"
+DEFAULT_STARTUP_TIMEOUT = 45 * 60  # Docker install plus two ~5 GB model downloads on a fresh VM
+RELEASE_MARKER = ".bundle-sha256"
+
+# Input properties of the resource, as stored in the Pulumi state.
+HOST, PORT, USER = "host", "port", "user"
+PRIVATE_KEY, HOST_KEY = "client_private_key", "host_public_key"
+BUNDLE_HASH, BUNDLE_PATH, EXPERIMENT = "bundle_hash", "bundle_path", "experiment"
+REMOTE_ROOT, STATE_DIR, STARTUP_LOG, UNIT_DIR = "remote_root", "state_dir", "startup_log", "unit_dir"
+AUTO_START, UPLOAD_RESULTS, STARTUP_TIMEOUT = "auto_start", "upload_results", "startup_timeout_seconds"
+
+# What a change of which means something must happen on the VM. The bundle's local path is left out
+# on purpose: the same content at another path is the same release.
+COMPARED = (
+    HOST,
+    PORT,
+    USER,
+    PRIVATE_KEY,
+    HOST_KEY,
+    BUNDLE_HASH,
+    EXPERIMENT,
+    REMOTE_ROOT,
+    STATE_DIR,
+    STARTUP_LOG,
+    UNIT_DIR,
+    AUTO_START,
+    UPLOAD_RESULTS,
+)
+# Another machine: deploy there first, then drain the old one (Pulumi's create-before-delete).
+REPLACING = (HOST,)
+
+
+def progress(message: str) -> None:
+    """Progress for the operator: the Pulumi log when an engine is attached, std logging otherwise.
+
+    A dynamic provider's process has no engine, but Pulumi passes its stderr through to the CLI, which
+    is where ``pulumi.log`` writes when no engine is attached; so without logging handlers (the
+    provider process) the message goes there too.
+    """
+    if get_engine() is not None:
+        pulumi.log.info(message)
+        return
+    logger.info(message)
+    if not logging.getLogger().handlers and not logger.handlers:
+        pulumi.log.info(message)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pure parts: validation, diff, paths and remote scripts
+
+
+def _known(value: Any) -> bool:
+    return value != UNKNOWN
+
+
+def validate(props: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Problems with the inputs, as (property, reason); unknown values (preview) are not judged."""
+    problems: list[tuple[str, str]] = []
+    for key in (HOST, USER, PRIVATE_KEY, HOST_KEY, BUNDLE_HASH, BUNDLE_PATH, REMOTE_ROOT):
+        if key not in props or props[key] in (None, ""):
+            problems.append((key, "is required"))
+    if problems:
+        return problems
+    port = props.get(PORT, 22)
+    if _known(port) and not (isinstance(port, int | float) and 0 < int(port) < 65536):
+        problems.append((PORT, f"must be a TCP port, got {port!r}"))
+    digest = props[BUNDLE_HASH]
+    if _known(digest) and not re.fullmatch(r"[0-9a-f]{64}", str(digest)):
+        problems.append((BUNDLE_HASH, "must be a sha256 hex digest"))
+    for key in (REMOTE_ROOT, STATE_DIR, STARTUP_LOG, UNIT_DIR):
+        value = props.get(key)
+        if value is not None and _known(value) and (not str(value).startswith("/") or " " in str(value)):
+            problems.append((key, f"must be an absolute path without spaces, got {value!r}"))
+    if _known(props[HOST_KEY]):
+        try:
+            parse_public_key(str(props[HOST_KEY]))
+        except PermanentSshError as exc:
+            problems.append((HOST_KEY, str(exc)))
+    if _known(props[PRIVATE_KEY]):
+        try:
+            load_private_key(str(props[PRIVATE_KEY]))
+        except PermanentSshError as exc:
+            problems.append((PRIVATE_KEY, str(exc)))
+    return problems
+
+
+def changed_keys(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    return [key for key in COMPARED if olds.get(key) != news.get(key)]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things live on the VM (docs/contracts.md)."""
+
+    root: str = systemd.DEFAULT_REMOTE_ROOT
+    state_dir: str = DEFAULT_STATE_DIR
+    startup_log: str = DEFAULT_STARTUP_LOG
+    unit_dir: str = systemd.DEFAULT_UNIT_DIR
+
+    @classmethod
+    def of(cls, props: Mapping[str, Any]) -> Paths:
+        return cls(
+            root=str(props.get(REMOTE_ROOT) or cls.root),
+            state_dir=str(props.get(STATE_DIR) or cls.state_dir),
+            startup_log=str(props.get(STARTUP_LOG) or cls.startup_log),
+            unit_dir=str(props.get(UNIT_DIR) or cls.unit_dir),
+        )
+
+    def release(self, digest: str) -> str:
+        return f"{self.root}/releases/{digest}"
+
+    @property
+    def current(self) -> str:
+        return f"{self.root}/current"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.root}/venv"
+
+    @property
+    def ready_marker(self) -> str:
+        return f"{self.state_dir}/startup.ready"
+
+    @property
+    def failed_marker(self) -> str:
+        return f"{self.state_dir}/startup.failed"
+
+    @property
+    def unit_file(self) -> str:
+        return systemd.unit_path(self.unit_dir)
+
+
+def startup_state_script(paths: Paths, tail_lines: int = 40) -> str:
+    """Prints READY, or FAILED followed by the reason and the startup log's tail, or WAITING."""
+    ready, failed, log = (shell([p]) for p in (paths.ready_marker, paths.failed_marker, paths.startup_log))
+    return (
+        f"if [ -f {failed} ]; then echo FAILED; cat {failed}; echo '--- startup log (tail) ---'; "
+        f"tail -n {tail_lines} {log} 2>/dev/null; "
+        f"elif [ -f {ready} ]; then echo READY; else echo WAITING; fi"
+    )
+
+
+def release_state_script(paths: Paths, digest: str) -> str:
+    marker = shell([f"{paths.release(digest)}/{RELEASE_MARKER}"])
+    return f"cat {marker} 2>/dev/null || true"
+
+
+def install_release_script(paths: Paths, digest: str, staged: str) -> str:
+    """Verifies the staged archive, unpacks it beside the release, then renames it into place."""
+    release = paths.release(digest)
+    partial = f"{paths.root}/releases/.{digest}.partial"
+    q = shell
+    return " && ".join(
+        [
+            "set -e",
+            f'test "$(sha256sum {q([staged])} | cut -d" " -f1)" = {q([digest])}',
+            f"mkdir -p {q([paths.root + '/releases'])}",
+            f"rm -rf {q([partial])}",
+            f"mkdir {q([partial])}",
+            f"tar -xzf {q([staged])} -C {q([partial])} --no-same-owner",
+            f"printf %s {q([digest])} > {q([partial + '/' + RELEASE_MARKER])}",
+            f"rm -rf {q([release])}",
+            f"mv -T {q([partial])} {q([release])}",
+            f"rm -f {q([staged])}",
+        ]
+    )
+
+
+def current_target_script(paths: Paths) -> str:
+    return f"readlink {shell([paths.current])} || true"
+
+
+def switch_current_script(paths: Paths, digest: str) -> str:
+    """``ln -s`` beside the link then ``mv -T`` over it: rename(2) is atomic, so there is always a link."""
+    tmp = f"{paths.root}/.current.new"
+    link, current = shell(["releases/" + digest]), shell([paths.current])
+    return f"ln -sfn {link} {shell([tmp])} && mv -T {shell([tmp])} {current}"
+
+
+def install_deps_script(paths: Paths, digest: str, requirements_sha: str) -> str:
+    """Creates the venv once, then installs the release's requirements unless that exact list is in."""
+    venv, stamp = paths.venv, f"{paths.venv}/.requirements-{requirements_sha}"
+    reqs = f"{paths.release(digest)}/{REQUIREMENTS_FILE}"
+    pip = shell(
+        [f"{venv}/bin/python", "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", reqs]
+    )
+    return (
+        f"set -e; test -x {shell([venv + '/bin/python'])} || python3 -m venv {shell([venv])}; "
+        f"if [ ! -f {shell([stamp])} ]; then {pip} && touch {shell([stamp])}; echo INSTALLED; "
+        "else echo UP-TO-DATE; fi"
+    )
+
+
+def write_file_script(path: str, mode: str = "0644") -> str:
+    """Writes stdin to ``path`` through a temporary name (readers never see half a file)."""
+    tmp = f"{path}.new"
+    return f"cat > {shell([tmp])} && chmod {mode} {shell([tmp])} && mv -f {shell([tmp])} {shell([path])}"
+
+
+def stop_script(paths: Paths) -> str:
+    """Stops the unit if it was ever installed (a failed first deploy may have left none)."""
+    return f"if [ -f {shell([paths.unit_file])} ]; then {shell(systemd.stop())}; fi"
+
+
+def results_dir(paths: Paths, experiment: Mapping[str, Any]) -> str:
+    """The results folder as the runner resolves it (relative to the config file's folder)."""
+    results = str(experiment.get("results") or "./results")
+    return results if results.startswith("/") else f"{paths.current}/{results}"
+
+
+def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | None:
+    """Syncs the deployed batch (or, without a batch name, the newest one) with the runner's ``upload``.
+
+    None when the settings configure no upload. The runner's upload exits 1 when something is still
+    pending, which fails the delete: the VM is kept so nothing is lost.
+    """
+    upload = experiment.get("upload") or {}
+    if not isinstance(upload, Mapping) or not upload.get("bucket"):
+        return None
+    results = results_dir(paths, experiment)
+    batch = experiment.get("batch")
+    pick = (
+        f"batch_dir={shell([results + '/' + str(batch)])}"
+        if batch
+        else f"batch_dir=$(ls -1d {shell([results])}/batch-* 2>/dev/null | sort | tail -n 1)"
+    )
+    runner = shell([systemd.venv_python(paths.root), "-m", "remote_runner", "upload"])
+    target = shell(["--bucket", str(upload["bucket"]), "--path", str(upload.get("path") or "")])
+    return (
+        f"cd {shell([paths.current])} && {pick}; "
+        'if [ -z "$batch_dir" ] || [ ! -d "$batch_dir" ]; then echo "no batch folder to upload"; exit 0; fi; '
+        f'{runner} "$batch_dir" {target}'
+    )
+
+
+def requirements_sha(bundle_path: Path) -> str | None:
+    with tarfile.open(bundle_path, "r:gz") as tar:
+        try:
+            member = tar.extractfile(REQUIREMENTS_FILE)
+        except KeyError:
+            return None
+        if member is None:
+            return None
+        return hashlib.sha256(member.read()).hexdigest()
+
+
+def target_of(props: Mapping[str, Any]) -> SshTarget:
+    return SshTarget(
+        host=str(props[HOST]),
+        port=int(props.get(PORT) or 22),
+        user=str(props[USER]),
+        host_public_key=str(props[HOST_KEY]),
+        private_key=str(props[PRIVATE_KEY]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The provider
+
+
+class DeployError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Waits of the provider; tests make them short and switch backoff off."""
+
+    connect: RetryPolicy = field(default_factory=lambda: RetryPolicy(timeout_seconds=600))
+    # A destroyed or stopped VM should not hold `pulumi destroy` for long.
+    connect_on_delete: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(timeout_seconds=90, max_wait=10)
+    )
+    poll_seconds: float = 10.0
+    command_timeout: float = 1800.0
+    sleep: Callable[[float], None] = field(default=time.sleep)
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+class DeployProvider(pulumi.dynamic.ResourceProvider):
+    def __init__(self, timing: Timing | None = None) -> None:
+        super().__init__()
+        self.timing = timing or Timing()
+
+    # -- pure ---------------------------------------------------------------------------------------
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
+        failures = [pulumi.dynamic.CheckFailure(key, reason) for key, reason in validate(news)]
+        return pulumi.dynamic.CheckResult(news, failures)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        changed = changed_keys(olds, news)
+        return pulumi.dynamic.DiffResult(
+            changes=bool(changed),
+            replaces=[key for key in changed if key in REPLACING],
+            delete_before_replace=False,
+        )
+
+    # -- effects ------------------------------------------------------------------------------------
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        outs = self._deploy(props)
+        return pulumi.dynamic.CreateResult(f"{props[HOST]}:{Paths.of(props).root}", outs)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.UpdateResult:
+        return pulumi.dynamic.UpdateResult(self._deploy(news))
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        target, paths = target_of(props), Paths.of(props)
+        progress(f"stopping the runner on {target.label}")
+        try:
+            session = connect(target, self.timing.connect_on_delete, progress)
+        except HostUnreachable as exc:
+            progress(f"{exc}; the host is gone, so there is nothing left to stop")
+            return
+        with session:
+            res = session.run(
+                as_root(stop_script(paths), target.user), timeout=systemd.DEFAULT_TIMEOUT_STOP_SEC + 60
+            )
+            if not res.ok:
+                raise DeployError(f"stopping {systemd.UNIT_NAME} failed:\n{res.tail()}")
+            progress(f"{systemd.UNIT_NAME} stopped")
+            remove = f"rm -f {shell([paths.unit_file])}"
+            self._run_root(
+                session,
+                f"{shell(systemd.disable())} && {remove} && {shell(systemd.daemon_reload())}",
+                "removing the unit",
+            )
+            upload = final_upload_script(paths, props.get(EXPERIMENT) or {})
+            if props.get(UPLOAD_RESULTS) and upload is not None:
+                progress("final upload of the results")
+                out = self._run_root(session, upload, "the final results upload (VM kept; run destroy again)")
+                progress(out.strip().splitlines()[-1] if out.strip() else "final upload done")
+            progress("runner stopped; releases and results are left on the VM")
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
+        problems = validate(props)
+        if problems:
+            raise DeployError("; ".join(f"{key} {reason}" for key, reason in problems))
+        target, paths = target_of(props), Paths.of(props)
+        digest = str(props[BUNDLE_HASH])
+        bundle_path = Path(str(props[BUNDLE_PATH]))
+        if not bundle_path.is_file():
+            raise DeployError(f"bundle {bundle_path} is missing; run `pulumi up` again to rebuild it")
+        actual = sha256_file(bundle_path)
+        if actual != digest:
+            raise DeployError(
+                f"bundle {bundle_path} has sha256 {actual}, expected {digest}; refusing to deploy"
+            )
+
+        progress(f"connecting to {target.label}")
+        with connect(target, self.timing.connect, progress) as session:
+            self._wait_for_startup(
+                session, paths, float(props.get(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
+            )
+            uploaded = self._ensure_release(session, paths, digest, bundle_path)
+            previous = session.run(as_root(current_target_script(paths), target.user)).output.strip()
+            switched = previous != f"releases/{digest}"
+            if switched:
+                self._run_root(session, switch_current_script(paths, digest), "switching the current link")
+                progress(f"current -> releases/{digest} (was {previous or 'absent'})")
+            req_sha = requirements_sha(bundle_path)
+            if req_sha is not None:
+                out = self._run_root(
+                    session, install_deps_script(paths, digest, req_sha), "installing runner deps"
+                )
+                progress(f"runner dependencies: {out.strip().splitlines()[-1] if out.strip() else 'done'}")
+            self._install_unit(session, paths)
+            self._start(session, bool(props.get(AUTO_START)), switched)
+        return {**props, "release_dir": paths.release(digest), "uploaded": uploaded}
+
+    def _run_root(self, session: Session, script: str, what: str) -> str:
+        res = session.run(as_root(script, session.target.user), timeout=self.timing.command_timeout)
+        if not res.ok:
+            reason = "timed out" if res.timed_out else f"exit code {res.returncode}"
+            raise DeployError(f"{what} failed on {session.target.label} ({reason}):\n{res.tail()}")
+        return res.output
+
+    def _wait_for_startup(self, session: Session, paths: Paths, timeout: float) -> None:
+        started = self.timing.clock()
+        script = startup_state_script(paths)
+        while True:
+            res = session.run(script, timeout=60)
+            state = res.output.strip().splitlines()[0] if res.output.strip() else "WAITING"
+            if state == "READY":
+                progress("VM startup finished (ready marker present)")
+                return
+            if state == "FAILED":
+                raise DeployError(
+                    f"the VM's startup script failed ({paths.failed_marker}):\n"
+                    + "\n".join(res.output.strip().splitlines()[1:])
+                )
+            waited = self.timing.clock() - started
+            if waited >= timeout:
+                raise DeployError(
+                    f"the VM's startup script did not finish within {timeout:.0f}s "
+                    f"(no {paths.ready_marker}); see {paths.startup_log} on the VM"
+                )
+            progress(f"waiting for the VM's startup script ({waited:.0f}s of {timeout:.0f}s)")
+            self.timing.sleep(self.timing.poll_seconds)
+
+    def _ensure_release(self, session: Session, paths: Paths, digest: str, bundle_path: Path) -> bool:
+        user = session.target.user
+        present = session.run(as_root(release_state_script(paths, digest), user)).output.strip()
+        if present == digest:
+            progress(f"release {digest[:12]} already on the VM; nothing to upload")
+            return False
+        staged = f"{session.home()}/.llamaresttest-{digest}.tar.gz"
+        size = bundle_path.stat().st_size
+        progress(f"uploading bundle {digest[:12]} ({size / 1024:.0f} KiB)")
+        session.put(str(bundle_path), staged)
+        self._run_root(session, install_release_script(paths, digest, staged), "unpacking the release")
+        progress(f"release {paths.release(digest)} in place")
+        return True
+
+    def _install_unit(self, session: Session, paths: Paths) -> None:
+        text = systemd.render_unit(paths.root)
+        existing = session.run(
+            as_root(f"cat {shell([paths.unit_file])} 2>/dev/null || true", session.target.user)
+        )
+        if existing.output != text:
+            res = session.run(
+                as_root(write_file_script(paths.unit_file), session.target.user), input_text=text, timeout=60
+            )
+            if not res.ok:
+                raise DeployError(f"installing {paths.unit_file} failed:\n{res.tail()}")
+            self._run_root(session, shell(systemd.daemon_reload()), "systemctl daemon-reload")
+            progress(f"installed {paths.unit_file}")
+
+    def _start(self, session: Session, auto_start: bool, switched: bool) -> None:
+        if auto_start:
+            self._run_root(session, shell(systemd.enable()), "enabling the unit")
+            command = systemd.restart() if switched else systemd.start()
+            self._run_root(session, shell(command), f"{command[1]} {systemd.UNIT_NAME}")
+            progress(f"{systemd.UNIT_NAME} enabled and {'restarted' if switched else 'running'}")
+        else:
+            # Not enabled: a reboot must not start a batch the operator has not started. A batch the
+            # operator did start picks up the new release.
+            self._run_root(session, shell(systemd.disable()), "disabling the unit")
+            if switched:
+                self._run_root(session, shell(systemd.try_restart()), "try-restart")
+            progress(f"{systemd.UNIT_NAME} installed, not started (autoStart is false)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Pulumi resource and the component the program uses
+
+
+class DeploymentResource(pulumi.dynamic.Resource, module="llamaresttest", name="Deployment"):
+    release_dir: pulumi.Output[str]
+    bundle_hash: pulumi.Output[str]
+    uploaded: pulumi.Output[bool]
+
+    def __init__(
+        self,
+        name: str,
+        props: Mapping[str, Any],
+        opts: pulumi.ResourceOptions | None = None,
+        provider: DeployProvider | None = None,
+    ) -> None:
+        secret_opts = pulumi.ResourceOptions(additional_secret_outputs=[PRIVATE_KEY])
+        super().__init__(
+            provider or DeployProvider(),
+            name,
+            {**props, "release_dir": None, "uploaded": None},
+            pulumi.ResourceOptions.merge(secret_opts, opts),
+        )
+
+
+@dataclass
+class DeploymentArgs:
+    """Inputs of :class:`Deployment`; ``experiment`` is ``stacks.config.experiment_settings(cfg)``."""
+
+    host: pulumi.Input[str]
+    user: pulumi.Input[str]
+    client_private_key: pulumi.Input[str]  # OpenSSH text (pulumi_tls ``private_key_openssh``), secret
+    host_public_key: pulumi.Input[str]  # OpenSSH line (pulumi_tls ``public_key_openssh``)
+    experiment: pulumi.Input[Mapping[str, Any]]
+    # Overrides experiment["batch"] (create-or-resume name); e.g. derived from the VM's creation time.
+    batch: pulumi.Input[str] | None = None
+    port: int = 22
+    auto_start: bool = False
+    upload_results: bool = True
+    remote_root: str = systemd.DEFAULT_REMOTE_ROOT
+    state_dir: str = DEFAULT_STATE_DIR
+    startup_log: str = DEFAULT_STARTUP_LOG
+    unit_dir: str = systemd.DEFAULT_UNIT_DIR
+    startup_timeout_seconds: int = DEFAULT_STARTUP_TIMEOUT
+    project_root: Path = PROJECT_ROOT
+    bundle_dir: Path | None = None
+
+
+def _with_batch(experiment: Mapping[str, Any], batch: str | None) -> dict[str, Any]:
+    settings = dict(experiment)
+    if batch:
+        settings["batch"] = batch
+    return settings
+
+
+class Deployment(pulumi.ComponentResource):
+    """The runner on one VM: bundle built locally, pushed and started over SSH."""
+
+    def __init__(self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:deploy:Deployment", name, None, opts)
+        bundle_dir = args.bundle_dir or default_bundle_dir()
+        settings = pulumi.Output.all(args.experiment, args.batch).apply(
+            lambda pair: _with_batch(pair[0], pair[1])
+        )
+        bundle: pulumi.Output[Bundle] = settings.apply(
+            lambda s: build_bundle(args.project_root, s, bundle_dir)
+        )
+        props: dict[str, Any] = {
+            HOST: args.host,
+            PORT: args.port,
+            USER: args.user,
+            PRIVATE_KEY: pulumi.Output.secret(args.client_private_key),
+            HOST_KEY: args.host_public_key,
+            BUNDLE_HASH: bundle.apply(lambda b: b.sha256),
+            BUNDLE_PATH: bundle.apply(lambda b: str(b.path)),
+            EXPERIMENT: settings,
+            REMOTE_ROOT: args.remote_root,
+            STATE_DIR: args.state_dir,
+            STARTUP_LOG: args.startup_log,
+            UNIT_DIR: args.unit_dir,
+            AUTO_START: args.auto_start,
+            UPLOAD_RESULTS: args.upload_results,
+            STARTUP_TIMEOUT: args.startup_timeout_seconds,
+        }
+        self.resource = DeploymentResource(name, props, pulumi.ResourceOptions(parent=self))
+        self.bundle_hash: pulumi.Output[str] = self.resource.bundle_hash
+        self.release_dir: pulumi.Output[str] = self.resource.release_dir
+        ssh = pulumi.Output.all(args.user, args.host).apply(
+            lambda uh: ssh_command(str(uh[0]), str(uh[1]), args.port)
+        )
+        self.ssh_command: pulumi.Output[str] = ssh
+        self.status_command: pulumi.Output[str] = pulumi.Output.all(ssh, settings).apply(
+            lambda pair: f"{pair[0]} -- {shell(status_runner_command(args.remote_root, pair[1]))}"
+        )
+        self.logs_command: pulumi.Output[str] = ssh.apply(
+            lambda base: f"{base} -- {shell(['sudo', *systemd.logs_command()])}"
+        )
+        self.register_outputs(
+            {
+                "bundleHash": self.bundle_hash,
+                "releaseDir": self.release_dir,
+                "statusCommand": self.status_command,
+                "logsCommand": self.logs_command,
+            }
+        )
+
+
+def ssh_command(user: str, host: str, port: int = 22, key_file: str = "llamaresttest-key") -> str:
+    """How the operator logs in (client key from `pulumi stack output --show-secrets`; see docs/deploy.md)."""
+    port_part = [] if port == 22 else ["-p", str(port)]
+    return shell(["ssh", "-i", key_file, *port_part, f"{user}@{host}"])
+
+
+def status_runner_command(
+    remote_root: str = systemd.DEFAULT_REMOTE_ROOT, experiment: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The runner's own ``status`` of the deployed batch (the newest one when the settings name none)."""
+    settings = experiment or {}
+    paths = Paths(root=remote_root)
+    argv = [systemd.venv_python(remote_root), "-m", "remote_runner", "status"]
+    argv += ["--results", results_dir(paths, settings), "--once"]
+    if settings.get("batch"):
+        argv += ["--batch", str(settings["batch"])]
+    return ["sudo", "sh", "-c", f"cd {shell([paths.current])} && {shell(argv)}"]

@@ -1,0 +1,316 @@
+"""The dynamic provider's create/update/delete against a real sshd on loopback (this machine is the VM).
+
+systemctl on that "VM" is the stand-in from systemctl_standin.py (systemd is not PID 1 here); it runs
+the installed unit's ExecStart, which starts the real runner from the deployed release.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from stacks import deploy, systemd
+from stacks.bundle import Bundle, build_bundle, experiment_json
+from stacks.remote import AuthenticationFailed, HostKeyMismatch
+
+from .conftest import Vm, free_port
+
+UNIT = systemd.UNIT_NAME
+
+
+def settings(vm: Vm, **extra: object) -> dict:
+    """Runner settings that make the real runner start, read them and stop at its input check: an API
+    name that exists nowhere keeps the test away from Docker while proving which settings it read."""
+    return {
+        "catalog": ".",
+        "results": str(vm.base / "results"),
+        "apis": ["no-such-api-in-the-test"],
+        "tools": ["schemathesis"],
+        "runs": 1,
+        "budget_seconds": 30,
+        "cpus_per_container": 0.5,
+        "memory_per_container": "256m",
+        "min_free_cpus": 0,
+        "batch": "batch-20260101T000000Z",
+        **extra,
+    }
+
+
+def bundle_for(project_copy: Path, tmp_path: Path, experiment: dict, out: str = "bundles") -> Bundle:
+    return build_bundle(project_copy, experiment, tmp_path / out)
+
+
+def release_files(release: Path) -> list[str]:
+    return sorted(p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file())
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_first_deploy_uploads_switches_installs_and_starts_the_runner(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(bundle.path, bundle.sha256, experiment)
+    assert provider.check({}, props).failures == []
+
+    result = provider.create(props)
+
+    release = vm.root / "releases" / bundle.sha256
+    assert result.outs is not None and result.outs["release_dir"] == str(release)
+    assert result.outs["uploaded"] is True
+    assert release_files(release) == sorted([*bundle.files, deploy.RELEASE_MARKER])
+    assert (release / "experiment.json").read_bytes() == experiment_json(experiment)
+    with tarfile.open(bundle.path) as tar:
+        assert (release / "remote_runner/cli.py").read_bytes() == tar.extractfile(
+            "remote_runner/cli.py"
+        ).read()  # type: ignore[union-attr]
+    assert os.readlink(vm.root / "current") == f"releases/{bundle.sha256}"
+    assert len(vm.sftp_writes()) == 1, vm.sftp_writes()  # the bundle, and nothing else
+    assert not list(Path.home().glob(".llamaresttest-*.tar.gz*")), "staged archive left behind"
+    # runner dependencies installed once into the venv
+    assert list((vm.root / "venv").glob(".requirements-*"))
+    # the unit: installed as rendered, enabled the way systemd enables it, (re)started
+    unit_file = vm.unit_dir / UNIT
+    assert unit_file.read_text() == systemd.render_unit(str(vm.root))
+    assert (vm.unit_dir / "multi-user.target.wants" / UNIT).resolve() == unit_file
+    calls = vm.standin_calls()
+    assert calls[:3] == ["daemon-reload", f"enable {UNIT}", f"restart {UNIT}"], calls
+    # the stand-in ran exactly the unit's ExecStart: the real runner, from the new release, with its settings
+    execstart = (vm.standin_state / f"{UNIT}.execstart").read_text().strip()
+    assert execstart == shlex.join(systemd.runner_command(str(vm.root)))
+    log = vm.standin_state / f"{UNIT}.log"
+    assert wait_for(lambda: "no-such-api-in-the-test" in log.read_text()), log.read_text()
+
+
+def test_noop_redeploy_uploads_nothing(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    olds = provider.create(vm.props(bundle.path, bundle.sha256, experiment)).outs
+    assert olds is not None
+    release = vm.root / "releases" / bundle.sha256
+    marker_mtime = (release / deploy.RELEASE_MARKER).stat().st_mtime_ns
+    cli_mtime = (release / "remote_runner/cli.py").stat().st_mtime_ns
+    unit_mtime = (vm.unit_dir / UNIT).stat().st_mtime_ns
+    writes = vm.sftp_writes()
+    calls_before = len(vm.standin_calls())
+
+    # The next `pulumi up` rebuilds the same bundle (at another path): Pulumi sees no change.
+    again = bundle_for(project_copy, tmp_path, experiment, out="bundles-again")
+    news = vm.props(again.path, again.sha256, experiment)
+    assert again.sha256 == bundle.sha256 and again.path != bundle.path
+    diff = provider.diff("id", olds, news)
+    assert diff.changes is False and not diff.replaces
+
+    # Even when asked to update anyway, nothing is uploaded, unpacked, rewritten or restarted.
+    outs = provider.update("id", olds, news).outs
+    assert outs is not None and outs["uploaded"] is False
+    assert vm.sftp_writes() == writes
+    assert (release / deploy.RELEASE_MARKER).stat().st_mtime_ns == marker_mtime
+    assert (release / "remote_runner/cli.py").stat().st_mtime_ns == cli_mtime
+    assert (vm.unit_dir / UNIT).stat().st_mtime_ns == unit_mtime
+    new_calls = vm.standin_calls()[calls_before:]
+    assert f"restart {UNIT}" not in new_calls and "daemon-reload" not in new_calls
+    assert f"start {UNIT}" in new_calls
+
+
+def test_redeploy_after_a_change_makes_a_new_release_and_restarts(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    first_settings = settings(vm)
+    first = bundle_for(project_copy, tmp_path, first_settings)
+    olds = provider.create(vm.props(first.path, first.sha256, first_settings)).outs
+    assert olds is not None
+    calls_before = len(vm.standin_calls())
+
+    changed = settings(vm, runs=2)
+    second = bundle_for(project_copy, tmp_path, changed)
+    news = vm.props(second.path, second.sha256, changed)
+    diff = provider.diff("id", olds, news)
+    assert diff.changes is True and diff.replaces == []
+
+    outs = provider.update("id", olds, news).outs
+    assert outs is not None and outs["uploaded"] is True
+    assert os.readlink(vm.root / "current") == f"releases/{second.sha256}"
+    assert (vm.root / "releases" / first.sha256 / deploy.RELEASE_MARKER).read_text() == first.sha256
+    assert (vm.root / "current/experiment.json").read_bytes() == experiment_json(changed)
+    assert len(vm.sftp_writes()) == 2
+    assert f"restart {UNIT}" in vm.standin_calls()[calls_before:]
+
+
+def test_delete_stops_the_unit_and_keeps_releases(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    experiment = settings(vm, upload={"bucket": "results-bucket", "path": "llamaresttest-results"})
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    outs = provider.create(vm.props(bundle.path, bundle.sha256, experiment))
+    assert outs.outs is not None
+    calls_before = len(vm.standin_calls())
+
+    provider.delete("id", outs.outs)
+
+    calls = vm.standin_calls()[calls_before:]
+    assert calls[:2] == [f"stop {UNIT}", f"disable {UNIT}"], calls
+    assert vm.runner_pid() is None
+    assert not (vm.unit_dir / UNIT).exists()
+    assert not (vm.unit_dir / "multi-user.target.wants" / UNIT).exists()
+    assert (vm.root / "releases" / bundle.sha256).is_dir()
+
+
+def test_delete_of_a_host_that_is_gone_succeeds(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(bundle.path, bundle.sha256, experiment, port=free_port())  # nothing listens there
+    caplog.set_level(logging.INFO, logger="stacks")
+    started = time.monotonic()
+    provider.delete("id", props)  # no exception
+    assert time.monotonic() - started < 10
+    assert "the host is gone" in caplog.text
+    assert "retrying" in caplog.text  # connection refused was treated as transient first
+
+
+def test_wrong_host_key_is_refused_at_once(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(
+        bundle.path, bundle.sha256, experiment, host_public_key=vm.keys["other_host"].public_openssh
+    )
+    caplog.set_level(logging.INFO, logger="stacks")
+    with pytest.raises(HostKeyMismatch, match="host key mismatch") as info:
+        provider.create(props)
+    assert "SHA256:" in str(info.value)
+    assert "retrying" not in caplog.text
+    assert vm.sshd_log.read_text().count("Accepted publickey") == 0
+    assert not (vm.root / "releases").exists()
+    # and `pulumi destroy` does not pretend that host is gone either
+    with pytest.raises(HostKeyMismatch):
+        provider.delete("id", props)
+
+
+def test_authentication_failure_is_refused_at_once(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(
+        bundle.path, bundle.sha256, experiment, client_private_key=vm.keys["other_client"].private_openssh
+    )
+    caplog.set_level(logging.INFO, logger="stacks")
+    with pytest.raises(AuthenticationFailed, match="authentication failed"):
+        provider.create(props)
+    assert "retrying" not in caplog.text
+    assert vm.sshd_log.read_text().count("Connection closed by authenticating user") <= 1
+
+
+def test_failed_startup_marker_is_reported_with_the_log_tail(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    (vm.state_dir / "startup.ready").unlink()
+    (vm.state_dir / "startup.failed").write_text("model download failed: checksum mismatch for ex.gguf\n")
+    vm.startup_log.write_text("".join(f"startup line {i}\n" for i in range(1, 101)))
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    with pytest.raises(deploy.DeployError) as info:
+        provider.create(vm.props(bundle.path, bundle.sha256, experiment))
+    message = str(info.value)
+    assert "startup script failed" in message
+    assert "checksum mismatch for ex.gguf" in message
+    assert "startup line 100" in message and "startup line 61" in message
+    assert "startup line 60\n" not in message  # a tail, not the whole log
+    assert not (vm.root / "releases").exists()
+
+
+def test_startup_wait_is_bounded(
+    vm: Vm, project_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (vm.state_dir / "startup.ready").unlink()
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds  # time passes without waiting
+
+    timing = deploy.Timing(
+        connect=deploy.Timing().connect.__class__(timeout_seconds=10, max_attempts=2, waits=False),
+        poll_seconds=30,
+        sleep=sleep,
+        clock=lambda: clock[0],
+    )
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    caplog.set_level(logging.INFO, logger="stacks")
+    with pytest.raises(deploy.DeployError, match="did not finish within 100s"):
+        deploy.DeployProvider(timing).create(
+            vm.props(bundle.path, bundle.sha256, experiment, startup_timeout_seconds=100)
+        )
+    assert caplog.text.count("waiting for the VM's startup script") == 4  # at 0, 30, 60, 90 s
+
+
+def test_bundle_must_match_its_hash(
+    vm: Vm, provider: deploy.DeployProvider, project_copy: Path, tmp_path: Path
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    bundle.path.write_bytes(bundle.path.read_bytes() + b"tampered")
+    with pytest.raises(deploy.DeployError, match="refusing to deploy"):
+        provider.create(vm.props(bundle.path, bundle.sha256, experiment))
+    assert vm.sftp_writes() == []
+
+
+def test_private_key_never_reaches_logs_or_errors(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    caplog.set_level(logging.DEBUG)
+    props = vm.props(bundle.path, bundle.sha256, experiment)
+    outs = provider.create(props).outs
+    assert outs is not None
+    provider.delete("id", outs)
+    broken = vm.props(
+        bundle.path,
+        bundle.sha256,
+        experiment,
+        client_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAsecretish\n",
+    )
+    failures = provider.check({}, broken).failures
+    assert [f.property for f in failures] == [deploy.PRIVATE_KEY]
+    key_body = "".join(vm.keys["client"].private_openssh.strip().splitlines()[1:-1])
+    texts = [caplog.text, " ".join(f.reason for f in failures), repr(deploy.target_of(props))]
+    for text in texts:
+        assert key_body[:40] not in text.replace("\n", "")
+        assert "AAAAsecretish" not in text
