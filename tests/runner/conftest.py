@@ -44,7 +44,12 @@ def runner_env() -> dict[str, str]:
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "remote_runner", *args],
-        cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=ROOT,
+        env=runner_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -52,7 +57,11 @@ def spawn(*args: str, log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "remote_runner", *args],
-        cwd=ROOT, env=runner_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=runner_env(),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -115,8 +124,21 @@ def fixture_images(docker_engine: str) -> Iterator[Path]:
     """Builds the base image and the fixture API/tool images; removes the fixture images after."""
     env = runner_env()
     base = subprocess.run(
-        ["docker", "build", "-q", "-t", BASE_IMAGE, "--label", f"{TEST_LABEL}=runner", str(FIXTURES / "pybase")],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            "docker",
+            "build",
+            "-q",
+            "-t",
+            BASE_IMAGE,
+            "--label",
+            f"{TEST_LABEL}=runner",
+            str(FIXTURES / "pybase"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert base.returncode == 0, f"building {BASE_IMAGE} failed:\n{base.stdout}\n{base.stderr}"
     built = cli("build", "--catalog", str(CATALOG), timeout=600)

@@ -27,8 +27,17 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 def common(catalog: Path, results: Path, label: str, *extra: str) -> list[str]:
     return [
-        "run", "--catalog", str(catalog), "--results", str(results), "--min-free-cpus", "0",
-        "--label", label, "--no-build", *extra,
+        "run",
+        "--catalog",
+        str(catalog),
+        "--results",
+        str(results),
+        "--min-free-cpus",
+        "0",
+        "--label",
+        label,
+        "--no-build",
+        *extra,
     ]
 
 
@@ -36,15 +45,33 @@ def test_batch_completes_with_pinned_cpus_and_the_container_contract(fixture_ima
     results = tmp_path / "results"
     # 1 whole CPU per container: an experiment holds both CPUs of this machine, as concrete cpusets,
     # so the two runs go one after the other
-    res = cli(*common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good",
-                      "--runs", "2", "--budget", "3s", "--cpus-per-container", "1",
-                      "--memory-per-container", "128m"))
+    res = cli(
+        *common(
+            fixture_images,
+            results,
+            test_label,
+            "--apis",
+            "fx-echo",
+            "--tools",
+            "fx-good",
+            "--runs",
+            "2",
+            "--budget",
+            "3s",
+            "--cpus-per-container",
+            "1",
+            "--memory-per-container",
+            "128m",
+        )
+    )
     assert res.returncode == 0, res.stderr
     batch = only_batch(results)
     assert batch.name.startswith("batch-") and batch.name.endswith("Z")
     rows = journal_rows(batch)
     assert [(r["repetition"], r["status"], r["attempts"], r["failures"]) for r in rows] == [
-        (1, "succeeded", 1, 0), (2, "succeeded", 1, 0)]
+        (1, "succeeded", 1, 0),
+        (2, "succeeded", 1, 0),
+    ]
     spans = []
     for n in (1, 2):
         run_dir = batch / "fx-echo" / "fx-good" / f"run-{n}"
@@ -55,7 +82,9 @@ def test_batch_completes_with_pinned_cpus_and_the_container_contract(fixture_ima
         assert str(meta["image_ids"]["api"]).startswith("sha256:")  # type: ignore[index]
         assert meta["start_utc"].endswith("Z") and meta["end_utc"].endswith("Z")  # type: ignore[union-attr]
         tool_log = (run_dir / "logs" / "tool.log").read_text()
-        assert "tool: env ok" in tool_log and "tool: spec ok" in tool_log and "tool: spec read-only" in tool_log
+        assert (
+            "tool: env ok" in tool_log and "tool: spec ok" in tool_log and "tool: spec read-only" in tool_log
+        )
         assert "tool: affinity 1\n" in tool_log, tool_log  # --cpuset-cpus really applied
         assert "tool: stopped after" in tool_log  # stopped at the budget's end by SIGTERM
         # API env contract and the /results mount; stopped with a grace period so it could flush
@@ -74,9 +103,26 @@ def test_batch_completes_with_pinned_cpus_and_the_container_contract(fixture_ima
 
 def test_failures_are_recorded_with_their_reason_and_retried(fixture_images, tmp_path, test_label):
     results = tmp_path / "results"
-    res = cli(*common(fixture_images, results, test_label, "--apis", "fx-echo,fx-never-ready",
-                      "--tools", "fx-good,fx-crash,fx-hog", "--budget", "6s", "--cpus-per-container", "0.25",
-                      "--memory-per-container", "64m", "--max-attempts", "2"), timeout=200)
+    res = cli(
+        *common(
+            fixture_images,
+            results,
+            test_label,
+            "--apis",
+            "fx-echo,fx-never-ready",
+            "--tools",
+            "fx-good,fx-crash,fx-hog",
+            "--budget",
+            "6s",
+            "--cpus-per-container",
+            "0.25",
+            "--memory-per-container",
+            "64m",
+            "--max-attempts",
+            "2",
+        ),
+        timeout=200,
+    )
     assert res.returncode == 0, res.stderr
     batch = only_batch(results)
     rows = {(r["api"], r["tool"]): r for r in journal_rows(batch)}
@@ -90,10 +136,14 @@ def test_failures_are_recorded_with_their_reason_and_retried(fixture_images, tmp
     }
     for pair, reason in expected.items():
         row = rows[pair]
-        assert (row["status"], row["reason"], row["failures"], row["attempts"]) == ("failed", reason, 2, 2), row
+        assert (row["status"], row["reason"], row["failures"], row["attempts"]) == ("failed", reason, 2, 2), (
+            row
+        )
         run_dir = batch / pair[0] / pair[1] / "run-1"
         first = run_dir / "attempts" / "attempt-1"
-        assert read_json(first / "metadata.json")["reason"] == reason  # the earlier attempt, moved aside whole
+        assert (
+            read_json(first / "metadata.json")["reason"] == reason
+        )  # the earlier attempt, moved aside whole
         assert read_json(run_dir / "metadata.json")["attempt"] == 2
     hog = read_json(batch / "fx-echo" / "fx-hog" / "run-1" / "metadata.json")
     assert hog["oom_killed"] == {"api": False, "tool": True} and hog["exit_codes"]["tool"] == 137  # type: ignore[index]
@@ -103,11 +153,28 @@ def test_failures_are_recorded_with_their_reason_and_retried(fixture_images, tmp
 def test_kill_9_then_resume_runs_everything_exactly_once(fixture_images, tmp_path, test_label):
     results = tmp_path / "results"
     # 0.5 CPU per container: two experiments at a time on this 2-CPU machine
-    args = common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good", "--runs", "4",
-                  "--budget", "3s", "--cpus-per-container", "0.5", "--memory-per-container", "96m")
+    args = common(
+        fixture_images,
+        results,
+        test_label,
+        "--apis",
+        "fx-echo",
+        "--tools",
+        "fx-good",
+        "--runs",
+        "4",
+        "--budget",
+        "3s",
+        "--cpus-per-container",
+        "0.5",
+        "--memory-per-container",
+        "96m",
+    )
     proc = spawn(*args, log=tmp_path / "first.log")
     try:
-        batch = wait_for(lambda: next(iter(sorted(results.glob("batch-*/journal.sqlite"))), None), 60, "a batch")
+        batch = wait_for(
+            lambda: next(iter(sorted(results.glob("batch-*/journal.sqlite"))), None), 60, "a batch"
+        )
         batch = batch.parent
 
         def mid_batch() -> bool:
@@ -141,10 +208,26 @@ def test_kill_9_then_resume_runs_everything_exactly_once(fixture_images, tmp_pat
 
 def test_sigterm_stops_cleanly_within_30_s_and_resume_finishes(fixture_images, tmp_path, test_label):
     results = tmp_path / "results"
-    args = common(fixture_images, results, test_label, "--apis", "fx-echo", "--tools", "fx-good", "--runs", "2",
-                  "--budget", "6s", "--cpus-per-container", "0.25", "--memory-per-container", "96m")
+    args = common(
+        fixture_images,
+        results,
+        test_label,
+        "--apis",
+        "fx-echo",
+        "--tools",
+        "fx-good",
+        "--runs",
+        "2",
+        "--budget",
+        "6s",
+        "--cpus-per-container",
+        "0.25",
+        "--memory-per-container",
+        "96m",
+    )
     proc = spawn(*args, log=tmp_path / "first.log")
     try:
+
         def tools_running() -> bool:
             return len(labelled(test_label)[0]) == 4  # 2 experiments x (api + tool)
 
@@ -173,9 +256,24 @@ def test_sigterm_stops_cleanly_within_30_s_and_resume_finishes(fixture_images, t
 def test_bad_input_is_refused_with_every_problem_at_once(fixture_images, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    res = cli("run", "--catalog", str(fixture_images), "--results", str(blocker / "results"),
-              "--apis", "fx-echo,nope", "--tools", "fx-good,zap", "--budget", "soon",
-              "--cpus-per-container", "64", "--memory-per-container", "1000g", "--no-build")
+    res = cli(
+        "run",
+        "--catalog",
+        str(fixture_images),
+        "--results",
+        str(blocker / "results"),
+        "--apis",
+        "fx-echo,nope",
+        "--tools",
+        "fx-good,zap",
+        "--budget",
+        "soon",
+        "--cpus-per-container",
+        "64",
+        "--memory-per-container",
+        "1000g",
+        "--no-build",
+    )
     assert res.returncode == 2
     err = res.stderr
     assert "unknown API 'nope'; known: fx-echo, fx-never-ready" in err
@@ -196,10 +294,28 @@ def test_no_docker_engine_is_refused_before_anything_starts(tmp_path):
     env = runner_env()
     env["DOCKER_HOST"] = f"unix://{tmp_path}/no-engine.sock"
     res = subprocess.run(
-        [sys.executable, "-m", "remote_runner", "run", "--catalog", str(FIXTURES / "catalog"),
-         "--results", str(tmp_path / "r"), "--cpus-per-container", "0.25", "--memory-per-container", "64m",
-         "--min-free-cpus", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "remote_runner",
+            "run",
+            "--catalog",
+            str(FIXTURES / "catalog"),
+            "--results",
+            str(tmp_path / "r"),
+            "--cpus-per-container",
+            "0.25",
+            "--memory-per-container",
+            "64m",
+            "--min-free-cpus",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert res.returncode == 2
     assert "no Docker engine answers" in res.stderr

@@ -1,0 +1,157 @@
+"""Docker command construction is pure: checked against exact argv lists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from remote_runner import docker_runtime as d
+from remote_runner.catalog import Api, Tool
+from remote_runner.experiment import ExperimentSpec, container_specs
+from remote_runner.plan import RunKey
+
+
+def spec(tmp_path: Path, needs_models: bool = False, pinned: bool = True) -> ExperimentSpec:
+    api_dir = tmp_path / "apis" / "blog"
+    (api_dir / "specifications").mkdir(parents=True)
+    return ExperimentSpec(
+        batch="batch-20261129T230000Z",
+        batch_id="0123456789abcdef",
+        key=RunKey(2, "blog", "llamaresttest"),
+        attempt=1,
+        run_dir=tmp_path / "results" / "run-2",
+        api=Api("blog", api_dir, "specifications/blog-openapi.json"),
+        tool=Tool("llamaresttest", tmp_path / "tools" / "llamaresttest", needs_models=needs_models),
+        budget_seconds=3600,
+        cpus=8 if pinned else 0.5,
+        api_cpuset="0-7" if pinned else None,
+        tool_cpuset="8-15" if pinned else None,
+        memory_bytes=16 * 1024**3,
+        models_dir=tmp_path / "models",
+        extra_labels=(("llamaresttest.test", "x"),),
+    )
+
+
+def test_run_cmd_exact(tmp_path: Path):
+    s = d.ContainerSpec(
+        name="c1",
+        image="img",
+        network="net",
+        aliases=("c1",),
+        labels={"b": "2", "a": "1"},
+        env={"Z": "1", "A": "x y"},
+        mounts=(d.Mount(tmp_path, "/results"), d.Mount(tmp_path / "f", "/s/f", True)),
+        cpus=0.5,
+        cpuset=None,
+        memory_bytes=64 * 1024**2,
+        command=("python3", "-u"),
+    )
+    assert d.run_cmd(s) == [
+        "docker",
+        "run",
+        "--detach",
+        "--name",
+        "c1",
+        "--network",
+        "net",
+        "--network-alias",
+        "c1",
+        "--label",
+        "a=1",
+        "--label",
+        "b=2",
+        "--env",
+        "A=x y",
+        "--env",
+        "Z=1",
+        "--mount",
+        f"type=bind,source={tmp_path},target=/results",
+        "--mount",
+        f"type=bind,source={tmp_path / 'f'},target=/s/f,readonly",
+        "--cpus",
+        "0.5",
+        "--memory",
+        "67108864",
+        "--memory-swap",
+        "67108864",
+        "img",
+        "python3",
+        "-u",
+    ]
+
+
+def test_small_commands():
+    assert d.stop_cmd("c", 10) == ["docker", "stop", "-t", "10", "c"]
+    assert d.build_cmd("llamaresttest/api-x", Path("/c")) == [
+        "docker",
+        "build",
+        "--pull=false",
+        "-t",
+        "llamaresttest/api-x",
+        "/c",
+    ]
+    assert d.rm_cmd(["a", "b"]) == ["docker", "rm", "--force", "--volumes", "a", "b"]
+    assert d.ps_by_label_cmd("k=v") == ["docker", "ps", "--all", "--quiet", "--filter", "label=k=v"]
+    assert d.network_create_cmd("n", {"k": "v"}) == [
+        "docker",
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--label",
+        "k=v",
+        "n",
+    ]
+
+
+def test_parse_inspect_output():
+    raw = json.dumps(
+        [
+            {
+                "Name": "/c1",
+                "Image": "sha256:abc",
+                "State": {
+                    "Status": "exited",
+                    "Running": False,
+                    "OOMKilled": True,
+                    "ExitCode": 137,
+                    "StartedAt": "2026-11-29T23:00:00Z",
+                    "FinishedAt": "2026-11-29T23:00:05Z",
+                    "Error": "",
+                },
+                "NetworkSettings": {"Networks": {"net": {"IPAddress": "172.18.0.2"}}},
+            }
+        ]
+    )
+    (state,) = d.parse_states(raw)
+    assert state.name == "c1" and state.oom_killed and state.exit_code == 137 and state.exited
+    assert d.container_ip(raw, "net") == "172.18.0.2" and d.container_ip(raw, "other") is None
+
+
+def test_experiment_containers_follow_the_contract(tmp_path: Path):
+    api, tool = container_specs(spec(tmp_path), "the-net")
+    assert api.name == "lrt-01234567-blog-llamaresttest-r2-a1-api" and tool.name.endswith("-tool")
+    assert api.aliases == (api.name,) and api.network == tool.network == "the-net"
+    assert api.env == {
+        "API": "blog",
+        "TOOL": "llamaresttest",
+        "RUN": "2",
+        "TIME_BUDGET": "3600",
+        "COVERAGE_INTERVAL": "5",
+    }
+    assert api.mounts == (d.Mount((tmp_path / "results" / "run-2").resolve(), "/results"),)
+    assert (api.cpuset, tool.cpuset, api.cpus) == ("0-7", "8-15", 8)
+    assert tool.env["HOST"] == api.name and tool.env["PORT"] == "9090"
+    assert tool.env["SPEC"] == "/specifications/blog-openapi.json" and tool.env["CPUS"] == "8"
+    assert "MODELS_DIR" not in tool.env
+    assert tool.mounts[0].read_only and tool.mounts[0].target == "/specifications/blog-openapi.json"
+    for c, role in ((api, "api"), (tool, "tool")):
+        assert c.labels["llamaresttest.batch"] == "batch-20261129T230000Z"
+        assert c.labels["llamaresttest.api"] == "blog" and c.labels["llamaresttest.tool"] == "llamaresttest"
+        assert c.labels["llamaresttest.run"] == "2" and c.labels["llamaresttest.role"] == role
+        assert c.labels["llamaresttest.test"] == "x"
+    # fractional limits: a quota, no cpuset; models mounted read-only only for tools that need them
+    _, tool = container_specs(spec(tmp_path / "b", needs_models=True, pinned=False), "n")
+    assert tool.cpuset is None and tool.cpus == 0.5 and tool.env["CPUS"] == "0.5"
+    assert tool.env["MODELS_DIR"] == "/models"
+    assert d.Mount((tmp_path / "b" / "models").resolve(), "/models", True) in tool.mounts

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from remote_runner import clock, journal, status
+from remote_runner.plan import expand
+from tests.runner.conftest import cli
+
+
+class FakeClock(clock.Clock):
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def now(self) -> float:
+        return self.at
+
+
+def make_batch(results: Path) -> Path:
+    batch = results / "batch-20261129T230000Z"
+    batch.mkdir(parents=True)
+    j = journal.Journal(batch / "journal.sqlite")
+    keys = expand(("blog", "scs"), ("llamaresttest",), 2)
+    j.add_runs(keys)
+    j.set_meta("created", "1000.0")
+    j.start_attempt(keys[0], "")
+    j.succeed(keys[0])
+    j.start_attempt(keys[1], "")
+    j.fail_attempt(keys[1], "x", 1)
+    j.start_attempt(keys[2], "")
+    j.close()
+    return batch
+
+
+def test_counts_pairs_elapsed_and_eta(tmp_path: Path):
+    previous = clock.use(FakeClock(1000.0))
+    try:
+        batch = make_batch(tmp_path)
+        clock.use(FakeClock(1600.0))
+        doc = status.snapshot(batch)
+    finally:
+        clock.use(previous)
+    assert doc["counts"] == {"pending": 1, "running": 1, "succeeded": 1, "failed": 1, "interrupted": 0}
+    assert doc["per_pair"]["llamaresttest x blog"] == {
+        "pending": 0,
+        "running": 1,
+        "succeeded": 1,
+        "failed": 0,
+        "interrupted": 0,
+    }
+    assert doc["elapsed_seconds"] == 600.0
+    assert doc["eta_seconds"] == 600.0  # 2 of 4 done in 600 s
+    assert not doc["finished"]
+    text = status.text(doc)
+    assert "batch batch-20261129T230000Z: 4 runs" in text and "llamaresttest x scs" in text
+    assert status.newest_batch(tmp_path) == batch
+
+
+def test_status_command(tmp_path: Path):
+    make_batch(tmp_path)
+    res = cli("status", "--results", str(tmp_path), "--once")
+    assert res.returncode == 0 and "llamaresttest x blog" in res.stdout
+    missing = cli("status", "--results", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "no batch found" in missing.stderr
