@@ -96,8 +96,12 @@ def test_script_keeps_its_promises() -> None:
     assert "MODELS_DIR=/opt/llamaresttest/models" in lines
     assert "MODEL_FILES=(ex.gguf ipd.gguf)" in lines
     assert "PACKAGES=(docker.io python3-venv python3-pip curl ca-certificates)" in lines
-    # The ready marker is the last thing written; the failure path writes the other marker.
-    assert lines[-2] == 'write_marker "$READY_MARKER" "$(date -u +%Y-%m-%dT%H:%M:%SZ) ready"'
-    assert "trap 'on_error $LINENO' ERR" in lines
+    # The ready marker is the last thing main writes; the failure path writes the other marker.
+    main = lines[lines.index("main() {") :]
+    writes = [line.strip() for line in main if "write_marker" in line]
+    assert writes == ['write_marker "$READY_MARKER" "$(date -u +%Y-%m-%dT%H:%M:%SZ) ready"']
+    assert main.index("  " + writes[0]) == main.index("}") - 2
+    assert "  trap 'on_error $LINENO' ERR" in main
+    assert lines[-3:] == ['if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then', '  main "$@"', "fi"]
     # Old markers go before any step runs, so a waiter never sees a previous boot's.
     assert text.index('rm -f "$READY_MARKER" "$FAILED_MARKER"') < text.index('step "install packages"')

@@ -35,10 +35,8 @@ METADATA_URL=http://metadata.google.internal/computeMetadata/v1
 STORAGE_URL=https://storage.googleapis.com/storage/v1
 WORK_DIR="$STATE_DIR/startup-tmp"
 CURRENT_STEP="starting"
-
-mkdir -p "$STATE_DIR"
-# Everything this script and its commands print goes to the log file, and on to the serial console.
-exec > >(tee -a "$LOG_FILE") 2>&1
+# curl retries what is transient (time-outs, 429, 5xx, a refused connection), never a 403 or 404.
+CURL_RETRY=(--retry 5 --retry-connrefused)
 
 log() {
   printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"
@@ -67,7 +65,6 @@ on_error() {
   rm -rf "$WORK_DIR"
   exit "$status"
 }
-trap 'on_error $LINENO' ERR
 
 # Writes CONTENT to PATH with MODE and OWNER only when it differs; returns 0 when it changed the file.
 install_content() {
@@ -136,7 +133,7 @@ KbdInteractiveAuthentication no" && changed=1
 }
 
 access_token() {
-  curl -sSf --retry 5 --retry-connrefused -H 'Metadata-Flavor: Google' \
+  curl -sSf "${CURL_RETRY[@]}" -H 'Metadata-Flavor: Google' \
     "$METADATA_URL/instance/service-accounts/default/token" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }
@@ -147,7 +144,7 @@ url_encode() {
 
 # Prints "SIZE MD5" of a Cloud Storage object (MD5 in base64, "-" for composite objects, which have none).
 object_size_md5() {
-  curl -sSf --retry 5 --retry-all-errors -H @"$WORK_DIR/auth-header" "$1" |
+  curl -sSf "${CURL_RETRY[@]}" -H @"$WORK_DIR/auth-header" "$1" |
     python3 -c 'import json, sys; o = json.load(sys.stdin); print(o["size"], o.get("md5Hash") or "-")'
 }
 
@@ -190,7 +187,7 @@ download_models() {
     fi
     log "downloading gs://$MODELS_BUCKET/$MODELS_PATH/$name ($size bytes)"
     partial="$MODELS_DIR/.$name.partial"
-    curl -sSf --retry 5 --retry-all-errors -H @"$WORK_DIR/auth-header" -o "$partial" "$object_url?alt=media"
+    curl -sSf "${CURL_RETRY[@]}" -H @"$WORK_DIR/auth-header" -o "$partial" "$object_url?alt=media"
     if ! file_matches "$partial" "$size" "$md5"; then
       rm -f "$partial"
       log "downloaded $name does not match its size or MD5"
@@ -203,30 +200,42 @@ download_models() {
   rm -rf "$WORK_DIR"
 }
 
-log "llamaresttest startup script begins"
-# The markers describe this boot's run: whoever waits for them must not see a previous boot's.
-rm -f "$READY_MARKER" "$FAILED_MARKER"
-rm -rf "$WORK_DIR"
+main() {
+  mkdir -p "$STATE_DIR"
+  # Everything the script and its commands print goes to the log file, and on to the serial console.
+  exec > >(tee -a "$LOG_FILE") 2>&1
+  trap 'on_error $LINENO' ERR
 
-step "install packages"
-install_packages
+  log "llamaresttest startup script begins"
+  # The markers describe this boot's run: whoever waits for them must not see a previous boot's.
+  rm -f "$READY_MARKER" "$FAILED_MARKER"
+  rm -rf "$WORK_DIR"
 
-step "start docker"
-systemctl enable --now docker
+  step "install packages"
+  install_packages
 
-step "set up user $SSH_USER"
-setup_user
+  step "start docker"
+  systemctl enable --now docker
 
-step "install ssh host key and authorized key"
-setup_sshd
+  step "set up user $SSH_USER"
+  setup_user
 
-step "create folders under $ROOT_DIR"
-install -d -m 755 -o root -g root "$ROOT_DIR" "$MODELS_DIR"
-install -d -m 755 -o "$SSH_USER" -g "$SSH_USER" "$RELEASES_DIR" "$RESULTS_DIR"
+  step "install ssh host key and authorized key"
+  setup_sshd
 
-step "download models"
-download_models
+  step "create folders under $ROOT_DIR"
+  install -d -m 755 -o root -g root "$ROOT_DIR" "$MODELS_DIR"
+  install -d -m 755 -o "$SSH_USER" -g "$SSH_USER" "$RELEASES_DIR" "$RESULTS_DIR"
 
-step "done"
-write_marker "$READY_MARKER" "$(date -u +%Y-%m-%dT%H:%M:%SZ) ready"
-log "llamaresttest startup script finished: $READY_MARKER written"
+  step "download models"
+  download_models
+
+  step "done"
+  write_marker "$READY_MARKER" "$(date -u +%Y-%m-%dT%H:%M:%SZ) ready"
+  log "llamaresttest startup script finished: $READY_MARKER written"
+}
+
+# Sourcing the script (as its tests do) only defines the functions above.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi

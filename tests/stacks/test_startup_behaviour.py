@@ -1,0 +1,214 @@
+"""The startup script's functions, run for real by bash.
+
+The script only runs ``main`` when executed; sourced, it defines its functions, so these tests call
+them with paths under a temporary folder. Model downloads go to a real GCS emulator (the JSON API
+the script uses on a VM) with a stand-in for the metadata server's token endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from remote_runner.process import ProcessResult, execute
+from stacks.startup import render_startup_script
+from tests.stacks.test_startup import PARAMS
+
+BUCKET = PARAMS.models_bucket
+TOKEN = "token-from-the-metadata-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def storage_url() -> Iterator[str]:
+    from gcp_storage_emulator.server import create_server
+
+    port = _free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
+    starter = threading.Thread(target=server.start, daemon=True)
+    starter.start()
+    starter.join(timeout=15)
+    assert not starter.is_alive(), "GCS emulator did not start within 15 s"
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/storage/v1/b/{BUCKET}", timeout=2):  # noqa: S310
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "GCS emulator does not answer"
+            time.sleep(0.1)
+    yield f"{base}/storage/v1"
+    server.stop()
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if (
+            self.path == "/computeMetadata/v1/instance/service-accounts/default/token"
+            and self.headers.get("Metadata-Flavor") == "Google"
+        ):
+            body = json.dumps({"access_token": TOKEN, "expires_in": 3599, "token_type": "Bearer"}).encode()
+            self.send_response(200)
+        else:
+            body = b"forbidden"
+            self.send_response(403)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def metadata_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _MetadataHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/computeMetadata/v1"
+    server.shutdown()
+
+
+def upload(storage_url: str, name: str, content: bytes) -> None:
+    base = storage_url.replace("/storage/v1", "/upload/storage/v1")
+    request = urllib.request.Request(  # noqa: S310 (loopback emulator)
+        f"{base}/b/{BUCKET}/o?uploadType=media&name={urllib.request.quote(name, safe='')}",
+        data=content,
+        method="POST",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        assert response.status == 200
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "startup.sh"
+    path.write_text(render_startup_script(PARAMS))
+    return path
+
+
+def run_sourced(script: Path, tmp_path: Path, commands: str, **variables: str) -> ProcessResult:
+    """Source the rendered script, point its folders at ``tmp_path``, then run ``commands``."""
+    settings = {
+        "STATE_DIR": str(tmp_path / "state"),
+        "WORK_DIR": str(tmp_path / "state" / "startup-tmp"),
+        "MODELS_DIR": str(tmp_path / "models"),
+        "READY_MARKER": str(tmp_path / "state" / "startup.ready"),
+        "FAILED_MARKER": str(tmp_path / "state" / "startup.failed"),
+        **variables,
+    }
+    assignments = "".join(f"{k}={json.dumps(v)}\n" for k, v in settings.items())
+    probe = tmp_path / "probe.sh"
+    probe.write_text(
+        f'source {json.dumps(str(script))}\n{assignments}mkdir -p "$STATE_DIR" "$MODELS_DIR"\n{commands}\n'
+    )
+    return execute(["bash", str(probe)], timeout=120, env={"PATH": os.environ["PATH"]})
+
+
+def test_sourcing_runs_nothing(script: Path, tmp_path: Path) -> None:
+    result = run_sourced(script, tmp_path, 'echo "defined: $(type -t main) $(type -t download_models)"')
+    assert result.ok, result.output
+    assert result.output == "defined: function function\n"
+
+
+def test_models_are_downloaded_verified_and_then_left_alone(
+    script: Path, tmp_path: Path, storage_url: str, metadata_url: str
+) -> None:
+    models = {"ex.gguf": os.urandom(300_000), "ipd.gguf": os.urandom(200_001)}
+    for name, content in models.items():
+        upload(storage_url, f"{PARAMS.models_path}/{name}", content)
+    urls = {"STORAGE_URL": storage_url, "METADATA_URL": metadata_url}
+
+    first = run_sourced(script, tmp_path, "download_models", **urls)
+    assert first.ok, first.output
+    for name, content in models.items():
+        target = tmp_path / "models" / name
+        assert hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(content).digest()
+        assert f"{target} downloaded and verified" in first.output
+    assert not (tmp_path / "state" / "startup-tmp").exists(), "the token file must not outlive the step"
+    stamps = {n: (tmp_path / "models" / n).stat().st_mtime_ns for n in models}
+
+    again = run_sourced(script, tmp_path, "download_models", **urls)
+    assert again.ok, again.output
+    assert again.output.count("is present and verified") == 2
+    assert {n: (tmp_path / "models" / n).stat().st_mtime_ns for n in models} == stamps
+
+    # Same size, different bytes: caught by the MD5 and replaced; a truncated file by its size.
+    ex = tmp_path / "models" / "ex.gguf"
+    ex.write_bytes(b"\0" * len(models["ex.gguf"]))
+    (tmp_path / "models" / "ipd.gguf").write_bytes(models["ipd.gguf"][:1000])
+    repaired = run_sourced(script, tmp_path, "download_models", **urls)
+    assert repaired.ok, repaired.output
+    assert repaired.output.count("downloaded and verified") == 2
+    assert ex.read_bytes() == models["ex.gguf"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["ex.gguf", "ipd.gguf"]
+
+
+def test_a_missing_model_fails_without_leaving_partial_files(
+    script: Path, tmp_path: Path, storage_url: str, metadata_url: str
+) -> None:
+    result = run_sourced(
+        script,
+        tmp_path,
+        "MODELS_PATH=nowhere\ndownload_models",
+        STORAGE_URL=storage_url,
+        METADATA_URL=metadata_url,
+    )
+    assert not result.ok
+    assert "404" in result.output
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_failure_writes_the_failed_marker_with_the_step(script: Path, tmp_path: Path) -> None:
+    result = run_sourced(
+        script,
+        tmp_path,
+        "trap 'on_error $LINENO' ERR\nstep \"download models\"\nfalse\necho not reached",
+        LOG_FILE=str(tmp_path / "startup.log"),
+    )
+    assert result.returncode == 1, result.output
+    assert "not reached" not in result.output
+    marker = (tmp_path / "state" / "startup.failed").read_text()
+    assert "step 'download models' failed with status 1" in marker
+    assert "FAILED: step 'download models' exited with status 1" in result.output
+    assert not (tmp_path / "state" / "startup.ready").exists()
+
+
+def test_install_content_changes_files_only_when_needed(script: Path, tmp_path: Path) -> None:
+    target = tmp_path / "state" / "conf"
+    result = run_sourced(
+        script,
+        tmp_path,
+        f"""
+owner=$(id -un):$(id -gn)
+outcome() {{ if install_content "$@"; then echo "RESULT changed"; else echo "RESULT unchanged"; fi; }}
+outcome {target} 640 "$owner" 'a = 1'
+outcome {target} 640 "$owner" 'a = 1'
+outcome {target} 600 "$owner" 'a = 1'
+outcome {target} 600 "$owner" 'a = 2'
+""",
+    )
+    assert result.ok, result.output
+    outcomes = [
+        line.removeprefix("RESULT ") for line in result.output.splitlines() if line.startswith("RESULT")
+    ]
+    assert outcomes == ["changed", "unchanged", "changed", "changed"]
+    assert target.read_text() == "a = 2\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
