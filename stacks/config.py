@@ -86,7 +86,7 @@ DEFAULTS: Mapping[str, Any] = {
     "minFreeCpus": 14,
     "autoStart": False,
     "uploadResults": True,
-    "shutdownWhenDone": True,
+    "shutdownWhenDone": None,  # true on gcp (a stopped VM costs only its disk), false elsewhere
 }
 KNOWN_KEYS = frozenset(DEFAULTS)
 DEFAULT_ZONE = "us-central1-a"
@@ -245,6 +245,10 @@ class _Reader:
             return default
 
     def boolean(self, key: str) -> bool:
+        return self._get(key, _parse_bool, "true or false")
+
+    def optional_boolean(self, key: str) -> bool | None:
+        """None when unset (the key's default then depends on other keys)."""
         return self._get(key, _parse_bool, "true or false")
 
     def integer(self, key: str, minimum: int) -> int:
@@ -461,7 +465,9 @@ def build_config(
 
     auto_start = r.boolean("autoStart")
     upload_results = r.boolean("uploadResults")
-    shutdown_when_done = r.boolean("shutdownWhenDone")
+    shutdown_when_done = r.optional_boolean("shutdownWhenDone")
+    if shutdown_when_done is None:
+        shutdown_when_done = target == "gcp"
 
     if r.problems:
         raise ConfigError(r.problems)

@@ -202,3 +202,12 @@ def test_discover_catalog_counts_only_folders_with_a_dockerfile(tmp_path: Path) 
         (tmp_path / dockerfile / "Dockerfile").write_text("FROM scratch\n")
     assert discover_catalog(tmp_path) == (("blog", "ncs"), ("llamaresttest",))
     assert discover_catalog(tmp_path / "missing") == ((), ())
+
+
+def test_shutdown_when_done_defaults_on_for_gcp_and_can_be_turned_off() -> None:
+    assert build().shutdown_when_done is True
+    assert build(shutdownWhenDone="false").shutdown_when_done is False
+    assert problems_of(shutdownWhenDone="sometimes") == (
+        "llamaresttest:shutdownWhenDone: 'sometimes' is not true or false "
+        "(fix: pulumi config set llamaresttest:shutdownWhenDone <true or false>)",
+    )
