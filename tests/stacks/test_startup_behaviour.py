@@ -128,6 +128,7 @@ def test_sourcing_runs_nothing(script: Path, tmp_path: Path) -> None:
     assert result.output == "defined: function function\n"
 
 
+@pytest.mark.emulator
 def test_models_are_downloaded_verified_and_then_left_alone(
     script: Path, tmp_path: Path, storage_url: str, metadata_url: str
 ) -> None:
@@ -161,6 +162,7 @@ def test_models_are_downloaded_verified_and_then_left_alone(
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["ex.gguf", "ipd.gguf"]
 
 
+@pytest.mark.emulator
 def test_a_missing_model_fails_without_leaving_partial_files(
     script: Path, tmp_path: Path, storage_url: str, metadata_url: str
 ) -> None:
