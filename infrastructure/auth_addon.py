@@ -70,9 +70,10 @@ class AuthInjector:
             elif "form" in step:
                 data = urllib.parse.urlencode(step["form"]).encode()
                 headers["Content-Type"] = "application/x-www-form-urlencoded"
-            req = urllib.request.Request(url, data=data, headers=headers, method=step.get("method", "POST"))
+            # Our own loopback http URL, built from SERVICE_PORT and the image's configuration.
+            req = urllib.request.Request(url, data=data, headers=headers, method=step.get("method", "POST"))  # noqa: S310
             try:
-                with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (our own loopback URL)
+                with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
                     status, body, resp_headers = resp.status, resp.read(), resp.headers
             except urllib.error.HTTPError as exc:
                 status, body, resp_headers = exc.code, exc.read(), exc.headers

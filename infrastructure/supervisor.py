@@ -23,6 +23,10 @@ Configuration (environment; API images set the service-specific ones):
   AUTH_STEPS         JSON, enables auth_addon.py (see that file)
   RESULTS_DIR        default /results; PROXY_PORT 9090; JACOCO_PORT 12345
 All times UTC.
+
+This file runs inside the API containers, where the runner's package is not installed, and it
+supervises long-lived children with signals; that is why it uses subprocess directly instead of
+remote_runner.process.execute (which runs a command to completion).
 """
 
 from __future__ import annotations
@@ -193,7 +197,9 @@ class Supervisor:
         env.update(cfg.service_env)
         env["JAVA_TOOL_OPTIONS"] = f"{env.get('JAVA_TOOL_OPTIONS', '')} {agent}".strip()
         log(f"starting service: {' '.join(cfg.service_cmd)}")
-        self.service = subprocess.Popen(cfg.service_cmd, cwd=cfg.service_workdir, env=env, start_new_session=True)
+        self.service = subprocess.Popen(
+            cfg.service_cmd, cwd=cfg.service_workdir, env=env, start_new_session=True
+        )
 
     def start_proxy(self) -> None:
         cfg = self.cfg
@@ -206,7 +212,7 @@ class Supervisor:
             # Before the recorder, so the database holds the request as the service received it.
             argv += ["-s", str(HERE / "auth_addon.py")]
         argv += ["-s", str(HERE / "traffic_addon.py")]
-        log("starting proxy on port %d" % cfg.proxy_port)
+        log(f"starting proxy on port {cfg.proxy_port}")
         self.proxy = subprocess.Popen(argv, start_new_session=True)
 
     def start_sampler(self) -> None:

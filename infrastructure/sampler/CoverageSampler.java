@@ -97,7 +97,9 @@ public final class CoverageSampler {
 
         // The agent's tcpserver opens when the service's JVM starts: until the first dump succeeds,
         // retry quickly and quietly, so the series starts with the service, not an interval later.
+        long next = System.currentTimeMillis();
         while (stop.getCount() > 0) {
+            next = System.currentTimeMillis();
             try {
                 sample(series);
                 break;
@@ -107,7 +109,8 @@ public final class CoverageSampler {
                 }
             }
         }
-        long next = System.currentTimeMillis() + intervalMillis;
+        // The grid starts at the first sample's start, not its end (the first analysis is slow).
+        next += intervalMillis;
         while (true) {
             long wait = next - System.currentTimeMillis();
             if (wait > 0 && stop.await(wait, TimeUnit.MILLISECONDS)) {

@@ -12,7 +12,6 @@ import json
 import re
 import sqlite3
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -22,11 +21,6 @@ from remote_runner.process import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-IMAGES = [
-    ("llamaresttest/infrastructure", "infrastructure"),
-    ("llamaresttest/api-demo-shop", "apis/demo-shop"),
-    ("llamaresttest/tool-schemathesis", "tools/schemathesis"),
-]
 BUDGET = 30
 INTERVAL = 5.0
 # The sampler works on a fixed 5 s grid; a sample may start a little late when the 0.5-CPU container
@@ -37,20 +31,6 @@ GAP_TOLERANCE = 0.75
 def header(headers_json: str, name: str) -> str:
     headers = json.loads(headers_json)
     return next((v for k, v in headers.items() if k.lower() == name), "")
-
-
-@pytest.fixture(scope="module")
-def demo_images(docker_engine: str, project_root: Path) -> dict[str, float]:
-    wheels = execute(["bash", "scripts/wheelhouse.sh", "schemathesis"], cwd=project_root, timeout=600)
-    assert wheels.ok, wheels.tail()
-    seconds: dict[str, float] = {}
-    for image, context in IMAGES:
-        begin = time.monotonic()
-        res = execute(["docker", "build", "-q", "-t", image, context], cwd=project_root, timeout=900)
-        seconds[image] = round(time.monotonic() - begin, 1)
-        assert res.ok, f"building {image} failed:\n{res.tail(40)}"
-    print(f"build seconds: {seconds}")
-    return seconds
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +111,13 @@ def test_traffic_has_2xx_and_5xx(demo_run: Path) -> None:
 
 def test_every_request_of_the_tool_is_recorded(demo_run: Path) -> None:
     log = (demo_run / "logs" / "tool.log").read_text(errors="replace")
-    totals = re.findall(r"TOOL_REQUESTS total=(\d+) runs=(\d+)", log)
+    totals = re.findall(r"TOOL_REQUESTS sent=(\d+) answered=(\d+) runs=(\d+)", log)
     assert len(totals) == 1, log[-2000:]
-    sent, runs = int(totals[0][0]), int(totals[0][1])
+    sent, answered, runs = (int(x) for x in totals[0])
     assert runs >= 1
     assert sent > 50
+    # Schemathesis ended its last run itself, before the budget: nothing was in flight.
+    assert answered == sent
     db = sqlite3.connect(demo_run / "traffic.sqlite")
     rows = db.execute("SELECT request_headers, finished, status FROM requests").fetchall()
     by_tool = [r for r in rows if header(r[0], "user-agent").startswith("schemathesis/")]

@@ -2,11 +2,12 @@
 # Runs Schemathesis against the API behind the recording proxy, again and again, until TIME_BUDGET
 # seconds have passed since the container started. Each run gets the time that is left (minus a
 # margin for start-up and report writing) as --max-time, so the last run ends, and writes its
-# reports, before the runner stops the container. After every run it prints how many requests the
-# run sent (counted from Schemathesis's own reports), and at the end the total:
-#   [schemathesis] TOOL_REQUESTS total=<n> runs=<k>
-# On SIGTERM/SIGINT the current run is interrupted (SIGINT, so it still writes its reports), counted
-# and the total printed.
+# output, before the runner stops the container. request_counter.py counts, inside Schemathesis,
+# every request sent and every answer received; the entrypoint prints them after every run and at
+# the end:
+#   [schemathesis ...] TOOL_REQUESTS sent=<n> answered=<m> runs=<k>
+# On SIGTERM/SIGINT the current run is interrupted (SIGINT, so it ends its run in order) and the
+# totals are printed.
 set -uo pipefail
 
 log() { printf '[schemathesis %s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
@@ -27,28 +28,27 @@ fi
 start=$(date +%s)
 budget=${TIME_BUDGET%.*}
 deadline=$((start + budget))
-margin=${STOP_MARGIN:-4}        # seconds kept for Schemathesis start-up and report writing
+margin=${STOP_MARGIN:-4}        # seconds kept for Schemathesis start-up and its summary
 min_run=${MIN_RUN_SECONDS:-5}   # no new run is started with less time than this
 workers=${CPUS:-1}
 workers=${workers%.*}
 [ "${workers:-0}" -ge 1 ] 2>/dev/null || workers=1
-reports=${REPORTS_DIR:-/tmp/schemathesis-reports}
-mkdir -p "$reports"
+state=${STATE_DIR:-/tmp/schemathesis}
+mkdir -p "$state"
 
-total=0
 runs=0
 child=0
 stopping=0
 
-count_run() {
-  local n
-  n=$(python3 /opt/tool/count_requests.py "$reports/run-$runs.yaml" "$reports/run-$runs.ndjson")
-  total=$((total + n))
-  log "run $runs: $n requests"
+export REQUEST_COUNT_LOG="$state/requests.log"
+: > "$REQUEST_COUNT_LOG"
+
+count() {
+  grep -c "^$1\$" "$REQUEST_COUNT_LOG" || true
 }
 
 finish() {
-  log "TOOL_REQUESTS total=$total runs=$runs"
+  log "TOOL_REQUESTS sent=$(count sent) answered=$(count answered) runs=$runs"
   exit 0
 }
 
@@ -66,10 +66,11 @@ while [ "$stopping" -eq 0 ]; do
   left=$((deadline - $(date +%s) - margin))
   [ "$left" -ge "$min_run" ] || break
   runs=$((runs + 1))
-  st run "$SPEC" --url "http://$HOST:$PORT" --max-time "$left" --workers "$workers" \
-     --no-color --report vcr,ndjson \
-     --report-vcr-path "$reports/run-$runs.yaml" --report-ndjson-path "$reports/run-$runs.ndjson" \
-     --wait-for-schema 30 &
+  # Background jobs of a non-interactive shell ignore SIGINT, and an ignored signal stays ignored
+  # across exec: restore its default so Schemathesis turns it into an orderly interruption.
+  python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
+     st run "$SPEC" --url "http://$HOST:$PORT" --max-time "$left" --workers "$workers" \
+     --no-color --wait-for-schema 30 &
   child=$!
   # wait returns early when a trapped signal arrives; keep waiting for the run to end.
   while :; do
@@ -78,7 +79,6 @@ while [ "$stopping" -eq 0 ]; do
     kill -0 "$child" 2>/dev/null || break
   done
   child=0
-  log "run $runs exited with $rc"
-  count_run
+  log "run $runs exited with $rc; requests so far: sent $(count sent), answered $(count answered)"
 done
 finish

@@ -1,0 +1,30 @@
+"""Fixtures of the image tests: the demo images, built once per session on the real engine."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from remote_runner.process import execute
+
+IMAGES = [
+    ("llamaresttest/infrastructure", "infrastructure"),
+    ("llamaresttest/api-demo-shop", "apis/demo-shop"),
+    ("llamaresttest/tool-schemathesis", "tools/schemathesis"),
+]
+
+
+@pytest.fixture(scope="session")
+def demo_images(docker_engine: str, project_root: Path) -> dict[str, float]:
+    wheels = execute(["bash", "scripts/wheelhouse.sh", "schemathesis"], cwd=project_root, timeout=600)
+    assert wheels.ok, wheels.tail()
+    seconds: dict[str, float] = {}
+    for image, context in IMAGES:
+        begin = time.monotonic()
+        res = execute(["docker", "build", "-q", "-t", image, context], cwd=project_root, timeout=900)
+        seconds[image] = round(time.monotonic() - begin, 1)
+        assert res.ok, f"building {image} failed:\n{res.tail(40)}"
+    print(f"build seconds: {seconds}")
+    return seconds
