@@ -29,7 +29,7 @@ RESULTS_ROLE = "roles/storage.objectUser"
 
 def service_account_id(prefix: str) -> str:
     """A service account id (6-30 characters, a-z 0-9 -) for the stack's VM."""
-    return f"{resource_name(prefix, 27)}-vm".rjust(6, "x")
+    return f"{resource_name(prefix, 27).ljust(3, 'x')}-vm"
 
 
 def results_write_condition(bucket: str, path: str) -> str:

@@ -11,6 +11,7 @@ Every key, its default and its meaning are documented in docs/stacks.md; keep th
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -176,11 +177,18 @@ class StackConfig:
 
 
 def resource_name(text: str, limit: int) -> str:
-    """``text`` as a GCE name: starts with a letter, [a-z0-9-], no trailing dash, at most ``limit``."""
+    """``text`` as a GCE name: starts with a letter, [a-z0-9-], no trailing dash, at most ``limit``.
+
+    A name that has to be shortened ends with a hash of the whole, so two long stack names that
+    share a beginning still get different resources.
+    """
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     if not name or not name[0].isalpha():
         name = f"x-{name}"
-    return name[:limit].rstrip("-")
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"
 
 
 def format_memory(gb: float) -> str:

@@ -25,10 +25,16 @@ def test_uploader_role_can_overwrite() -> None:
     assert RESULTS_ROLE == "roles/storage.objectUser"
 
 
-@pytest.mark.parametrize("prefix", ["llamaresttest-dev", "llamaresttest-" + "x" * 40, "a"])
+@pytest.mark.parametrize("prefix", ["llamaresttest-dev", "llamaresttest-" + "x" * 40, "a", "9"])
 def test_service_account_id_is_valid(prefix: str) -> None:
     account = service_account_id(prefix)
     assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account), account
+
+
+def test_long_stack_names_sharing_a_beginning_get_different_accounts() -> None:
+    first = service_account_id("llamaresttest-experiment-big-a")
+    second = service_account_id("llamaresttest-experiment-big-b")
+    assert first != second and len(first) == len(second) == 30
 
 
 def test_ssh_ranges() -> None:

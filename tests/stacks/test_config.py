@@ -190,7 +190,8 @@ def test_experiment_settings_follow_the_runner_contract() -> None:
 def test_names_and_memory_notation() -> None:
     assert resource_name("llamaresttest-My_Stack.96", 40) == "llamaresttest-my-stack-96"
     assert resource_name("9lives", 63) == "x-9lives"
-    assert resource_name("a" * 50 + "-b", 40) == "a" * 40
+    long_a, long_b = resource_name("a" * 50 + "-b", 40), resource_name("a" * 50 + "-c", 40)
+    assert len(long_a) == len(long_b) == 40 and long_a.startswith("a" * 33 + "-") and long_a != long_b
     assert build(stack="Big.Stack").resource_prefix == "llamaresttest-big-stack"
     assert (format_memory(16), format_memory(1.5), format_memory(0.25)) == ("16g", "1536m", "256m")
 
