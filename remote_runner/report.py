@@ -48,7 +48,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("requests_to_first_2xx", "Requests to first 2xx", "num"),
 )
 COVERAGE_KINDS = (("line", 1), ("branch", 2), ("method", 3))  # index into series rows
-FAILED_STATUSES = frozenset({"failed", "error", "aborted", "cancelled", "timeout", "timed_out", "oom"})
+FAILED_STATUSES = frozenset({"failed", "interrupted", "error", "aborted", "cancelled", "timeout", "oom"})
 GRID_POINTS = 200
 
 
@@ -430,7 +430,7 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
 def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:
     """Write report.md, report.html and the PNGs into ``out_dir`` (default: the batch folder); returns
     the path of report.md."""
-    batch_dir = Path(batch_dir)
+    batch_dir = Path(batch_dir).resolve()  # "." must still give the batch's name
     out = Path(out_dir) if out_dir is not None else batch_dir
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(batch_dir)

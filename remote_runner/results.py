@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import sqlite3
@@ -187,8 +188,14 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-_START_KEYS = ("tool_started", "tool_start", "started", "start", "started_at", "start_utc", "started_utc")
+# the runner's metadata.json: "tool_start_utc" (the budget's start), "start_utc" (the attempt's start)
+_START_KEYS = ("tool_start_utc", "tool_started", "tool_start", "start_utc", "started", "start", "started_at")
 _REASON_KEYS = ("reason", "failure_reason", "error", "failure", "message")
+
+
+def tool_start(metadata: Mapping[str, Any]) -> float | None:
+    """When the tool container started (the runner's ``tool_start_utc``), as UTC epoch seconds."""
+    return _epoch(metadata.get("tool_start_utc"))
 
 
 def run_start(metadata: Mapping[str, Any]) -> float | None:
@@ -221,8 +228,18 @@ def summarise(
     integrity: verification.Check,
     thresholds: Thresholds = verification.DEFAULT_THRESHOLDS,
     failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
+    not_before: float | None = None,
 ) -> dict[str, Any]:
-    """The metrics and verification block of a run, from plain data (no files)."""
+    """The metrics and verification block of a run, from plain data (no files).
+
+    Requests that arrived before ``not_before`` (the tool's start) are not the tool's: they are the
+    runner's readiness probes through the same proxy. They are left out and counted apart. When the
+    runner's metadata shows an attempt whose tool never started, every request is a probe."""
+    before = 0
+    if not_before is not None:
+        kept = [r for r in requests if r.started >= not_before]
+        before = len(requests) - len(kept)
+        requests = kept
     matcher = metrics.operation_matcher(spec)
     counts = metrics.status_counts(requests)
     covered = metrics.operations_covered(requests, matcher)
@@ -267,6 +284,7 @@ def summarise(
         },
         "first_2xx": asdict(first) if first is not None else None,
         "request_span_seconds": round(span, 3),
+        "requests_before_tool_start": before,
         "verification": {
             "verified": verified,
             "thresholds": asdict(thresholds),
@@ -312,12 +330,16 @@ def write_run_summary(
     spec, spec_problem = load_spec(spec_path)
     integrity = verification.database_integrity(run_dir / "traffic.sqlite")
     api, tool, n = run_identity(run_dir)
+    tool_began = tool_start(metadata)
+    if tool_began is None and "start_utc" in metadata:
+        tool_began = math.inf  # the runner started this attempt but never its tool
     body = summarise(
         requests=requests,
         samples=samples,
         spec=spec,
         budget_seconds=budget_seconds,
         start=run_start(metadata),
+        not_before=tool_began,
         integrity=integrity,
         thresholds=thresholds,
         failure_similarity=failure_similarity,
