@@ -20,6 +20,7 @@ import tarfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +81,14 @@ REPLACING = (HOST,)
 
 
 def progress(message: str) -> None:
-    """Progress for the operator: the Pulumi log when an engine is attached, std logging otherwise.
+    """Progress for the operator, on std logging and, where someone would see it, the Pulumi log.
 
-    A dynamic provider's process has no engine, but Pulumi passes its stderr through to the CLI, which
-    is where ``pulumi.log`` writes when no engine is attached; so without logging handlers (the
-    provider process) the message goes there too.
+    A dynamic provider's process has no engine attached: ``pulumi.log`` then writes to stderr, which
+    the Pulumi CLI passes through; so it is used when an engine is attached or when no logging is
+    configured (the provider process). Tests capture the std logging records.
     """
-    if get_engine() is not None:
-        pulumi.log.info(message)
-        return
     logger.info(message)
-    if not logging.getLogger().handlers and not logger.handlers:
+    if get_engine() is not None or not (logging.getLogger().handlers or logger.handlers):
         pulumi.log.info(message)
 
 
@@ -257,6 +255,12 @@ def results_dir(paths: Paths, experiment: Mapping[str, Any]) -> str:
     return results if results.startswith("/") else f"{paths.current}/{results}"
 
 
+# The runner's sync entry point (remote_runner.upload.main: BATCH_DIR --bucket B --path P; exit 1 while
+# something is pending). Called directly rather than through `python -m remote_runner upload`, which
+# remote_runner/cli.py does not dispatch (yet); the arguments are the same.
+UPLOAD_ENTRY = "import sys; from remote_runner.upload import main; sys.exit(main())"
+
+
 def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | None:
     """Syncs the deployed batch (or, without a batch name, the newest one) with the runner's ``upload``.
 
@@ -273,7 +277,7 @@ def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | No
         if batch
         else f"batch_dir=$(ls -1d {shell([results])}/batch-* 2>/dev/null | sort | tail -n 1)"
     )
-    runner = shell([systemd.venv_python(paths.root), "-m", "remote_runner", "upload"])
+    runner = shell([systemd.venv_python(paths.root), "-c", UPLOAD_ENTRY])
     target = shell(["--bucket", str(upload["bucket"]), "--path", str(upload.get("path") or "")])
     return (
         f"cd {shell([paths.current])} && {pick}; "
@@ -494,6 +498,33 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
 # The Pulumi resource and the component the program uses
 
 
+def batch_name(now: datetime) -> str:
+    """A batch folder name as the runner writes them: ``batch-<UTC YYYYmmddTHHMMSSZ>``."""
+    return "batch-" + now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+class BatchNameProvider(pulumi.dynamic.ResourceProvider):
+    """Names the batch once and keeps the name in the state (like a random id): every redeploy, reboot
+    or spot restart then resumes the same batch; a new ``keeper`` (another machine) starts a new one."""
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        changed = olds.get("keeper") != news.get("keeper")
+        return pulumi.dynamic.DiffResult(changes=changed, replaces=["keeper"] if changed else [])
+
+    def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
+        name = batch_name(datetime.now(UTC))
+        return pulumi.dynamic.CreateResult(name, {**props, "name": name})
+
+
+class BatchName(pulumi.dynamic.Resource, module="llamaresttest", name="BatchName"):
+    name: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, keeper: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(BatchNameProvider(), name, {"keeper": keeper, "name": None}, opts)
+
+
 class DeploymentResource(pulumi.dynamic.Resource, module="llamaresttest", name="Deployment"):
     release_dir: pulumi.Output[str]
     bundle_hash: pulumi.Output[str]
@@ -524,8 +555,11 @@ class DeploymentArgs:
     client_private_key: pulumi.Input[str]  # OpenSSH text (pulumi_tls ``private_key_openssh``), secret
     host_public_key: pulumi.Input[str]  # OpenSSH line (pulumi_tls ``public_key_openssh``)
     experiment: pulumi.Input[Mapping[str, Any]]
-    # Overrides experiment["batch"] (create-or-resume name); e.g. derived from the VM's creation time.
+    # The batch to create or resume. Default: experiment["batch"] if set, else a name chosen on the first
+    # deploy and kept in the state (BatchName) until ``batch_keeper`` changes.
     batch: pulumi.Input[str] | None = None
+    # Identifies the machine (e.g. the instance id); a new one starts a new batch. Default: the host.
+    batch_keeper: pulumi.Input[str] | None = None
     port: int = 22
     auto_start: bool = False
     upload_results: bool = True
@@ -551,9 +585,16 @@ class Deployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llamaresttest:deploy:Deployment", name, None, opts)
         bundle_dir = args.bundle_dir or default_bundle_dir()
-        settings = pulumi.Output.all(args.experiment, args.batch).apply(
-            lambda pair: _with_batch(pair[0], pair[1])
-        )
+        batch = args.batch
+        if batch is None:
+            named = pulumi.Output.from_input(args.experiment).apply(lambda e: bool(dict(e).get("batch")))
+            self.batch_name = BatchName(
+                f"{name}-batch", args.batch_keeper or args.host, pulumi.ResourceOptions(parent=self)
+            )
+            batch = pulumi.Output.all(named, self.batch_name.name).apply(
+                lambda nb: "" if nb[0] else str(nb[1])
+            )
+        settings = pulumi.Output.all(args.experiment, batch).apply(lambda pair: _with_batch(pair[0], pair[1]))
         bundle: pulumi.Output[Bundle] = settings.apply(
             lambda s: build_bundle(args.project_root, s, bundle_dir)
         )

@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,9 @@ class Vm:
         return pid
 
 
-def _write_sshd_config(base: Path, port: int, keys: dict[str, KeyPair], unit_dir: Path, state: Path) -> Path:
+def _write_sshd_config(
+    base: Path, port: int, keys: dict[str, KeyPair], unit_dir: Path, state: Path, extra_env: dict[str, str]
+) -> Path:
     host_key = base / "ssh_host_ed25519_key"
     host_key.write_text(keys["host"].private_openssh)
     host_key.chmod(0o600)
@@ -157,7 +160,10 @@ def _write_sshd_config(base: Path, port: int, keys: dict[str, KeyPair], unit_dir
                 "LogLevel INFO",
                 # The real sftp-server, its log (every file opened) kept for the tests' upload counts.
                 f"Subsystem sftp /usr/lib/openssh/sftp-server -e -l INFO 2>>{base / 'sftp.log'}",
-                f"SetEnv PATH={path} LLRT_UNIT_DIR={unit_dir} LLRT_STANDIN_STATE={state}",
+                " ".join(
+                    [f"SetEnv PATH={path} LLRT_UNIT_DIR={unit_dir} LLRT_STANDIN_STATE={state}"]
+                    + [f"{k}={v}" for k, v in extra_env.items()]
+                ),
                 "",
             ]
         )
@@ -165,8 +171,10 @@ def _write_sshd_config(base: Path, port: int, keys: dict[str, KeyPair], unit_dir
     return config
 
 
-@pytest.fixture
-def vm(tmp_path: Path, keys: dict[str, KeyPair], venv_template: Path) -> Iterator[Vm]:
+@contextmanager
+def running_vm(
+    tmp_path: Path, keys: dict[str, KeyPair], venv_template: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Vm]:
     base = tmp_path / "vm"
     base.mkdir()
     root = base / "opt-llamaresttest"
@@ -180,7 +188,7 @@ def vm(tmp_path: Path, keys: dict[str, KeyPair], venv_template: Path) -> Iterato
     unit_dir.mkdir()
     standin_state = base / "standin"
     port = free_port()
-    config = _write_sshd_config(base, port, keys, unit_dir, standin_state)
+    config = _write_sshd_config(base, port, keys, unit_dir, standin_state, extra_env or {})
     os.makedirs("/run/sshd", exist_ok=True)
     log = base / "sshd.log"
     res = execute([SSHD, "-f", str(config), "-E", str(log)], timeout=30)
@@ -201,6 +209,12 @@ def vm(tmp_path: Path, keys: dict[str, KeyPair], venv_template: Path) -> Iterato
         pid_file = base / "sshd.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), 15)
+
+
+@pytest.fixture
+def vm(tmp_path: Path, keys: dict[str, KeyPair], venv_template: Path) -> Iterator[Vm]:
+    with running_vm(tmp_path, keys, venv_template) as machine:
+        yield machine
 
 
 FAST = deploy.Timing(

@@ -11,6 +11,7 @@ import os
 import shlex
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from stacks import deploy, systemd
 from stacks.bundle import Bundle, build_bundle, experiment_json
 from stacks.remote import AuthenticationFailed, HostKeyMismatch
 
-from .conftest import Vm, free_port
+from .conftest import Vm, free_port, running_vm
 
 UNIT = systemd.UNIT_NAME
 
@@ -94,6 +95,8 @@ def test_first_deploy_uploads_switches_installs_and_starts_the_runner(
     assert execstart == shlex.join(systemd.runner_command(str(vm.root)))
     log = vm.standin_state / f"{UNIT}.log"
     assert wait_for(lambda: "no-such-api-in-the-test" in log.read_text()), log.read_text()
+    # the unit's environment keeps the release pristine: the runner wrote no byte code into it
+    assert release_files(release) == sorted([*bundle.files, deploy.RELEASE_MARKER])
 
 
 def test_noop_redeploy_uploads_nothing(
@@ -314,3 +317,70 @@ def test_private_key_never_reaches_logs_or_errors(
     for text in texts:
         assert key_body[:40] not in text.replace("\n", "")
         assert "AAAAsecretish" not in text
+
+
+@pytest.fixture
+def gcs_emulator() -> Iterator[str]:
+    """The real GCS emulator (gcp-storage-emulator), in memory on a free loopback port."""
+    import threading
+
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="results-bucket")
+    starter = threading.Thread(target=server.start, daemon=True)
+    starter.start()
+    starter.join(timeout=15)
+    assert not starter.is_alive(), "GCS emulator did not start within 15 s"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def test_delete_runs_the_final_upload_of_the_batch(
+    tmp_path: Path,
+    keys: dict,
+    venv_template: Path,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    gcs_emulator: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {"STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test-project"}
+    with running_vm(tmp_path, keys, venv_template, env) as vm:
+        experiment = settings(vm, upload={"bucket": "results-bucket", "path": "llamaresttest-results"})
+        bundle = bundle_for(project_copy, tmp_path, experiment)
+        outs = provider.create(vm.props(bundle.path, bundle.sha256, experiment)).outs
+        assert outs is not None
+        batch = vm.base / "results" / experiment["batch"]
+        (batch / "demo" / "schemathesis" / "run-1").mkdir(parents=True)
+        (batch / "plan.json").write_text('{"runs": 1}')
+        (batch / "demo" / "schemathesis" / "run-1" / "summary.json").write_text('{"requests": 3}')
+
+        provider.delete("id", outs)
+
+        assert f"stop {UNIT}" in vm.standin_calls()
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
+    names = {b.name for b in storage.Client().list_blobs("results-bucket", prefix="llamaresttest-results/")}
+    prefix = f"llamaresttest-results/{experiment['batch']}"
+    assert names == {f"{prefix}/plan.json", f"{prefix}/demo/schemathesis/run-1/summary.json"}
+
+
+def test_delete_without_upload_results_uploads_nothing(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    experiment = settings(vm, upload={"bucket": "results-bucket", "path": "p"})
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    outs = provider.create(vm.props(bundle.path, bundle.sha256, experiment, upload_results=False)).outs
+    assert outs is not None
+    (vm.base / "results" / experiment["batch"]).mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="stacks")
+    provider.delete("id", outs)
+    assert "final upload" not in caplog.text
+    assert "runner stopped" in caplog.text

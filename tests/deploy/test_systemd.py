@@ -42,6 +42,7 @@ def test_unit_runs_the_runner_from_the_current_release_after_docker() -> None:
     assert unit["Service.KillSignal"] == ["SIGTERM"]
     assert int(unit["Service.TimeoutStopSec"][0]) >= 40
     assert unit["Install.WantedBy"] == ["multi-user.target"]
+    assert set(unit["Service.Environment"][0].split()) == {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"}
 
 
 def test_unit_follows_the_remote_root_and_refuses_a_short_stop_timeout() -> None:
