@@ -1,0 +1,153 @@
+"""``target: local``: the same runner on this workstation's Docker engine, with no cloud resource at all.
+
+pulumi-docker builds a small runner image (``stacks/runner-image/``: Python, the runner's dependencies,
+a Docker client) and runs one container from it:
+
+- the Docker socket is mounted, so the runner starts the experiment containers on the host's engine;
+- the checkout (catalog and runner code), the results folder and the models folder are mounted at
+  their own host paths, because the runner hands those paths to the engine for the experiments' bind
+  mounts;
+- the command is the VM's (:func:`stacks.systemd.runner_command`); the settings arrive in an
+  environment variable that the image's entrypoint writes to the path that command reads;
+- ``pulumi destroy`` stops it with SIGTERM and waits (``stop_timeout``, ``destroy_grace_seconds``) so
+  the runner interrupts its experiments cleanly; a change of code or settings (the bundle hash)
+  replaces the container, and the new one resumes the same batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+
+from stacks import systemd
+from stacks.bundle import archive_bytes, runner_requirements
+from stacks.deploy import PROJECT_ROOT, BatchName, _with_batch
+
+IMAGE_DIR = Path(__file__).resolve().parent / "runner-image"
+SETTINGS_ENV = "LLAMARESTTEST_EXPERIMENT_JSON"
+BUNDLE_ENV = "LLAMARESTTEST_BUNDLE"
+BUNDLE_LABEL = "llamaresttest.bundle"
+
+
+@dataclass
+class LocalRunnerArgs:
+    """Inputs of :class:`LocalRunner`; ``experiment`` is ``stacks.config.experiment_settings(cfg)``.
+
+    The settings' paths are replaced by this machine's: ``catalog`` by ``project_root``, ``results`` by
+    ``results_dir``, ``models_dir`` by ``models_dir`` (all absolute; created by the operator).
+    """
+
+    experiment: Mapping[str, Any]
+    results_dir: Path
+    models_dir: Path | None = None
+    project_root: Path = PROJECT_ROOT
+    # Batch to create or resume; default: named once and kept in the state (BatchName).
+    batch: pulumi.Input[str] | None = None
+    docker_socket: str = "/var/run/docker.sock"
+    image_name: str = "llamaresttest/runner:local"
+    container_name: str = "llamaresttest-runner"
+    stop_timeout_seconds: int = systemd.DEFAULT_TIMEOUT_STOP_SEC
+
+
+def local_settings(args: LocalRunnerArgs, batch: str | None) -> dict[str, Any]:
+    """The runner settings with this machine's paths (pure)."""
+    settings = _with_batch(args.experiment, batch)
+    settings["catalog"] = str(args.project_root.resolve())
+    settings["results"] = str(args.results_dir.resolve())
+    if args.models_dir is not None:
+        settings["models_dir"] = str(args.models_dir.resolve())
+    return settings
+
+
+def bind(path: str | Path, read_only: bool = False, target: str | None = None) -> docker.ContainerMountArgs:
+    return docker.ContainerMountArgs(
+        type="bind", source=str(path), target=target or str(path), read_only=read_only
+    )
+
+
+def mounts(args: LocalRunnerArgs) -> list[docker.ContainerMountArgs]:
+    found = [
+        bind(args.docker_socket, target="/var/run/docker.sock"),
+        bind(args.project_root.resolve(), read_only=True),
+        bind(args.results_dir.resolve()),
+    ]
+    if args.models_dir is not None:
+        found.append(bind(args.models_dir.resolve(), read_only=True))
+    return found
+
+
+def bundle_hash(args: LocalRunnerArgs, settings: Mapping[str, Any]) -> str:
+    """Content hash of code plus settings, as the VM deploy computes it (nothing is written)."""
+    data, _names = archive_bytes(args.project_root, settings)
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalRunner(pulumi.ComponentResource):
+    def __init__(self, name: str, args: LocalRunnerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:local:LocalRunner", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        batch = args.batch
+        if batch is None:
+            self.batch_name = BatchName(f"{name}-batch", "local", child)
+            batch = self.batch_name.name
+        settings = pulumi.Output.from_input(batch).apply(lambda b: local_settings(args, b))
+        digest = settings.apply(lambda s: bundle_hash(args, s))
+        requirements = runner_requirements((args.project_root / "pyproject.toml").read_text())
+
+        self.image = docker.Image(
+            f"{name}-image",
+            image_name=args.image_name,
+            build=docker.DockerBuildArgs(
+                context=str(IMAGE_DIR),
+                dockerfile=str(IMAGE_DIR / "Dockerfile"),
+                args={"RUNNER_REQUIREMENTS": " ".join(requirements)},
+            ),
+            skip_push=True,  # a local image: nothing goes to a registry
+            opts=child,
+        )
+        self.container = docker.Container(
+            f"{name}-container",
+            name=args.container_name,
+            image=self.image.image_name,
+            command=systemd.runner_command(),
+            working_dir=str(args.project_root.resolve()),
+            envs=[
+                settings.apply(lambda s: f"{SETTINGS_ENV}={json.dumps(s, sort_keys=True)}"),
+                digest.apply(lambda d: f"{BUNDLE_ENV}={d}"),
+            ],
+            labels=[docker.ContainerLabelArgs(label=BUNDLE_LABEL, value=digest)],
+            mounts=mounts(args),
+            init=True,  # reaps the docker CLI children and forwards SIGTERM
+            restart="on-failure",  # like the unit's Restart=on-failure; a finished batch stays finished
+            stop_signal="SIGTERM",
+            stop_timeout=args.stop_timeout_seconds,
+            destroy_grace_seconds=args.stop_timeout_seconds + 30,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+        )
+        self.container_name = self.container.name
+        self.status_command = pulumi.Output.from_input(
+            " ".join(
+                [
+                    "docker exec",
+                    args.container_name,
+                    *systemd.runner_command()[:3],
+                    "status --once --results",
+                    str(args.results_dir.resolve()),
+                ]
+            )
+        )
+        self.logs_command = pulumi.Output.from_input(f"docker logs -f {args.container_name}")
+        self.register_outputs(
+            {
+                "containerName": self.container_name,
+                "statusCommand": self.status_command,
+                "logsCommand": self.logs_command,
+            }
+        )
