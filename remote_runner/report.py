@@ -245,23 +245,35 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def coverage_curves(runs: Sequence[Run], kind_index: int, grid: Sequence[float]) -> list[list[float | None]]:
-    """Each run's coverage at the grid times: the last sample at or before t (coverage is cumulative);
-    ``None`` before a run's first sample."""
-    curves = []
-    for r in runs:
-        points = [
-            (t, p[kind_index]) for p in r.series if (t := p[0]) is not None and p[kind_index] is not None
-        ]
-        points.sort()
-        curve: list[float | None] = []
-        i = -1
-        for t in grid:
-            while i + 1 < len(points) and points[i + 1][0] <= t:
-                i += 1
-            curve.append(points[i][1] if i >= 0 else None)
-        curves.append(curve)
-    return curves
+def coverage_matrix(runs: Sequence[Run], kind_index: int, grid: Sequence[float]) -> Any:
+    """Runs x grid times: each run's coverage at t is its last sample at or before t (coverage is
+    cumulative); NaN before a run's first sample."""
+    import numpy as np
+
+    times = np.asarray(grid, dtype=float)
+    matrix = np.full((len(runs), len(times)), np.nan)
+    for i, r in enumerate(runs):
+        points = sorted((p[0], v) for p in r.series if (v := p[kind_index]) is not None)
+        if not points:
+            continue
+        ts = np.array([t for t, _ in points])
+        vs = np.array([v for _, v in points])
+        pos = np.searchsorted(ts, times, side="right") - 1
+        matrix[i] = np.where(pos >= 0, vs[np.clip(pos, 0, None)], np.nan)
+    return matrix
+
+
+def median_band(matrix: Any, grid: Sequence[float]) -> tuple[Any, Any, Any, Any]:
+    """(times, Q1, median, Q3) over the runs at each grid time some run has a value (linear
+    interpolation between order statistics, as :mod:`remote_runner.stats`)."""
+    import numpy as np
+
+    keep = ~np.all(np.isnan(matrix), axis=0)
+    times = np.asarray(grid, dtype=float)[keep]
+    if not keep.any():
+        return times, times, times, times
+    q1, med, q3 = np.nanpercentile(matrix[:, keep], [25, 50, 75], axis=0)
+    return times, q1, med, q3
 
 
 def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str | None:
@@ -277,21 +289,11 @@ def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharex=True)
     for ax, (kind, idx) in zip(axes, COVERAGE_KINDS, strict=True):
         for tool, rs in sorted(with_series.items()):
-            curves = coverage_curves(rs, idx, grid)
-            med, lo, hi, xs = [], [], [], []
-            for j, t in enumerate(grid):
-                vals = [c[j] for c in curves if c[j] is not None]
-                if not vals:
-                    continue
-                q1, q3 = stats.iqr(vals)  # type: ignore[arg-type]
-                xs.append(t / 60)
-                med.append(100 * stats.median(vals))  # type: ignore[arg-type]
-                lo.append(100 * q1)
-                hi.append(100 * q3)
-            if not xs:
+            times, q1, med, q3 = median_band(coverage_matrix(rs, idx, grid), grid)
+            if not len(times):
                 continue
-            (line,) = ax.plot(xs, med, label=f"{tool} (n={len(rs)})")
-            ax.fill_between(xs, lo, hi, alpha=0.25, color=line.get_color(), linewidth=0)
+            (line,) = ax.plot(times / 60, 100 * med, label=f"{tool} (n={len(rs)})")
+            ax.fill_between(times / 60, 100 * q1, 100 * q3, alpha=0.25, color=line.get_color(), linewidth=0)
         ax.set_title(f"{api}: {kind} coverage")
         ax.set_xlabel("minutes")
         ax.set_ylabel("% covered")

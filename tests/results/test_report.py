@@ -138,3 +138,31 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     md = report.build_report(failed).read_text()
     assert "| api | tool | 1 | failed | image build failed" in md
     assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
+
+
+def test_coverage_matrix_steps_and_band_hand_checked() -> None:
+    def run(series: list[tuple[float, float | None]]) -> report.Run:
+        return report.Run(
+            api="a",
+            tool="t",
+            run=1,
+            status="succeeded",
+            verified=True,
+            reason="",
+            values={},
+            series=tuple((t, v, None, None) for t, v in series),
+            budget_seconds=60.0,
+            path="a/t/run-1",
+        )
+
+    runs = [run([(0.0, 0.1), (10.0, 0.3)]), run([(5.0, 0.2), (20.0, 0.6)]), run([(2.0, None)])]
+    grid = [0.0, 5.0, 10.0, 20.0]
+    m = report.coverage_matrix(runs, 1, grid)
+    assert np.isnan(m[1, 0]) and np.isnan(m[2]).all()  # before the first sample; no line values
+    assert m[0].tolist() == [0.1, 0.1, 0.3, 0.3]  # last sample at or before t
+    assert m[1, 1:].tolist() == [0.2, 0.2, 0.6]
+    times, q1, med, q3 = report.median_band(m, grid)
+    assert times.tolist() == grid
+    assert med.tolist() == pytest.approx([0.1, 0.15, 0.25, 0.45])
+    assert q1.tolist() == pytest.approx([0.1, 0.125, 0.225, 0.375])
+    assert q3.tolist() == pytest.approx([0.1, 0.175, 0.275, 0.525])

@@ -211,3 +211,27 @@ def test_batch_summary_has_a_row_per_run_with_failure_reasons(tmp_path: Path, sp
     assert by[("bad", "1")]["verified"] == "false"
     assert "requests_per_minute" in by[("bad", "1")]["failed_checks"]
     assert list(rows[0].keys()) == list(results.SUMMARY_COLUMNS)
+
+
+def test_readiness_probes_before_the_tool_started_are_left_out(tmp_path: Path, spec_file: Path) -> None:
+    run_dir = tmp_path / "b" / "petstore" / "t" / "run-1"
+    write_traffic(
+        run_dir / "traffic.sqlite",
+        [
+            Row(1000.0, "GET", "/api/v1/pets", 200),  # the runner's probe, before the tool started
+            Row(1002.0, "GET", "/api/v1/pets/7", 404),
+            Row(1003.0, "POST", "/api/v1/pets", 201),
+        ],
+    )
+    write_metadata(
+        run_dir, status="succeeded", start_utc="1970-01-01T00:16:30Z", tool_start_utc="1970-01-01T00:16:41Z"
+    )
+    s = results.write_run_summary(run_dir, spec_file, 60)
+    assert s["requests_before_tool_start"] == 1
+    assert s["requests"]["requests"] == 2
+    assert s["operations"]["covered_list"] == ["POST /pets"]
+    assert s["first_2xx"] == {"seconds": 2.0, "requests": 2}
+    # an attempt whose tool never started (no tool_start_utc): only probes, no tool traffic
+    write_metadata(run_dir, status="failed", reason="docker error", start_utc="1970-01-01T00:16:30Z")
+    s = results.write_run_summary(run_dir, spec_file, 60)
+    assert s["requests"]["requests"] == 0 and s["requests_before_tool_start"] == 3
