@@ -123,6 +123,10 @@ def stop_cmd(name: str, grace_seconds: float) -> list[str]:
     return ["docker", "stop", "-t", str(max(0, int(grace_seconds))), name]
 
 
+def wait_cmd(name: str) -> list[str]:
+    return ["docker", "wait", name]
+
+
 def logs_cmd(name: str) -> list[str]:
     return ["docker", "logs", "--timestamps", name]
 
@@ -222,6 +226,12 @@ class Docker:
 
     def stop(self, name: str, grace_seconds: float) -> bool:
         return self._execute(stop_cmd(name, grace_seconds), timeout=grace_seconds + 30).ok
+
+    def wait(self, name: str, timeout: float) -> int:
+        """Blocks until ``name`` exits; returns its exit code."""
+        return int(
+            self._run(wait_cmd(name), timeout=timeout, what=f"waiting for {name}").strip().splitlines()[-1]
+        )
 
     def logs(self, name: str) -> str:
         result = self._execute(logs_cmd(name), timeout=120)
