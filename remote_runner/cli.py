@@ -40,38 +40,54 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--only", nargs="+", metavar="NAME", default=[], help="build only these APIs/tools")
 
     run = sub.add_parser("run", help="run (or resume) a batch of experiments")
-    run.add_argument("--config", type=Path, help="settings JSON file; flags override it")
-    run.add_argument("--catalog", help=f"root holding apis/ and tools/ (default: {d.catalog})")
-    run.add_argument("--results", help=f"results folder (default: {d.results})")
-    run.add_argument("--apis", help="comma-separated APIs (default: all in the catalog)")
-    run.add_argument("--tools", help="comma-separated tools (default: all in the catalog)")
-    run.add_argument("--runs", help=f"repetitions of each tool x API (default: {d.runs})")
+    run.add_argument("--config", type=Path, metavar="FILE", help="settings JSON file; flags override it")
+    run.add_argument("--catalog", metavar="DIR", help=f"root holding apis/ and tools/ (default: {d.catalog})")
+    run.add_argument("--results", metavar="DIR", help=f"results folder (default: {d.results})")
+    run.add_argument("--apis", metavar="A,B", help="comma-separated APIs (default: all in the catalog)")
+    run.add_argument("--tools", metavar="T,U", help="comma-separated tools (default: all in the catalog)")
+    run.add_argument("--runs", metavar="N", help=f"repetitions of each tool x API (default: {d.runs})")
     run.add_argument(
-        "--budget", dest="budget_seconds", help="time budget per run: seconds, or 30s/10m/1h (default: 1h)"
+        "--budget",
+        dest="budget_seconds",
+        metavar="DURATION",
+        help="time budget per run: seconds, or 30s/10m/1h (default: 1h)",
     )
     run.add_argument(
-        "--cpus-per-container", help=f"CPU limit of each container (default: {d.cpus_per_container:g})"
+        "--cpus-per-container",
+        metavar="CPUS",
+        help=f"CPU limit of each container (default: {d.cpus_per_container:g})",
     )
     run.add_argument(
-        "--memory-per-container", help=f"memory limit of each container (default: {d.memory_per_container})"
+        "--memory-per-container",
+        metavar="SIZE",
+        help=f"memory limit of each container (default: {d.memory_per_container})",
     )
     run.add_argument(
-        "--min-free-cpus", help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})"
+        "--min-free-cpus",
+        metavar="CPUS",
+        help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})",
     )
     run.add_argument(
-        "--max-attempts", help=f"attempts per run before it is marked failed (default: {d.max_attempts})"
+        "--max-attempts",
+        metavar="N",
+        help=f"attempts per run before it is marked failed (default: {d.max_attempts})",
     )
-    run.add_argument("--batch", help="resume the batch with this folder name")
+    run.add_argument("--batch", metavar="NAME", help="resume the batch with this folder name")
     run.add_argument(
-        "--models-dir", help=f"models folder mounted for tools that need it (default: {d.models_dir})"
+        "--models-dir",
+        metavar="DIR",
+        help=f"models folder mounted for tools that need it (default: {d.models_dir})",
     )
     run.add_argument(
         "--stop-grace",
         dest="stop_grace_seconds",
+        metavar="SECONDS",
         help=f"seconds the API gets to flush on stop (default: {d.stop_grace_seconds:g}, at most 20)",
     )
     run.add_argument(
-        "--coverage-interval", help=f"seconds between coverage samples (default: {d.coverage_interval:g})"
+        "--coverage-interval",
+        metavar="SECONDS",
+        help=f"seconds between coverage samples (default: {d.coverage_interval:g})",
     )
     run.add_argument(
         "--label",

@@ -327,3 +327,45 @@ def test_failed_build_names_the_image_and_shows_its_log(fixture_images, tmp_path
     assert res.returncode == 1
     assert "building llamaresttest/tool-fx-broken from" in res.stderr
     assert "fixture: this build fails on purpose" in res.stderr
+
+
+def test_config_file_batch_is_created_then_resumed_as_the_systemd_unit_does(
+    fixture_images, tmp_path, test_label
+):
+    import json
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    config = bundle / "experiment.json"
+    key, value = test_label.split("=", 1)
+    config.write_text(
+        json.dumps(
+            {
+                "catalog": str(fixture_images),
+                "results": "results",
+                "batch": "batch-from-config",
+                "apis": ["fx-echo"],
+                "tools": ["fx-good"],
+                "runs": 1,
+                "budget_seconds": 2,
+                "cpus_per_container": 0.25,
+                "memory_per_container": "96m",
+                "min_free_cpus": 0,
+                "max_attempts": 2,
+                "labels": {key: value},
+                "build": False,
+                "upload": None,
+                "shutdown_when_done": False,
+            }
+        )
+    )
+    first = cli("run", "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    batch = bundle / "results" / "batch-from-config"  # relative paths: relative to the config file
+    assert [(r["status"], r["attempts"]) for r in journal_rows(batch)] == [("succeeded", 1)]
+    again = cli("run", "--config", str(config))  # after a reboot: the same command resumes, nothing re-runs
+    assert again.returncode == 0, again.stderr
+    assert [(r["status"], r["attempts"]) for r in journal_rows(batch)] == [("succeeded", 1)]
+    assert [e["event"] for e in journal_events(batch)].count("started") == 1
+    assert "resuming batch batch-from-config" in (batch / "runner.log").read_text()
+    assert labelled(test_label) == ([], [])
