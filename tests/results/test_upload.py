@@ -69,7 +69,8 @@ def make_batch(root: Path, name: str) -> Path:
     (batch / "plan.json").write_text('{"runs": 1}')
     (batch / "petstore" / "toolx" / "run-1" / "summary.json").write_text('{"requests": 3}')
     (batch / "petstore" / "toolx" / "run-1" / "coverage" / "series.csv").write_text("epoch\n1.0\n")
-    (batch / "petstore" / "toolx" / "run-1" / "traffic.sqlite").write_bytes(bytes(range(256)) * 4000)
+    # 9 MB: above the client's 8 MiB threshold, so the resumable upload path is exercised too
+    (batch / "petstore" / "toolx" / "run-1" / "traffic.sqlite").write_bytes(bytes(range(256)) * 36_000)
     (batch / ".summary.json.tmp123").write_text("half-written")  # dot-files are never sent
     return batch
 
@@ -87,7 +88,7 @@ def test_full_sync_then_resync_sends_nothing_then_only_changes(gcs: str, tmp_pat
     prefix = "llamaresttest-results/batch-20261129T230000Z/"
     objs = remote_objects(prefix)
     assert set(objs) == {prefix + rel for rel in first.uploaded}
-    assert objs[prefix + "petstore/toolx/run-1/traffic.sqlite"] == bytes(range(256)) * 4000
+    assert objs[prefix + "petstore/toolx/run-1/traffic.sqlite"] == bytes(range(256)) * 36_000
 
     again = sync_batch(batch, BUCKET, "llamaresttest-results", retry=NO_WAIT)
     assert again.uploaded == [] and again.complete
