@@ -21,6 +21,7 @@ header are left alone.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -28,7 +29,9 @@ import urllib.request
 from http.cookies import SimpleCookie
 from typing import Any
 
-from mitmproxy import ctx, http
+from mitmproxy import http
+
+log = logging.getLogger(__name__)
 
 
 def extract_json(body: bytes, dotted: str) -> str | None:
@@ -78,14 +81,14 @@ class AuthInjector:
             except urllib.error.HTTPError as exc:
                 status, body, resp_headers = exc.code, exc.read(), exc.headers
             except OSError as exc:
-                ctx.log.warn(f"auth step {step['path']} failed: {exc}")
+                log.warning("auth step %s failed: %s", step["path"], exc)
                 return None
             found = None
             if "token_json" in step:
                 found = extract_json(body, step["token_json"])
             if "token_cookie" in step:
                 found = extract_cookie(resp_headers, step["token_cookie"])
-            ctx.log.info(f"auth step {step.get('method', 'POST')} {step['path']}: {status}")
+            log.warning("auth step %s %s: %s", step.get("method", "POST"), step["path"], status)
             token = found or token
         if token is None:
             return None

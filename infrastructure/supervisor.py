@@ -31,6 +31,7 @@ remote_runner.process.execute (which runs a command to completion).
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -44,18 +45,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 AGENT = HERE / "jacocoagent.jar"
-SAMPLER_CP = ":".join(
-    [
-        str(HERE / "sampler"),
-        "/usr/share/java/org.jacoco.core.jar",
-        "/usr/share/java/org.jacoco.report.jar",
-        "/usr/share/java/asm.jar",
-        "/usr/share/java/asm-commons.jar",
-        "/usr/share/java/asm-tree.jar",
-    ]
-)
-# The sampler always runs on the JDK of the infrastructure image, whatever JRE the service uses.
-SAMPLER_JAVA = os.environ.get("SAMPLER_JAVA", "/usr/lib/jvm/java-17-openjdk-amd64/bin/java")
+SAMPLER_CP = f"{HERE / 'sampler'}:{HERE / 'lib'}/*"
+# The sampler runs on the infrastructure image's JDK 17 when present (whatever JRE the service
+# uses), else on the image's own java (API images layered on another base).
+DEBIAN_JAVA = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+SAMPLER_JAVA = os.environ.get("SAMPLER_JAVA") or (DEBIAN_JAVA if os.path.exists(DEBIAN_JAVA) else "java")
 
 
 def log(message: str) -> None:
@@ -80,6 +74,18 @@ class Config:
     problems: list[str] = field(default_factory=list)
 
 
+def expand(arg: str, problems: list[str]) -> str:
+    """An argument with a wildcard names exactly one file (e.g. the service's jar, whose version
+    is part of its name in upstream images)."""
+    if "*" not in arg or not arg.startswith("/"):
+        return arg
+    matches = sorted(glob.glob(arg))
+    if len(matches) != 1:
+        problems.append(f"SERVICE_CMD argument {arg} must match exactly one file, matches {matches}")
+        return arg
+    return matches[0]
+
+
 def load_config(env: dict[str, str]) -> Config:
     problems: list[str] = []
 
@@ -102,14 +108,15 @@ def load_config(env: dict[str, str]) -> Config:
             problems.append(f"{name} must be a number, got {env.get(name)!r}")
             return float(default)
 
-    service_cmd = json_env("SERVICE_CMD", "[]", list)
+    service_cmd = [str(a) for a in json_env("SERVICE_CMD", "[]", list)]  # type: ignore[union-attr]
     if not service_cmd:
         problems.append("SERVICE_CMD (JSON array, the service's command) is not set")
+    service_cmd = [expand(arg, problems) for arg in service_cmd]
     interval = number_env("COVERAGE_INTERVAL", "5")
     if interval <= 0:
         problems.append("COVERAGE_INTERVAL must be positive")
     return Config(
-        service_cmd=[str(a) for a in service_cmd],  # type: ignore[union-attr]
+        service_cmd=service_cmd,
         service_workdir=env.get("SERVICE_WORKDIR", "/opt/service"),
         service_port=int(number_env("SERVICE_PORT", "8080")),
         service_env={str(k): str(v) for k, v in json_env("SERVICE_ENV", "{}", dict).items()},  # type: ignore[union-attr]

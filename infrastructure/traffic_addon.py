@@ -13,12 +13,15 @@ Times are UTC epoch seconds (mitmproxy's own timestamps, taken from ``time.time(
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -72,7 +75,7 @@ class TrafficRecorder:
         # this process loses nothing; only a power cut could lose the last transactions.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(SCHEMA)
-        ctx.log.info(f"recording traffic into {path}")
+        log.info("recording traffic into %s", path)
 
     def request(self, flow: http.HTTPFlow) -> None:
         if self.db is None:

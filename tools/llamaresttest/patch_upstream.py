@@ -1,0 +1,55 @@
+"""Adapts upstream llamarest.py to the harness at image build time, failing the build loudly if
+upstream no longer has what is patched (each pattern must occur exactly once):
+
+- the hard-coded one-hour limit in main() becomes the budget the entrypoint passes in TIME_BUDGET;
+- both models are opened with n_threads from LLAMA_THREADS (the container's CPU limit) instead of
+  llama-cpp-python's default (half of the host's CPUs, blind to the container's quota).
+
+The model paths stay as upstream has them (../../../ex.gguf, ../../../ipd.gguf, relative to the
+working directory); the entrypoint links the mounted models there.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PATCHES = [
+    (
+        "    time_limit = 3600\n",
+        '    time_limit = float(os.environ.get("TIME_BUDGET", "3600"))\n',
+    ),
+    (
+        'llama_ex = Llama(model_path="../../../ex.gguf")',
+        'llama_ex = Llama(model_path="../../../ex.gguf", n_threads=int(os.environ["LLAMA_THREADS"]))',
+    ),
+    (
+        'llama_ipd = Llama(model_path="../../../ipd.gguf")',
+        'llama_ipd = Llama(model_path="../../../ipd.gguf", n_threads=int(os.environ["LLAMA_THREADS"]))',
+    ),
+]
+
+
+def patch(text: str) -> str:
+    for old, new in PATCHES:
+        count = text.count(old)
+        if count != 1:
+            raise SystemExit(f"upstream changed: expected exactly one {old.strip()!r}, found {count}")
+        text = text.replace(old, new)
+    if "\nimport os\n" not in text:
+        raise SystemExit("upstream changed: llamarest.py no longer imports os")
+    return text
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: patch_upstream.py LLAMAREST_PY", file=sys.stderr)
+        return 2
+    path = Path(argv[1])
+    path.write_text(patch(path.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"patched {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
