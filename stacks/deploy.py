@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shlex
 import tarfile
 import time
 from collections.abc import Callable, Mapping
@@ -432,7 +433,7 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
         started = self.timing.clock()
         script = startup_state_script(paths)
         while True:
-            res = session.run(script, timeout=60)
+            res = session.run(as_root(script, session.target.user), timeout=60)
             state = res.output.strip().splitlines()[0] if res.output.strip() else "WAITING"
             if state == "READY":
                 progress("VM startup finished (ready marker present)")
@@ -560,6 +561,9 @@ class DeploymentArgs:
     batch: pulumi.Input[str] | None = None
     # Identifies the machine (e.g. the instance id); a new one starts a new batch. Default: the host.
     batch_keeper: pulumi.Input[str] | None = None
+    # The operator's ssh command up to user@host (the stack's sshCommand); statusCommand and
+    # logsCommand append the remote command to it. Default: ssh -i llamaresttest-key [-p PORT] user@host.
+    ssh_command: pulumi.Input[str] | None = None
     port: int = 22
     auto_start: bool = False
     upload_results: bool = True
@@ -586,7 +590,8 @@ class Deployment(pulumi.ComponentResource):
         super().__init__("llamaresttest:deploy:Deployment", name, None, opts)
         bundle_dir = args.bundle_dir or default_bundle_dir()
         batch = args.batch
-        if batch is None:
+        named_in_settings = isinstance(args.experiment, Mapping) and bool(args.experiment.get("batch"))
+        if batch is None and not named_in_settings:
             named = pulumi.Output.from_input(args.experiment).apply(lambda e: bool(dict(e).get("batch")))
             self.batch_name = BatchName(
                 f"{name}-batch", args.batch_keeper or args.host, pulumi.ResourceOptions(parent=self)
@@ -618,16 +623,18 @@ class Deployment(pulumi.ComponentResource):
         self.resource = DeploymentResource(name, props, pulumi.ResourceOptions(parent=self))
         self.bundle_hash: pulumi.Output[str] = self.resource.bundle_hash
         self.release_dir: pulumi.Output[str] = self.resource.release_dir
-        ssh = pulumi.Output.all(args.user, args.host).apply(
-            lambda uh: ssh_command(str(uh[0]), str(uh[1]), args.port)
+        ssh: pulumi.Output[str] = (
+            pulumi.Output.from_input(args.ssh_command)
+            if args.ssh_command is not None
+            else pulumi.Output.all(args.user, args.host).apply(
+                lambda uh: ssh_command(str(uh[0]), str(uh[1]), args.port)
+            )
         )
         self.ssh_command: pulumi.Output[str] = ssh
         self.status_command: pulumi.Output[str] = pulumi.Output.all(ssh, settings).apply(
-            lambda pair: f"{pair[0]} -- {shell(status_runner_command(args.remote_root, pair[1]))}"
+            lambda pair: over_ssh(pair[0], remote_status_command(args.remote_root, pair[1]))
         )
-        self.logs_command: pulumi.Output[str] = ssh.apply(
-            lambda base: f"{base} -- {shell(['sudo', *systemd.logs_command()])}"
-        )
+        self.logs_command: pulumi.Output[str] = ssh.apply(lambda base: over_ssh(base, remote_logs_command()))
         self.register_outputs(
             {
                 "bundleHash": self.bundle_hash,
@@ -644,14 +651,24 @@ def ssh_command(user: str, host: str, port: int = 22, key_file: str = "llamarest
     return shell(["ssh", "-i", key_file, *port_part, f"{user}@{host}"])
 
 
-def status_runner_command(
+def over_ssh(ssh_base: str, remote: str) -> str:
+    """``ssh ... user@host 'remote shell command'``: one quoted argument, run by the login shell."""
+    return f"{ssh_base} {shlex.quote(remote)}"
+
+
+def remote_status_command(
     remote_root: str = systemd.DEFAULT_REMOTE_ROOT, experiment: Mapping[str, Any] | None = None
-) -> list[str]:
+) -> str:
     """The runner's own ``status`` of the deployed batch (the newest one when the settings name none)."""
     settings = experiment or {}
     paths = Paths(root=remote_root)
-    argv = [systemd.venv_python(remote_root), "-m", "remote_runner", "status"]
-    argv += ["--results", results_dir(paths, settings), "--once"]
+    argv = ["sudo", systemd.venv_python(remote_root), "-m", "remote_runner", "status"]
+    argv += ["--results", results_dir(paths, settings)]
     if settings.get("batch"):
         argv += ["--batch", str(settings["batch"])]
-    return ["sudo", "sh", "-c", f"cd {shell([paths.current])} && {shell(argv)}"]
+    return f"cd {shell([paths.current])} && {shell(argv)}"
+
+
+def remote_logs_command() -> str:
+    """Follows the runner's log (the unit's journal)."""
+    return shell(["sudo", *systemd.logs_command()])

@@ -195,9 +195,38 @@ def test_deployment_state_holds_hash_and_path_not_the_archive_and_the_key_is_sec
     assert deploy.DeployProvider().check({}, inputs).failures == []
     assert outputs["ssh"] == "ssh -i llamaresttest-key llrt@34.1.2.3"
     status = shlex.split(outputs["status"])
-    assert status[:3] == ["ssh", "-i", "llamaresttest-key"] and "status" in status[-1]
-    assert f"--batch {BATCH}" in status[-1] and "/opt/llamaresttest/results" in status[-1]
-    assert outputs["logs"].endswith("sudo journalctl -u llamaresttest-parallel.service -f -n 200 --no-pager")
+    assert status[:-1] == ["ssh", "-i", "llamaresttest-key", "llrt@34.1.2.3"]  # one remote command argument
+    assert status[-1] == (
+        "cd /opt/llamaresttest/current && sudo /opt/llamaresttest/venv/bin/python -m remote_runner status"
+        f" --results /opt/llamaresttest/results --batch {BATCH}"
+    )
+    logs = shlex.split(outputs["logs"])
+    assert logs[-1] == "sudo journalctl -u llamaresttest-parallel.service -f -n 200 --no-pager"
+
+
+def test_status_and_logs_commands_extend_the_stacks_ssh_command(tmp_path: Path) -> None:
+    client, host = make_key(), make_key()
+    base = "ssh -i ~/.ssh/llrt-dev -o IdentitiesOnly=yes llrt@34.1.2.3"
+    args = deploy.DeploymentArgs(
+        host="34.1.2.3",
+        user="llrt",
+        client_private_key=client.private_openssh,
+        host_public_key=host.public_openssh,
+        experiment={**EXPERIMENT, "batch": "batch-20250505T050505Z"},
+        ssh_command=base,
+        bundle_dir=tmp_path / "bundles",
+    )
+
+    def program() -> dict[str, pulumi.Output[Any]]:
+        deployment = deploy.Deployment("deploy", args)
+        return {"status": deployment.status_command, "logs": deployment.logs_command}
+
+    mocks, outputs = run(program)
+    # the settings name their batch: no BatchName is needed
+    assert not [r for r in mocks.resources if r.type.endswith(":BatchName")]
+    assert outputs["status"].startswith(base + " ")
+    assert shlex.split(outputs["status"])[-1].endswith("--batch batch-20250505T050505Z")
+    assert outputs["logs"].startswith(base + " ")
 
 
 def test_batch_name_is_kept_until_the_machine_changes() -> None:
