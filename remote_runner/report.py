@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import stats
-from remote_runner.results import find_run_dirs, metadata_reason, read_json, run_identity, summary_row
+from remote_runner.results import (
+    find_run_dirs,
+    journal_reasons,
+    metadata_reason,
+    read_json,
+    run_identity,
+    summary_row,
+)
 
 # (column of summary_row, label, format)
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -49,6 +56,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
 )
 COVERAGE_KINDS = (("line", 1), ("branch", 2), ("method", 3))  # index into series rows
 FAILED_STATUSES = frozenset({"failed", "interrupted", "error", "aborted", "cancelled", "timeout", "oom"})
+UNFINISHED_STATUSES = frozenset({"pending", "running"})
 GRID_POINTS = 200
 
 
@@ -119,6 +127,24 @@ def load_runs(batch_dir: Path) -> list[Run]:
                 path=str(run_dir.relative_to(batch_dir)),
             )
         )
+    seen = {(r.api, r.tool, r.run) for r in runs}
+    for (api, tool, n), (status, reason) in sorted(journal_reasons(batch_dir).items()):
+        if (api, tool, n) not in seen:  # in the plan, but no folder: never started or lost early
+            runs.append(
+                Run(
+                    api=api,
+                    tool=tool,
+                    run=n,
+                    status=status or "unknown",
+                    verified=False,
+                    reason=reason or "no run folder",
+                    values={key: None for key, _, _ in METRICS},
+                    series=(),
+                    budget_seconds=None,
+                    path="",
+                )
+            )
+    runs.sort(key=lambda r: (r.api, r.tool, r.run or 0))
     return runs
 
 
@@ -353,14 +379,18 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
     doc = Doc()
     verified = [r for r in runs if r.verified]
     failed = [r for r in runs if r.failed]
-    unverified = [r for r in runs if not r.verified and not r.failed]
+    unfinished = [r for r in runs if r.status.lower() in UNFINISHED_STATUSES]
+    unverified = [r for r in runs if not r.verified and not r.failed and r not in unfinished]
+    budgets = sorted({r.budget_seconds for r in runs if r.budget_seconds is not None})
     doc.heading(1, f"Report: {batch_name}")
     doc.para(
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC. {len(runs)} runs: "
-        f"{len(verified)} verified, {len(unverified)} unverified, {len(failed)} failed. "
-        "Statistics use verified runs only; n is given per tool. Cells show median [Q1, Q3]. "
+        f"{len(verified)} verified, {len(unverified)} unverified, {len(failed)} failed"
+        + (f", {len(unfinished)} not finished. " if unfinished else ". ")
+        + "Statistics use verified runs only; n is given per tool. Cells show median [Q1, Q3]. "
         "p: two-sided Mann-Whitney U; A12: Vargha-Delaney effect size of the first tool over the second "
         "(0.5 = no difference, > 0.5 = first tool higher)."
+        + (f" Budget per run: {', '.join(f'{b:g}' for b in budgets)} s." if budgets else "")
     )
     groups: dict[str, dict[str, list[Run]]] = {}
     for r in runs:

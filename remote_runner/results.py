@@ -460,24 +460,35 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_batch_summary(batch_dir: Path) -> Path:
-    """Write ``batch_dir/summary.csv``: one row per run folder, failed runs included with their reason
-    (from metadata.json, else the journal). Runs without summary.json keep their identity and reason
-    with empty metrics. Returns the CSV's path."""
+    """Write ``batch_dir/summary.csv``: one row per run, failed runs included with their reason.
+
+    Runs are the ``<api>/<tool>/run-<n>`` folders plus the journal's runs that have no folder (never
+    started, or failed before their folder existed). Status: the journal's (the run's final state),
+    else metadata.json's; reason: metadata.json's, else the journal's. Runs without summary.json keep
+    their identity and reason with empty metrics. Returns the CSV's path."""
     batch_dir = Path(batch_dir)
     journal = journal_reasons(batch_dir)
     rows: list[dict[str, str]] = []
+    seen: set[tuple[str, str, int]] = set()
     for run_dir in find_run_dirs(batch_dir):
         api, tool, n = run_identity(run_dir)
+        seen.add((api, tool, n or 0))
         summary = read_json(run_dir / "summary.json")
         metadata = read_json(run_dir / "metadata.json")
         row: dict[str, Any] = summary_row(summary) if summary else {"verified": False}
         status, reason = journal.get((api, tool, n or 0), ("", ""))
-        row["status"] = str(metadata.get("status") or row.get("status") or status or "unknown")
+        row["status"] = status or str(metadata.get("status") or row.get("status") or "unknown")
         row["reason"] = metadata_reason(metadata) or str(row.get("reason") or "") or reason
         if not summary:
             row["reason"] = row["reason"] or "no summary.json"
         row.update(api=api, tool=tool, run=n, run_dir=str(run_dir.relative_to(batch_dir)))
         rows.append({c: _fmt(row.get(c)) for c in SUMMARY_COLUMNS})
+    for (api, tool, n), (status, reason) in sorted(journal.items()):
+        if (api, tool, n) not in seen:
+            row = {"api": api, "tool": tool, "run": n, "status": status or "unknown", "verified": False}
+            row["reason"] = reason or "no run folder"
+            rows.append({c: _fmt(row.get(c)) for c in SUMMARY_COLUMNS})
+    rows.sort(key=lambda r: (r["api"], r["tool"], int(r["run"]) if r["run"].isdigit() else 0))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()

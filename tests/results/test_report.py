@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ def test_report_files(batch: Path) -> None:
         assert (batch / name).read_bytes().startswith(PNG_MAGIC)
         assert f'src="{name}"' in html
     assert html.startswith("<!DOCTYPE html>") and "</html>" in html
-    assert "38 runs: 36 verified, 1 unverified, 1 failed" in md
+    assert "38 runs: 36 verified, 1 unverified, 1 failed." in md
+    assert "Budget per run: 60 s." in md
 
 
 def test_report_lists_excluded_runs_with_reasons(batch: Path) -> None:
@@ -135,8 +137,15 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     assert "0 runs" in md and "None: every run is verified." in md
     failed = tmp_path / "batch-failed"
     write_metadata(failed / "api" / "tool" / "run-1", status="failed", reason="image build failed")
+    conn = sqlite3.connect(failed / "journal.sqlite")
+    conn.execute("CREATE TABLE runs (api TEXT, tool TEXT, repetition INTEGER, status TEXT, reason TEXT)")
+    conn.execute("INSERT INTO runs VALUES ('api', 'tool', 2, 'pending', NULL)")
+    conn.commit()
+    conn.close()
     md = report.build_report(failed).read_text()
     assert "| api | tool | 1 | failed | image build failed" in md
+    assert "| api | tool | 2 | pending | no run folder |" in md
+    assert "2 runs: 0 verified, 0 unverified, 1 failed, 1 not finished." in md
     assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
 
 

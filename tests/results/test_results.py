@@ -189,6 +189,8 @@ def test_batch_summary_has_a_row_per_run_with_failure_reasons(tmp_path: Path, sp
     conn.execute("CREATE TABLE runs (api TEXT, tool TEXT, run INTEGER, status TEXT, reason TEXT)")
     conn.execute("INSERT INTO runs VALUES ('petstore', 'bad', 2, 'running', NULL)")
     conn.execute("INSERT INTO runs VALUES ('petstore', 'bad', 2, 'failed', 'api not ready after 300 s')")
+    conn.execute("INSERT INTO runs VALUES ('petstore', 'bad', 3, 'pending', NULL)")  # never started
+    conn.execute("INSERT INTO runs VALUES ('petstore', 'good', 1, 'succeeded', NULL)")
     conn.commit()
     conn.close()
     # an earlier attempt moved aside is not a run
@@ -198,6 +200,7 @@ def test_batch_summary_has_a_row_per_run_with_failure_reasons(tmp_path: Path, sp
     assert [(r["api"], r["tool"], r["run"]) for r in rows] == [
         ("petstore", "bad", "1"),
         ("petstore", "bad", "2"),
+        ("petstore", "bad", "3"),
         ("petstore", "good", "1"),
         ("petstore", "good", "2"),
     ]
@@ -206,6 +209,8 @@ def test_batch_summary_has_a_row_per_run_with_failure_reasons(tmp_path: Path, sp
     assert by[("bad", "2")]["status"] == "failed"
     assert by[("bad", "2")]["reason"] == "api not ready after 300 s"
     assert by[("bad", "2")]["requests"] == ""
+    assert (by[("bad", "3")]["status"], by[("bad", "3")]["reason"]) == ("pending", "no run folder")
+    assert by[("bad", "3")]["run_dir"] == ""
     assert by[("good", "1")]["verified"] == "true" and by[("good", "1")]["requests"] == "180"
     assert by[("good", "1")]["operations_covered"] == "8"
     assert by[("bad", "1")]["verified"] == "false"
