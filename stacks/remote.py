@@ -169,7 +169,8 @@ def explain(exc: BaseException, target: SshTarget) -> SshError:
             f"host key mismatch for {target.label}: the server presented {exc.key.get_name()} "
             f"{fingerprint(exc.key)} but the pinned host key is {exc.expected_key.get_name()} "
             f"{fingerprint(exc.expected_key)}. Either this is not the stack's VM, or its host key was "
-            "changed outside Pulumi; refusing to connect."
+            "changed outside Pulumi; refusing to connect. (A VM created moments ago still offers its "
+            "image's own key until its startup script installs the stack's: then run `pulumi up` again.)"
         )
     if isinstance(exc, paramiko.AuthenticationException):
         return AuthenticationFailed(

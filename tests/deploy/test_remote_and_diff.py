@@ -165,3 +165,38 @@ def test_diff(change: dict, changes: bool, replaces: list[str]) -> None:
     assert diff.changes is changes
     assert (diff.replaces or []) == replaces
     assert diff.delete_before_replace is False  # deploy on the new VM first, then drain the old one
+
+
+def test_a_server_that_drops_the_connection_before_the_banner_is_retried_then_unreachable() -> None:
+    """A real socket that accepts and closes at once, like a VM whose sshd is still starting."""
+    import threading
+
+    from stacks.remote import HostUnreachable, SshTarget, connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _addr = server.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client, host = make_key(), make_key()
+    target = SshTarget(
+        "127.0.0.1", server.getsockname()[1], "root", host.public_openssh, client.private_openssh
+    )
+    messages: list[str] = []
+    try:
+        with pytest.raises(HostUnreachable, match="unreachable"):
+            connect(target, RetryPolicy(timeout_seconds=20, max_attempts=3, waits=False), messages.append)
+    finally:
+        server.close()
+    assert len(accepted) == 3  # every attempt reached the server: retried, not given up on at once
+    assert len(messages) == 2 and all("retrying" in m for m in messages)
