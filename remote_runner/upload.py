@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,11 @@ class SyncResult:
     unchanged: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # in folders of running experiments
 
     @property
     def complete(self) -> bool:
-        """Everything local is in the bucket as it is now."""
+        """Everything local (except deferred files) is in the bucket as it is now."""
         return not self.pending and not self.errors
 
     def describe(self) -> str:
@@ -70,6 +71,8 @@ class SyncResult:
             f"gs://{self.bucket}/{self.prefix}: {len(self.uploaded)} uploaded, "
             f"{len(self.unchanged)} unchanged, {len(self.pending)} pending"
         )
+        if self.deferred:
+            text += f", {len(self.deferred)} deferred (running)"
         if self.errors:
             text += f"; {len(self.errors)} errors, first: {self.errors[0]}"
         return text
@@ -172,16 +175,25 @@ def sync_batch(
     *,
     retry: RetryPolicy = RetryPolicy(),
     client: Any = None,
+    in_progress: Iterable[Path] = (),
 ) -> SyncResult:
     """Send what is new or changed in ``batch_dir`` to ``gs://bucket/path/<batch_dir name>/``.
 
-    Never raises for storage or network problems; see :class:`SyncResult`."""
+    ``in_progress``: run folders of experiments still running; their files change by the second, so
+    they are left for a later sync (listed in ``deferred``) instead of being sent half-written every
+    time. Never raises for storage or network problems; see :class:`SyncResult`."""
     batch_dir = Path(batch_dir)
     prefix = remote_prefix(batch_dir, path)
     result = SyncResult(bucket=bucket, prefix=prefix)
     cache = _HashCache(batch_dir / CACHE_NAME)
+    skip = tuple(Path(d).resolve() for d in in_progress)
     try:
-        files = list(local_files(batch_dir))
+        files = []
+        for rel, file in local_files(batch_dir):
+            if skip and any(file.resolve().is_relative_to(d) for d in skip):
+                result.deferred.append(rel)
+            else:
+                files.append((rel, file))
     except OSError as exc:
         result.errors.append(f"cannot list {batch_dir}: {exc}")
         return result

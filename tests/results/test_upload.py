@@ -200,3 +200,19 @@ def test_retry_policy_retries_transient_only() -> None:
             with attempt:
                 forbidden()
     assert calls["n"] == 1
+
+
+def test_running_experiments_are_deferred(gcs: str, tmp_path: Path) -> None:
+    batch = make_batch(tmp_path, "batch-running")
+    running = batch / "petstore" / "toolx" / "run-1"
+    res = sync_batch(batch, BUCKET, "dfr", retry=NO_WAIT, in_progress=[running])
+    assert res.complete and res.uploaded == ["plan.json"]
+    assert sorted(res.deferred) == [
+        "petstore/toolx/run-1/coverage/series.csv",
+        "petstore/toolx/run-1/summary.json",
+        "petstore/toolx/run-1/traffic.sqlite",
+    ]
+    assert set(remote_objects("dfr/")) == {"dfr/batch-running/plan.json"}
+    # the experiment finished: the next sync sends its folder and nothing else
+    done = sync_batch(batch, BUCKET, "dfr", retry=NO_WAIT)
+    assert sorted(done.uploaded) == sorted(res.deferred) and done.unchanged == ["plan.json"]
