@@ -188,7 +188,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
-    if settings.build:
+    if not settings.build:
+        wanted = images.targets(cat, selection.apis, selection.tools)
+        missing = [f"image {t.image} missing" for t in wanted if docker.image_id(t.image) is None]
+        if missing:
+            _problems_out("cannot start: build the images, or run without --no-build", missing)
+            return EXIT_BAD_INPUT
+    else:
         failed = images.build(
             images.targets(cat, selection.apis, selection.tools),
             docker,

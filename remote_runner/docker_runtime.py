@@ -96,9 +96,9 @@ def network_disconnect_cmd(network: str, container: str) -> list[str]:
 
 
 def run_cmd(spec: ContainerSpec) -> list[str]:
-    """``docker run --detach`` of ``spec``. Memory swap equals memory: an over-limit container is
-    OOM-killed (and reported so) instead of swapping."""
-    argv = ["docker", "run", "--detach", "--name", spec.name, "--network", spec.network]
+    """``docker run --detach`` of ``spec``. Images are built locally, never pulled. Memory swap equals
+    memory: an over-limit container is OOM-killed (and reported so) instead of swapping."""
+    argv = ["docker", "run", "--detach", "--pull", "never", "--name", spec.name, "--network", spec.network]
     for alias in spec.aliases:
         argv += ["--network-alias", alias]
     argv += label_args(spec.labels)

@@ -153,6 +153,7 @@ class Scheduler:
                 self.on_finished(key, outcome, final)
             except Exception:
                 log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
+        self.wake.set()  # the batch may be complete now that the hooks are done
 
     def _reap(self) -> None:
         while True:
@@ -355,6 +356,8 @@ def run_batch(
         def before_retry(key: RunKey, attempt: int) -> None:
             set_aside(batch_dir / key.rel_dir, attempt)
 
+        sync_lock = threading.Lock()  # one sync of the batch folder at a time
+
         def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
             run_dir = batch_dir / key.rel_dir
             spec_path = catalog.apis[key.api].spec_path if key.api in catalog.apis else None
@@ -364,8 +367,10 @@ def run_batch(
                     run_dir, spec_path, settings.budget_seconds
                 ),
             )
-            if settings.upload is not None and _upload_complete(_sync(batch_dir, settings)):
-                jour.mark_uploaded([key])
+            if settings.upload is not None:
+                with sync_lock:
+                    if _upload_complete(_sync(batch_dir, settings)):
+                        jour.mark_uploaded([key])
 
         scheduler = Scheduler(
             jour=jour,

@@ -50,6 +50,8 @@ def test_run_cmd_exact(tmp_path: Path):
         "docker",
         "run",
         "--detach",
+        "--pull",
+        "never",
         "--name",
         "c1",
         "--network",

@@ -369,3 +369,68 @@ def test_config_file_batch_is_created_then_resumed_as_the_systemd_unit_does(
     assert [e["event"] for e in journal_events(batch)].count("started") == 1
     assert "resuming batch batch-from-config" in (batch / "runner.log").read_text()
     assert labelled(test_label) == ([], [])
+
+
+def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
+    fixture_images, tmp_path, test_label
+):
+    """The runner in a container with the Docker socket mounted (no host port published): it joins
+    each experiment's network to reach the API, and leaves it so the network can be removed."""
+    import subprocess
+
+    from tests.runner.conftest import BASE_IMAGE, ROOT, runner_env
+
+    results = tmp_path / "results"
+    results.mkdir()
+    site = ROOT / ".venv" / "lib" / "python3.11" / "site-packages"  # psutil for the container's python 3.11
+    res = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--label",
+            test_label,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-v",
+            "/usr/bin/docker:/usr/bin/docker:ro",
+            "-v",
+            f"{ROOT}:{ROOT}:ro",
+            "-v",
+            f"{results}:{results}",  # same path: the engine mounts run folders
+            "-w",
+            str(ROOT),
+            "-e",
+            f"PYTHONPATH={ROOT}:{site}",
+            BASE_IMAGE,
+            "python3",
+            "-m",
+            "remote_runner",
+            *common(
+                fixture_images,
+                results,
+                test_label,
+                "--apis",
+                "fx-echo",
+                "--tools",
+                "fx-good",
+                "--budget",
+                "2s",
+                "--cpus-per-container",
+                "0.25",
+                "--memory-per-container",
+                "96m",
+            ),
+        ],
+        env=runner_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    batch = only_batch(results)
+    meta = read_json(batch / "fx-echo" / "fx-good" / "run-1" / "metadata.json")
+    assert meta["status"] == "succeeded" and "ready_after_seconds" in meta
+    assert "could not remove network" not in (batch / "runner.log").read_text()
+    assert labelled(test_label) == ([], [])
