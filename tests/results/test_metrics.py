@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from remote_runner import metrics
 from remote_runner.metrics import CoverageSample, Operation, Request, operation_matcher
@@ -205,3 +207,28 @@ def test_coverage_final_and_series() -> None:
     # a service with no branches at all: branch coverage is undefined, not 0
     nob = metrics.final_coverage([CoverageSample(1.0, 1, 1, 0, 0, 1, 0)])
     assert nob is not None and nob.branch is None and nob.method == 1.0
+
+
+_SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.~%", min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..")
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.booleans(), _SEGMENT), min_size=1, max_size=5),
+    st.lists(_SEGMENT, min_size=5, max_size=5),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+    st.text(alphabet="abc=&1", max_size=8),
+)
+def test_any_concrete_path_of_a_template_matches_it(
+    parts: list[tuple[bool, str]], values: list[str], method: str, query: str
+) -> None:
+    template = "".join(f"/{{p{i}}}" if is_param else f"/{lit}" for i, (is_param, lit) in enumerate(parts))
+    concrete = "".join(f"/{values[i]}" if is_param else f"/{lit}" for i, (is_param, lit) in enumerate(parts))
+    spec = {"paths": {template: {"get": {}, "post": {}}}}
+    path = concrete + (f"?{query}" if query else "")
+    expected = Operation("GET" if method == "HEAD" else method, template)
+    assert operation_matcher(spec).match(method, path) == expected
+    # one more segment is another resource, not this operation
+    assert operation_matcher(spec).match(method, concrete + "/extra") is None
