@@ -37,10 +37,12 @@ for tool in "$@"; do
       --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform any \
       "${binary_only[@]}"
   fi
-  if [ ${#source_ok[@]} -gt 0 ]; then
-    # Source archives plus what building them needs (PEP 517 build requirements are not resolved
-    # by `pip download`, so they are listed in the requirements file too).
-    "$python" -m pip download --quiet --dest "$dest" --no-deps --no-binary=:all: "${source_ok[@]}"
-  fi
+  for spec in "${source_ok[@]}"; do
+    # The package itself as a source archive, its dependencies as wheels for this interpreter (the
+    # host's Python is the image's: Debian bookworm's 3.11). PEP 517 build requirements are not
+    # resolved by `pip download`, so the requirements file lists them as ordinary lines.
+    name=${spec%%[=<>~!\[ ]*}
+    "$python" -m pip download --quiet --dest "$dest" --no-binary "$name" --prefer-binary "$spec"
+  done
   echo "$dest: $(find "$dest" -maxdepth 1 \( -name '*.whl' -o -name '*.tar.gz' \) | wc -l) files"
 done
