@@ -11,7 +11,7 @@ set -uo pipefail
 log() { printf '[llamaresttest %s] %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 die() { log "error: $*" >&2; exit 2; }
 
-upstream=/opt/LlamaRestTest
+upstream=${LLAMARESTTEST_HOME:-/opt/LlamaRestTest}
 workdir=$upstream/tool/llamaresttest/run   # three levels below $upstream, as upstream expects
 
 missing=()

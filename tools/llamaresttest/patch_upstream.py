@@ -11,6 +11,7 @@ working directory); the entrypoint links the mounted models there.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def patch(text: str) -> str:
         if count != 1:
             raise SystemExit(f"upstream changed: expected exactly one {old.strip()!r}, found {count}")
         text = text.replace(old, new)
-    if "\nimport os\n" not in text:
+    if not re.search(r"^import os$", text, re.MULTILINE):
         raise SystemExit("upstream changed: llamarest.py no longer imports os")
     return text
 
