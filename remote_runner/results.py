@@ -70,7 +70,8 @@ SUMMARY_COLUMNS = (
 def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
     """The ``requests`` table in arrival order, and a problem description (``None`` if all is well).
 
-    A missing or empty file or a missing table is an empty run, not an error."""
+    A missing or empty file or a missing table is an empty run, not an error. Response bodies are
+    read for 5xx responses only (the one metric that needs them)."""
     if not db_path.is_file() or db_path.stat().st_size == 0:
         return [], None if not db_path.exists() else "traffic database is empty"
     try:
@@ -81,8 +82,13 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
         cols = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         if not cols:
             return [], "traffic database has no requests table"
-        wanted = ["started", "finished", "method", "path", "query", "status", "response_body"]
+        wanted = ["started", "finished", "method", "path", "query", "status"]
         select = ", ".join(c if c in cols else "NULL" for c in wanted)
+        # only 5xx bodies are used (unique failures): an hour of traffic can hold gigabytes of bodies
+        if {"status", "response_body"} <= cols:
+            select += ", CASE WHEN status BETWEEN 500 AND 599 THEN response_body END"
+        else:
+            select += ", NULL"
         order = "id" if "id" in cols else "rowid"
         rows = conn.execute(f"SELECT {select} FROM requests ORDER BY {order}").fetchall()
     except sqlite3.Error as exc:

@@ -240,3 +240,12 @@ def test_readiness_probes_before_the_tool_started_are_left_out(tmp_path: Path, s
     write_metadata(run_dir, status="failed", reason="docker error", start_utc="1970-01-01T00:16:30Z")
     s = results.write_run_summary(run_dir, spec_file, 60)
     assert s["requests"]["requests"] == 0 and s["requests_before_tool_start"] == 3
+
+
+def test_only_5xx_bodies_are_read(tmp_path: Path) -> None:
+    db = tmp_path / "traffic.sqlite"
+    write_traffic(db, [Row(1.0, "GET", "/a", 200, b"big body"), Row(2.0, "GET", "/a?x=1", 503, b"oops")])
+    reqs, problem = results.read_requests(db)
+    assert problem is None
+    assert [(r.status, r.response_body, r.path) for r in reqs] == [(200, b"", "/a"), (503, b"oops", "/a")]
+    assert reqs[1].query == "x=1"  # a path recorded with its query string is split
