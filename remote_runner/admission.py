@@ -17,6 +17,12 @@ _EPS = 1e-9
 class Machine:
     cpus: int
     memory_bytes: int
+    #: the CPU ids this process may use (its affinity); None means 0 .. cpus-1
+    cpu_ids: tuple[int, ...] | None = None
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.cpu_ids if self.cpu_ids is not None else tuple(range(self.cpus))
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def reserve(ledger: Ledger, candidate: Candidate) -> Reservation | None:
         return None
     if not req.pinned:
         return Reservation(candidate.run, req, tuple(() for _ in range(req.containers)))
-    free = [c for c in range(machine.cpus) if c not in ledger.pinned_ids]
+    free = [c for c in machine.ids if c not in ledger.pinned_ids]
     per = round(req.cpus)
     if len(free) < per * req.containers:
         return None

@@ -177,9 +177,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         place = scheduler.place_batch(settings)
         if place.resume:
             try:
-                settings = scheduler.stored_settings(place.batch_dir, settings)
+                stored = scheduler.stored_settings(place.batch_dir, settings)
             except (OSError, ValueError, KeyError) as exc:
                 problems.append(f"batch {place.batch_dir}: plan.json unreadable ({exc})")
+            else:
+                for key in scheduler.RESUMABLE_KEYS:
+                    if getattr(args, key, None) is not None and getattr(stored, key) != getattr(
+                        settings, key
+                    ):
+                        print(
+                            f"note: resuming {place.batch_dir.name}: {key} stays {getattr(stored, key)!r} "
+                            f"as planned (the flag is ignored)",
+                            file=sys.stderr,
+                        )
+                settings = stored
     cat = catalog_mod.load(settings.catalog)
     docker = Docker()
     machine = machine_facts(docker.engine_problem())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import queue
 import threading
 import traceback
@@ -323,7 +324,8 @@ def run_batch(
                 "re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued)
             )
 
-        machine = machine or Machine(psutil.cpu_count() or 1, psutil.virtual_memory().total)
+        cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
+        machine = machine or Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
         request = Request(settings.cpus_per_container, settings.memory_bytes)
         sampler = Sampler(machine.cpus)
         extra_labels = settings.labels

@@ -315,5 +315,7 @@ def machine_facts(docker_problem: str | None) -> MachineFacts:
     import psutil
 
     return MachineFacts(
-        cpus=os.cpu_count() or 1, memory_bytes=psutil.virtual_memory().total, docker_problem=docker_problem
+        cpus=len(os.sched_getaffinity(0)),
+        memory_bytes=psutil.virtual_memory().total,
+        docker_problem=docker_problem,
     )

@@ -150,3 +150,11 @@ def test_uniform_runs_start_in_plan_order(cpus, req, n, running):
     after = decide(ledger, pending, IDLE, NO_GATE).ledger
     if len(admitted) < n:
         assert reserve(after, pending[len(admitted)]) is None
+
+
+def test_pinned_cpus_come_from_the_machines_own_cpu_ids():
+    """A runner restricted to some CPUs (affinity 4-7) pins experiments to those only."""
+    ledger = Ledger(Machine(cpus=4, memory_bytes=8 * GIB, cpu_ids=(4, 5, 6, 7)))
+    res = reserve(ledger, Candidate("x", Request(cpus=2, memory_bytes=GIB)))
+    assert res is not None and res.cpusets == ((4, 5), (6, 7))
+    assert reserve(ledger.add(res), Candidate("y", Request(cpus=1, memory_bytes=GIB))) is None
