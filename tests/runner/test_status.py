@@ -61,3 +61,35 @@ def test_status_command(tmp_path: Path):
     assert res.returncode == 0 and "llamaresttest x blog" in res.stdout
     missing = cli("status", "--results", str(tmp_path / "none"))
     assert missing.returncode == 2 and "no batch found" in missing.stderr
+
+
+def test_live_display_on_a_terminal(tmp_path: Path):
+    """On a terminal, status draws a live table (rich) and returns once the batch is finished."""
+    import shlex
+    import subprocess
+    import sys
+
+    from tests.runner.conftest import ROOT, runner_env
+
+    batch = tmp_path / "batch-20261129T230000Z"
+    batch.mkdir()
+    j = journal.Journal(batch / "journal.sqlite")
+    keys = expand(("blog",), ("llamaresttest",), 1)
+    j.add_runs(keys)
+    j.set_meta("created", "1000.0")
+    j.start_attempt(keys[0], "")
+    j.succeed(keys[0])
+    j.close()
+    command = shlex.join([sys.executable, "-m", "remote_runner", "status", "--results", str(tmp_path)])
+    res = subprocess.run(  # `script` gives the command a pseudo-terminal
+        ["script", "-qec", command, "/dev/null"],
+        cwd=ROOT,
+        env={**runner_env(), "COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "\x1b[" in res.stdout  # drawn with terminal control sequences, not the plain text form
+    assert "llamaresttest x blog" in res.stdout and "batch-20261129T230000Z" in res.stdout
