@@ -5,6 +5,11 @@ values) into a :class:`StackConfig`, or raises one :class:`ConfigError` that lis
 with its fix. ``load_config`` is the thin edge that reads ``pulumi.Config`` and the catalog folders.
 Nothing is declared before the config has passed, so a bad stack costs nothing.
 
+Two targets (``target``): ``gcp`` (the VM) and ``local`` (this workstation's Docker engine). For
+``local`` the Google Cloud keys are neither required nor checked; instead the two local folders are
+checked on disk (:func:`local_dir_problems`, the only part of ``build_config`` that looks at the file
+system) and the machine is this one (:func:`this_machine`, read by ``load_config``).
+
 Every key, its default and its meaning are documented in docs/stacks.md; keep the two in step.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +27,12 @@ from typing import Any, TypeVar
 
 from pulumi.errors import RunError
 
-from stacks.machines import MACHINE_TYPES, MachineType, experiment_needs, experiment_slots
+from stacks.machines import (
+    MACHINE_TYPES,
+    MachineType,
+    experiment_needs,
+    experiment_slots,
+)
 from stacks.network import ssh_range_problems
 
 NAMESPACE = "llamaresttest"
@@ -88,7 +99,11 @@ DEFAULTS: Mapping[str, Any] = {
     "autoStart": False,
     "uploadResults": True,
     "shutdownWhenDone": None,  # true on gcp (a stopped VM costs only its disk), false elsewhere
+    # target local only: folders on this machine (relative paths are relative to the project).
+    "localResultsDir": "results",
+    "localModelsDir": None,
 }
+LOCAL_MACHINE_NAME = "this machine"
 KNOWN_KEYS = frozenset(DEFAULTS)
 DEFAULT_ZONE = "us-central1-a"
 
@@ -147,6 +162,13 @@ class StackConfig:
     auto_start: bool
     upload_results: bool
     shutdown_when_done: bool
+    # target local only (None on gcp): absolute folders on this machine.
+    local_results_dir: Path | None = None
+    local_models_dir: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.target == "local"
 
     @property
     def machine_type(self) -> str:
@@ -200,14 +222,18 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def experiment_settings(cfg: StackConfig) -> dict[str, Any]:
-    """The runner settings JSON of docs/contracts.md for this stack, as the VM runs it.
+def experiment_settings(cfg: StackConfig, project_root: Path | None = None) -> dict[str, Any]:
+    """The runner settings JSON of docs/contracts.md for this stack, as the VM (or, for ``local``,
+    the runner container on this machine, which sees the checkout at ``project_root``) runs it.
 
     ``batch`` is left to the deploy step (it names the batch once and keeps it across redeploys).
+    Locally there is no ``models_dir`` unless ``localModelsDir`` is set, and no upload unless
+    ``uploadResults`` was set to true explicitly (``build_config`` decides ``upload_results``).
     """
+    local = cfg.is_local and cfg.local_results_dir is not None
     settings: dict[str, Any] = {
-        "catalog": VM_CURRENT_LINK,
-        "results": VM_RESULTS_DIR,
+        "catalog": str(project_root.resolve()) if local and project_root is not None else VM_CURRENT_LINK,
+        "results": str(cfg.local_results_dir) if local else VM_RESULTS_DIR,
         "batch": None,
         "apis": list(cfg.apis),
         "tools": list(cfg.tools),
@@ -219,6 +245,11 @@ def experiment_settings(cfg: StackConfig) -> dict[str, Any]:
         "models_dir": VM_MODELS_DIR,
         "shutdown_when_done": cfg.shutdown_when_done,
     }
+    if local:
+        if cfg.local_models_dir is not None:
+            settings["models_dir"] = str(cfg.local_models_dir)
+        else:
+            del settings["models_dir"]
     if cfg.upload_results:
         settings["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
     return settings
@@ -333,13 +364,7 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 def _check_target(target: str, reader: _Reader) -> None:
     """The one place that decides which targets this program can deploy to."""
-    if target == "local":
-        reader.problem(
-            "target",
-            "'local' is not available yet (it comes with the deploy step); use 'gcp' for now "
-            f"(fix: pulumi config set {NAMESPACE}:target gcp)",
-        )
-    elif target not in TARGETS:
+    if target not in TARGETS:
         reader.problem("target", f"{target!r} is not a target; choose one of {', '.join(TARGETS)}")
 
 
@@ -379,6 +404,45 @@ def _object_path(reader: _Reader, key: str) -> str:
     return path
 
 
+def local_dir_problems(reader: _Reader, results_dir: Path, models_dir: Path | None) -> None:
+    """For ``target: local``: the results folder must exist as a writable folder or be creatable (its
+    nearest existing parent a writable folder); the models folder, when given, must exist. This looks
+    at the disk but changes nothing: the program creates the results folder during ``pulumi up``."""
+    fix = f"(fix: pulumi config set {NAMESPACE}:localResultsDir <a folder you can write>)"
+    if results_dir.exists():
+        if not results_dir.is_dir():
+            reader.problem("localResultsDir", f"{results_dir} exists but is not a folder {fix}")
+        elif not os.access(results_dir, os.W_OK | os.X_OK):
+            reader.problem("localResultsDir", f"{results_dir} is not writable by you {fix}")
+    else:
+        parent = results_dir.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            reader.problem(
+                "localResultsDir", f"{results_dir} cannot be created: {parent} is not a folder {fix}"
+            )
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            reader.problem(
+                "localResultsDir", f"{results_dir} cannot be created: {parent} is not writable by you {fix}"
+            )
+    if models_dir is not None and not models_dir.is_dir():
+        reader.problem(
+            "localModelsDir",
+            f"{models_dir} is not an existing folder; it must hold ex.gguf and ipd.gguf "
+            f"(fix: pulumi config set {NAMESPACE}:localModelsDir <folder>, or remove the key "
+            "when no tool needs the models)",
+        )
+
+
+def _local_path(reader: _Reader, key: str, project_root: Path) -> Path | None:
+    text = reader.string(key)
+    if not text:
+        return None
+    path = Path(os.path.expanduser(text))
+    return Path(os.path.abspath(path if path.is_absolute() else project_root / path))
+
+
 def build_config(
     raw: Mapping[str, object],
     *,
@@ -387,69 +451,111 @@ def build_config(
     known_apis: Sequence[str],
     known_tools: Sequence[str],
     project: str = NAMESPACE,
+    project_root: Path | None = None,
+    local_machine: MachineType | None = None,
 ) -> StackConfig:
     """Validate ``raw`` (keys of the ``llamaresttest`` namespace, without the prefix) and ``gcp``
-    (``project``, ``region``, ``zone``); raise one ConfigError listing every problem."""
+    (``project``, ``region``, ``zone``); raise one ConfigError listing every problem.
+
+    For ``target: local``, ``project_root`` anchors a relative ``localResultsDir`` (default: the
+    current folder) and ``local_machine`` is this machine (default: :func:`this_machine`).
+    """
     r = _Reader(raw)
     for key in sorted(set(raw) - KNOWN_KEYS):
         r.problem(key, f"unknown key{_suggest(key, KNOWN_KEYS)}; the keys are listed in docs/stacks.md")
 
     target = r.string("target")
     _check_target(target, r)
+    local = target == "local"
+    # A local stack neither needs nor checks the Google Cloud keys: they are read with their defaults
+    # by a reader whose problems are dropped (the values are never used for anything local).
+    g = _Reader({}) if local else r
 
-    gcp_project = str(gcp.get("project") or "").strip()
-    if not gcp_project:
-        r.problems.append("gcp:project is required (fix: pulumi config set gcp:project <your project id>)")
-    elif not _PROJECT_RE.fullmatch(gcp_project):
-        r.problems.append(f"gcp:project: {gcp_project!r} is not a project id (6-30 characters, a-z 0-9 -)")
-    elif gcp_project.startswith(PLACEHOLDER_PREFIX):
-        r.problems.append(f"gcp:project: {gcp_project!r} is the example value; set your project id")
-    zone = str(gcp.get("zone") or DEFAULT_ZONE).strip()
+    gcp_project = "" if local else str(gcp.get("project") or "").strip()
+    zone = DEFAULT_ZONE if local else str(gcp.get("zone") or DEFAULT_ZONE).strip()
     zone_match = _ZONE_RE.fullmatch(zone)
-    region = str(gcp.get("region") or (zone_match.group(1) if zone_match else "")).strip()
-    if not zone_match:
-        r.problems.append(f"gcp:zone: {zone!r} is not a zone name like us-central1-a")
-    elif zone_match.group(1) != region:
-        r.problems.append(f"gcp:region: {region!r} does not contain the zone {zone}; set them to agree")
+    given_region = None if local else gcp.get("region")
+    region = str(given_region or (zone_match.group(1) if zone_match else "")).strip()
+    if not local:
+        if not gcp_project:
+            r.problems.append(
+                "gcp:project is required (fix: pulumi config set gcp:project <your project id>)"
+            )
+        elif not _PROJECT_RE.fullmatch(gcp_project):
+            r.problems.append(
+                f"gcp:project: {gcp_project!r} is not a project id (6-30 characters, a-z 0-9 -)"
+            )
+        elif gcp_project.startswith(PLACEHOLDER_PREFIX):
+            r.problems.append(f"gcp:project: {gcp_project!r} is the example value; set your project id")
+        if not zone_match:
+            r.problems.append(f"gcp:zone: {zone!r} is not a zone name like us-central1-a")
+        elif zone_match.group(1) != region:
+            r.problems.append(f"gcp:region: {region!r} does not contain the zone {zone}; set them to agree")
 
-    machine_type = r.string("machineType")
-    machine = MACHINE_TYPES.get(machine_type)
-    if machine is None:
-        r.problem(
-            "machineType",
-            f"unknown machine type {machine_type!r}{_suggest(machine_type, MACHINE_TYPES)}; "
-            f"known: {', '.join(MACHINE_TYPES)}",
-        )
-    disk_size_gb = r.integer("diskSizeGb", MIN_DISK_GB)
-    disk_type = r.string("diskType")
-    if disk_type not in DISK_TYPES:
-        r.problem("diskType", f"{disk_type!r} is not one of {', '.join(DISK_TYPES)}")
-    spot = r.boolean("spot")
-    max_run_hours = r.number("maxRunHours", 0, inclusive=True)
-    network = r.string("network")
-    static_ip = r.boolean("staticIp")
-
-    models_bucket = r.string("modelsBucket")
-    if not models_bucket:
-        r.problem(
-            "modelsBucket",
-            "is required: the bucket holding the models "
-            f"(fix: pulumi config set {NAMESPACE}:modelsBucket <bucket>)",
-        )
+    machine: MachineType | None
+    if local:
+        machine = local_machine or this_machine()
     else:
-        _check_bucket(r, "modelsBucket", models_bucket)
-    models_path = _object_path(r, "modelsPath")
-    results_bucket = r.string("resultsBucket") or models_bucket
-    if raw.get("resultsBucket"):
-        _check_bucket(r, "resultsBucket", results_bucket)
-    results_path = _object_path(r, "resultsPath")
+        machine_type = r.string("machineType")
+        machine = MACHINE_TYPES.get(machine_type)
+        if machine is None:
+            r.problem(
+                "machineType",
+                f"unknown machine type {machine_type!r}{_suggest(machine_type, MACHINE_TYPES)}; "
+                f"known: {', '.join(MACHINE_TYPES)}",
+            )
+    disk_size_gb = g.integer("diskSizeGb", MIN_DISK_GB)
+    disk_type = g.string("diskType")
+    if disk_type not in DISK_TYPES:
+        g.problem("diskType", f"{disk_type!r} is not one of {', '.join(DISK_TYPES)}")
+    spot = g.boolean("spot")
+    max_run_hours = g.number("maxRunHours", 0, inclusive=True)
+    network = g.string("network")
+    static_ip = g.boolean("staticIp")
 
-    allow_anywhere = r.boolean("allowSshFromAnywhere")
-    ranges = r.strings("sshSourceRanges") or ()
-    r.problems.extend(ssh_range_problems(ranges, allow_anywhere=allow_anywhere))
-    ssh_user = r.string("sshUser")
+    upload_set = raw.get("uploadResults") not in (None, "")
+    upload_results = r.boolean("uploadResults")
+    if local:
+        # Workstations rarely hold Cloud Storage credentials: uploading is opt-in there.
+        upload_results = upload_set and upload_results
+    if local:
+        # The models come from localModelsDir; a bucket is only needed to upload, and only then checked.
+        models_bucket = results_bucket = ""
+        if upload_results:
+            key = "resultsBucket" if raw.get("resultsBucket") else "modelsBucket"
+            results_bucket = r.string(key)
+            if not results_bucket:
+                r.problem(
+                    "resultsBucket",
+                    "is required when uploadResults is true on the local target "
+                    f"(fix: pulumi config set {NAMESPACE}:resultsBucket <bucket>)",
+                )
+            else:
+                _check_bucket(r, key, results_bucket)
+        results_path = _object_path(r if upload_results else g, "resultsPath")
+    else:
+        models_bucket = r.string("modelsBucket")
+        if not models_bucket:
+            r.problem(
+                "modelsBucket",
+                "is required: the bucket holding the models "
+                f"(fix: pulumi config set {NAMESPACE}:modelsBucket <bucket>)",
+            )
+        else:
+            _check_bucket(r, "modelsBucket", models_bucket)
+        results_bucket = r.string("resultsBucket") or models_bucket
+        if raw.get("resultsBucket"):
+            _check_bucket(r, "resultsBucket", results_bucket)
+        results_path = _object_path(r, "resultsPath")
+    models_path = _object_path(g, "modelsPath")
+
+    allow_anywhere = g.boolean("allowSshFromAnywhere")
+    ranges = g.strings("sshSourceRanges") or ()
+    if not local:
+        r.problems.extend(ssh_range_problems(ranges, allow_anywhere=allow_anywhere))
+    ssh_user = g.string("sshUser")
     if not _USER_RE.fullmatch(ssh_user) or ssh_user == "root":
-        r.problem("sshUser", f"{ssh_user!r} is not a usable login name (lower case, not root)")
+        g.problem("sshUser", f"{ssh_user!r} is not a usable login name (lower case, not root)")
 
     apis = r.strings("apis")
     _check_names(r, "apis", apis, known_apis, "apis")
@@ -461,7 +567,10 @@ def build_config(
     memory = r.number("memoryPerContainerGb", 0, inclusive=False)
     min_free = r.number("minFreeCpus", 0, inclusive=True)
     limits_valid = cpus > 0 and memory > 0 and min_free >= 0
-    if machine is not None and limits_valid and experiment_slots(machine, cpus, memory, min_free) == 0:
+    # A VM's machine type is chosen to fit; a workstation is what it is: the program only warns (a
+    # shared or borderline machine is the operator's call, and the runner's admission is the gate).
+    fits = machine is not None and limits_valid and experiment_slots(machine, cpus, memory, min_free) > 0
+    if not local and machine is not None and limits_valid and not fits:
         bigger = [m.name for m in MACHINE_TYPES.values() if experiment_slots(m, cpus, memory, min_free)]
         r.problem(
             "machineType",
@@ -472,10 +581,26 @@ def build_config(
         )
 
     auto_start = r.boolean("autoStart")
-    upload_results = r.boolean("uploadResults")
     shutdown_when_done = r.optional_boolean("shutdownWhenDone")
     if shutdown_when_done is None:
         shutdown_when_done = target == "gcp"
+    elif shutdown_when_done and local:
+        r.problem(
+            "shutdownWhenDone",
+            "true would power off this workstation when the batch ends; it is for the VM only "
+            f"(fix: pulumi config rm {NAMESPACE}:shutdownWhenDone)",
+        )
+
+    local_results_dir: Path | None = None
+    local_models_dir: Path | None = None
+    if local:
+        root = project_root if project_root is not None else Path.cwd()
+        local_results_dir = _local_path(r, "localResultsDir", root)
+        local_models_dir = _local_path(r, "localModelsDir", root)
+        if local_results_dir is None:  # set to an empty string
+            r.problem("localResultsDir", "must name a folder")
+        else:
+            local_dir_problems(r, local_results_dir, local_models_dir)
 
     if r.problems:
         raise ConfigError(r.problems)
@@ -511,6 +636,8 @@ def build_config(
         auto_start=auto_start,
         upload_results=upload_results,
         shutdown_when_done=shutdown_when_done,
+        local_results_dir=local_results_dir,
+        local_models_dir=local_models_dir,
     )
 
 
@@ -542,6 +669,14 @@ def _configured_keys(namespace: str) -> set[str]:
     return {k[len(prefix) :] for k in found if k.startswith(prefix)}
 
 
+def this_machine() -> MachineType:
+    """This workstation as a machine type (logical CPUs and total memory, from psutil; no price)."""
+    import psutil
+
+    memory_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    return MachineType(LOCAL_MACHINE_NAME, psutil.cpu_count() or 1, memory_gb, 0.0, 0.0)
+
+
 def load_config(project_root: Path) -> StackConfig:
     """Read the current stack's config through Pulumi and validate it (raises ConfigError)."""
     import pulumi
@@ -557,4 +692,5 @@ def load_config(project_root: Path) -> StackConfig:
         gcp={k: gcp.get(k) for k in ("project", "region", "zone")},
         known_apis=known_apis,
         known_tools=known_tools,
+        project_root=project_root,
     )

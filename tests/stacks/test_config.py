@@ -17,6 +17,7 @@ from stacks.config import (
     format_memory,
     resource_name,
 )
+from stacks.machines import MachineType
 
 KNOWN_APIS = (*BENCHMARK_APIS, "demo-shop")
 KNOWN_TOOLS = ("llamaresttest", "schemathesis")
@@ -137,11 +138,101 @@ def test_unknown_key_is_a_problem_with_a_suggestion() -> None:
     )
 
 
-def test_local_target_is_not_available_yet_and_others_are_unknown() -> None:
-    (local,) = problems_of(target="local")
-    assert "'local' is not available yet" in local
+def test_unknown_targets_are_refused() -> None:
     (other,) = problems_of(target="aws")
     assert other == "llamaresttest:target: 'aws' is not a target; choose one of gcp, local"
+
+
+WORKSTATION = MachineType("this machine", 12, 31.0, 0.0, 0.0)
+
+
+def build_local(project_root: Path, **raw: object) -> StackConfig:
+    return build_config(
+        {"target": "local", **raw},
+        stack="local",
+        gcp={},
+        known_apis=KNOWN_APIS,
+        known_tools=KNOWN_TOOLS,
+        project_root=project_root,
+        local_machine=WORKSTATION,
+    )
+
+
+def test_local_target_needs_no_google_cloud_values_and_checks_none(tmp_path: Path) -> None:
+    cfg = build_local(
+        tmp_path,
+        modelsBucket="Not_A_Bucket",  # neither required nor checked locally
+        sshSourceRanges='["0.0.0.0/0"]',
+        machineType="e2-micro",
+        cpusPerContainer=2,
+        memoryPerContainerGb=4,
+        minFreeCpus=0,
+    )
+    assert cfg.is_local and cfg.gcp_project == ""
+    assert cfg.local_results_dir == tmp_path / "results" and cfg.local_models_dir is None
+    assert (cfg.upload_results, cfg.shutdown_when_done) == (False, False)
+    # This machine, not a machine type: 12 CPUs allow 3 experiments of 4, 31-4 GB allow 3 of 8 GB.
+    assert (cfg.machine, cfg.experiment_slots, cfg.hourly_cost_usd) == (WORKSTATION, 3, 0.0)
+
+
+def test_local_folders_are_resolved_and_checked(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    cfg = build_local(tmp_path, localResultsDir="out/../runs", localModelsDir="models")
+    assert cfg.local_results_dir == tmp_path / "runs"
+    assert cfg.local_models_dir == tmp_path / "models"
+    absolute = build_local(tmp_path, localResultsDir=str(tmp_path / "elsewhere" / "deep"))
+    assert absolute.local_results_dir == tmp_path / "elsewhere" / "deep"
+    assert not (tmp_path / "elsewhere").exists()  # checking creates nothing
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError) as info:
+        build_local(tmp_path, localResultsDir="file", localModelsDir="missing", apis=["nope"])
+    keys = [p.split(": ", 1)[0] for p in info.value.problems]
+    assert keys == ["llamaresttest:apis", "llamaresttest:localResultsDir", "llamaresttest:localModelsDir"]
+    assert f"{tmp_path / 'file'} exists but is not a folder" in info.value.problems[1]
+    assert f"{tmp_path / 'missing'} is not an existing folder" in info.value.problems[2]
+
+
+def test_local_upload_is_opt_in_and_then_needs_a_bucket(tmp_path: Path) -> None:
+    assert not build_local(tmp_path, modelsBucket="lab-llm-models").upload_results
+    assert not build_local(tmp_path, uploadResults="false").upload_results
+    cfg = build_local(tmp_path, uploadResults="true", modelsBucket="lab-llm-models")
+    assert (cfg.upload_results, cfg.results_bucket, cfg.results_path) == (
+        True,
+        "lab-llm-models",
+        "llamaresttest-results",
+    )
+    settings = experiment_settings(cfg, tmp_path)
+    assert settings["upload"] == {"bucket": "lab-llm-models", "path": "llamaresttest-results"}
+    with pytest.raises(ConfigError) as info:
+        build_local(tmp_path, uploadResults=True, resultsBucket="Bad_Bucket")
+    assert info.value.problems == (
+        "llamaresttest:resultsBucket: 'Bad_Bucket' is not a Cloud Storage bucket name "
+        "(lower case, 3-63 characters)",
+    )
+
+
+def test_local_experiment_settings_use_this_machines_folders(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    cfg = build_local(tmp_path, apis=["demo-shop"], tools=["schemathesis"], timeBudgetMinutes=5)
+    settings = experiment_settings(cfg, tmp_path)
+    assert (settings["catalog"], settings["results"]) == (str(tmp_path), str(tmp_path / "results"))
+    assert "models_dir" not in settings and "upload" not in settings
+    assert settings["shutdown_when_done"] is False and settings["budget_seconds"] == 300
+    with_models = experiment_settings(build_local(tmp_path, localModelsDir="models"), tmp_path)
+    assert with_models["models_dir"] == str(tmp_path / "models")
+    with pytest.raises(ConfigError) as info:
+        build_local(tmp_path, shutdownWhenDone=True)
+    assert info.value.problems == (
+        "llamaresttest:shutdownWhenDone: true would power off this workstation when the batch ends; "
+        "it is for the VM only (fix: pulumi config rm llamaresttest:shutdownWhenDone)",
+    )
+
+
+def test_local_keys_are_ignored_on_gcp(tmp_path: Path) -> None:
+    cfg = build(localResultsDir=str(tmp_path / "file-does-not-matter"), localModelsDir="/nowhere")
+    assert (cfg.local_results_dir, cfg.local_models_dir) == (None, None)
+    assert experiment_settings(cfg)["results"] == "/opt/llamaresttest/results"
 
 
 def test_no_catalog_on_disk_is_explained() -> None:
