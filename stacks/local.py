@@ -9,6 +9,9 @@ a Docker client) and runs one container from it:
   mounts;
 - the command is the VM's (:func:`stacks.systemd.runner_command`); the settings arrive in an
   environment variable that the image's entrypoint writes to the path that command reads;
+- uploads happen only when the stack asks for them explicitly (``uploadResults: true``; workstations
+  rarely hold Cloud Storage credentials); then the operator's application default credentials file is
+  mounted read-only and named by ``GOOGLE_APPLICATION_CREDENTIALS``;
 - ``pulumi destroy`` stops it with SIGTERM and waits (``stop_timeout``, ``destroy_grace_seconds``) so
   the runner interrupts its experiments cleanly; a change of code or settings (the bundle hash)
   replaces the container, and the new one resumes the same batch.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,8 @@ IMAGE_DIR = Path(__file__).resolve().parent / "runner-image"
 SETTINGS_ENV = "LLAMARESTTEST_EXPERIMENT_JSON"
 BUNDLE_ENV = "LLAMARESTTEST_BUNDLE"
 BUNDLE_LABEL = "llamaresttest.bundle"
+CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+CREDENTIALS_TARGET = "/run/secrets/gcp-credentials.json"
 
 
 @dataclass
@@ -54,6 +60,24 @@ class LocalRunnerArgs:
     image_name: str = "llamaresttest/runner:local"
     container_name: str = "llamaresttest-runner"
     stop_timeout_seconds: int = systemd.DEFAULT_TIMEOUT_STOP_SEC
+    # Google credentials for the runner's uploads (a service account key or application default
+    # credentials file); mounted read-only. None: no credentials in the container.
+    gcp_credentials: Path | None = None
+    # autoStart: the container is started when created (the batch begins); otherwise it is only created
+    # and the operator starts it (`docker start llamaresttest-runner`).
+    auto_start: bool = True
+
+
+def gcp_credentials_file(environ: Mapping[str, str], home: Path | None = None) -> Path | None:
+    """The operator's Google credentials file: $GOOGLE_APPLICATION_CREDENTIALS, else the one
+    ``gcloud auth application-default login`` writes; None when neither exists."""
+    given = environ.get(CREDENTIALS_ENV)
+    base = home if home is not None else Path(os.path.expanduser("~"))
+    default = Path(environ.get("CLOUDSDK_CONFIG") or base / ".config" / "gcloud")
+    for candidate in (Path(given) if given else None, default / "application_default_credentials.json"):
+        if candidate is not None and candidate.is_file():
+            return candidate.resolve()
+    return None
 
 
 def local_settings(args: LocalRunnerArgs, batch: str | None) -> dict[str, Any]:
@@ -80,6 +104,8 @@ def mounts(args: LocalRunnerArgs) -> list[docker.ContainerMountArgs]:
     ]
     if args.models_dir is not None:
         found.append(bind(args.models_dir.resolve(), read_only=True))
+    if args.gcp_credentials is not None:
+        found.append(bind(args.gcp_credentials.resolve(), read_only=True, target=CREDENTIALS_TARGET))
     return found
 
 
@@ -121,10 +147,13 @@ class LocalRunner(pulumi.ComponentResource):
             envs=[
                 settings.apply(lambda s: f"{SETTINGS_ENV}={json.dumps(s, sort_keys=True)}"),
                 digest.apply(lambda d: f"{BUNDLE_ENV}={d}"),
+                *([f"{CREDENTIALS_ENV}={CREDENTIALS_TARGET}"] if args.gcp_credentials is not None else []),
             ],
             labels=[docker.ContainerLabelArgs(label=BUNDLE_LABEL, value=digest)],
             mounts=mounts(args),
             init=True,  # reaps the docker CLI children and forwards SIGTERM
+            start=args.auto_start,
+            must_run=args.auto_start,  # False: Pulumi leaves a container the operator stopped alone
             restart="on-failure",  # like the unit's Restart=on-failure; a finished batch stays finished
             stop_signal="SIGTERM",
             stop_timeout=args.stop_timeout_seconds,

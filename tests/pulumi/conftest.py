@@ -22,6 +22,14 @@ def project_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _bundles_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The deploy step writes its bundle under $XDG_CACHE_HOME: keep it out of the user's cache."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+@pytest.fixture(autouse=True)
 def _leave_no_pulumi_state() -> Iterator[None]:
     """Mocks, config and the root stack are process-wide: don't hand them to other test folders."""
     yield

@@ -27,6 +27,8 @@ PROJECT = "llamaresttest"
 GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
 STATIC_IP = "34.99.88.77"
+INSTANCE_ID = "4815162342108"
+BATCH = "batch-20260101T000000Z"  # what the BatchName dynamic resource names the batch
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
             self.keys[args.name] = (private, public)
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
+        elif args.typ.endswith(":BatchName"):
+            state["name"] = BATCH
         elif args.typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
@@ -85,6 +89,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 for access in interface.get("accessConfigs", []):
                     access["natIp"] = access.get("natIp") or EPHEMERAL_IP
             state["networkInterfaces"] = interfaces
+            state["instanceId"] = INSTANCE_ID
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
@@ -111,8 +116,10 @@ class ProgramRun:
 
 
 def make_project(base: Path, apis: list[str], tools: list[str]) -> Path:
-    """A project checkout: the real __main__.py and a catalog with the given API and tool folders."""
+    """A project checkout: the real __main__.py and pyproject.toml (the runner's requirements come from
+    it) and a catalog with the given API and tool folders."""
     shutil.copy(ROOT / "__main__.py", base / "__main__.py")
+    shutil.copy(ROOT / "pyproject.toml", base / "pyproject.toml")
     for kind, names in (("apis", apis), ("tools", tools)):
         for name in names:
             folder = base / kind / name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +11,20 @@ import pytest
 import yaml
 
 from stacks.access import results_write_condition
-from stacks.config import ConfigError
-from tests.pulumi.harness import EPHEMERAL_IP, GCP_PROJECT, ROOT, STATIC_IP, ProgramRun, run_program
+from stacks.bundle import sha256_file
+from stacks.config import ConfigError, this_machine
+from stacks.local import SETTINGS_ENV
+from stacks.machines import experiment_slots
+from tests.pulumi.harness import (
+    BATCH,
+    EPHEMERAL_IP,
+    GCP_PROJECT,
+    INSTANCE_ID,
+    ROOT,
+    STATIC_IP,
+    ProgramRun,
+    run_program,
+)
 
 INSTANCE = "gcp:compute/instance:Instance"
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -18,6 +32,10 @@ IAM_MEMBER = "gcp:storage/bucketIAMMember:BucketIAMMember"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 ADDRESS = "gcp:compute/address:Address"
 PRIVATE_KEY = "tls:index/privateKey:PrivateKey"
+DEPLOYMENT = "pulumi-python:dynamic/llamaresttest:Deployment"
+BATCH_NAME = "pulumi-python:dynamic/llamaresttest:BatchName"
+CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/image:Image"
 
 # What a user sets on top of Pulumi.dev.yaml's example values.
 REAL_VALUES = {
@@ -61,7 +79,19 @@ def test_dev_stack_declares_the_vm_and_its_access(project_dir: Path) -> None:
     run = run_program(project_dir, base_config())
 
     custom = sorted(r.type for r in run.resources if r.custom)
-    assert custom == sorted([ACCOUNT, IAM_MEMBER, IAM_MEMBER, FIREWALL, INSTANCE, PRIVATE_KEY, PRIVATE_KEY])
+    assert custom == sorted(
+        [
+            ACCOUNT,
+            IAM_MEMBER,
+            IAM_MEMBER,
+            FIREWALL,
+            INSTANCE,
+            PRIVATE_KEY,
+            PRIVATE_KEY,
+            BATCH_NAME,
+            DEPLOYMENT,
+        ]
+    )
 
     vm = run.one(INSTANCE).inputs
     assert vm["name"] == "llamaresttest-dev"
@@ -297,9 +327,184 @@ def test_ssh_from_anywhere_is_refused_unless_allowed(project_dir: Path) -> None:
     assert run.one(FIREWALL).inputs["sourceRanges"] == ["0.0.0.0/0"]
 
 
-def test_local_target_is_refused_clearly(project_dir: Path) -> None:
+def test_dev_stack_deploys_the_runner_over_ssh(project_dir: Path, _bundles_in_tmp: Path) -> None:
+    run = run_program(project_dir, base_config(autoStart=True, resultsBucket="lab-results"))
+    client_private, _ = run.mocks.keys["ssh-keys-client"]
+    _, host_public = run.mocks.keys["ssh-keys-host"]
+    deployment = run.one(DEPLOYMENT)
+    inputs = deployment.inputs
+    assert inputs["host"] == EPHEMERAL_IP  # the VM's address, from the instance
+    assert (inputs["user"], inputs["port"]) == ("llamaresttest", 22)
+    assert inputs["host_public_key"] == host_public.strip()  # what the startup script installs
+    assert inputs["client_private_key"] == client_private
+    assert "client_private_key" in deployment.secret_inputs
+    assert (inputs["auto_start"], inputs["upload_results"]) == (True, True)
+    assert inputs["experiment"] == {
+        "catalog": "/opt/llamaresttest/current",
+        "results": "/opt/llamaresttest/results",
+        "batch": BATCH,
+        "apis": list(dev_stack_default_apis()),
+        "tools": ["llamaresttest"],
+        "runs": 1,
+        "budget_seconds": 3600,
+        "cpus_per_container": 8,
+        "memory_per_container": "16g",
+        "min_free_cpus": 14,
+        "models_dir": "/opt/llamaresttest/models",
+        "upload": {"bucket": "lab-results", "path": "llamaresttest-results"},
+        "shutdown_when_done": True,
+    }
+    # A new instance starts a new batch; the bundle is built from this checkout, its hash in the state.
+    assert run.one(BATCH_NAME).inputs["keeper"] == INSTANCE_ID
+    bundle = Path(inputs["bundle_path"])
+    assert bundle.parent == _bundles_in_tmp / "llamaresttest" / "bundles"
+    assert sha256_file(bundle) == inputs["bundle_hash"]
+    # Only the deployment's own key input is secret; the startup script (host private key) too.
+    assert "metadata" in run.one(INSTANCE).secret_inputs
+
+
+def dev_stack_default_apis() -> tuple[str, ...]:
+    from stacks.config import BENCHMARK_APIS
+
+    return BENCHMARK_APIS
+
+
+def test_dev_stack_status_and_logs_commands_extend_its_ssh_command(project_dir: Path) -> None:
+    run = run_program(project_dir, base_config(uploadResults=False))
+    out = run.outputs
+    ssh = out["sshCommand"]
+    assert out["statusCommand"].startswith(ssh + " ") and out["logsCommand"].startswith(ssh + " ")
+    status = shlex.split(out["statusCommand"])[-1]
+    assert status == (
+        "cd /opt/llamaresttest/current && sudo /opt/llamaresttest/venv/bin/python -m remote_runner status"
+        f" --results /opt/llamaresttest/results --batch {BATCH}"
+    )
+    assert shlex.split(out["logsCommand"])[-1].startswith("sudo journalctl -u llamaresttest-parallel.service")
+    experiment = run.one(DEPLOYMENT).inputs["experiment"]
+    assert "upload" not in experiment and run.one(DEPLOYMENT).inputs["upload_results"] is False
+    assert run.one(DEPLOYMENT).inputs["auto_start"] is False
+
+
+# --- target: local ----------------------------------------------------------------------------------
+
+
+def local_stack_config(**overrides: object) -> dict[str, object]:
+    """Pulumi.local.yaml, with ``overrides`` (keys without the namespace) on top."""
+    config: dict[str, object] = dict(yaml.safe_load((ROOT / "Pulumi.local.yaml").read_text())["config"])
+    config.update({f"llamaresttest:{k}": v for k, v in overrides.items()})
+    return config
+
+
+def container_settings(run: ProgramRun) -> dict[str, Any]:
+    env = dict(e.split("=", 1) for e in run.one(CONTAINER).inputs["envs"])
+    settings = json.loads(env[SETTINGS_ENV])
+    assert isinstance(settings, dict)
+    return settings
+
+
+def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path: Path) -> None:
+    results = tmp_path / "out" / "results"
+    run = run_program(project_dir, local_stack_config(localResultsDir=str(results)), stack="local")
+
+    types = sorted(r.type for r in run.resources if r.custom)
+    assert types == sorted([BATCH_NAME, CONTAINER, IMAGE])
+    assert not [r for r in run.resources if r.type.startswith(("gcp:", "tls:"))]
+    assert results.is_dir()  # created for the container's bind mount
+
+    settings = container_settings(run)
+    assert settings == {
+        "catalog": str(project_dir.resolve()),
+        "results": str(results),
+        "batch": BATCH,
+        "apis": ["demo-shop"],
+        "tools": ["schemathesis"],
+        "runs": 1,
+        "budget_seconds": 300,
+        "cpus_per_container": 1,
+        "memory_per_container": "2g",
+        "min_free_cpus": 0,
+        "shutdown_when_done": False,
+    }  # no models_dir (none given), no upload (not asked for), never a shutdown
+    container = run.one(CONTAINER).inputs
+    assert (container["start"], container["mustRun"]) == (True, True)  # autoStart in Pulumi.local.yaml
+    assert {m["source"] for m in container["mounts"]} == {
+        "/var/run/docker.sock",
+        str(project_dir.resolve()),
+        str(results),
+    }
+
+    out = run.outputs
+    assert out["resultsDir"] == str(results)
+    assert out["hourlyCostUsd"] == 0
+    assert out["experimentSlots"] == experiment_slots(this_machine(), 1, 2, 0)
+    assert out["logsCommand"] == "docker logs -f llamaresttest-runner"
+    assert out["statusCommand"].startswith("docker exec llamaresttest-runner ")
+    assert out["statusCommand"].endswith(f"--results {results}")
+    assert out["containerName"] == "llamaresttest-runner"
+    assert not {"sshCommand", "externalIp", "resultsUrl", "sshClientPrivateKey"} & set(out)
+
+
+def test_local_stack_results_default_to_the_project_and_models_are_mounted(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    run = run_program(
+        project_dir, local_stack_config(localModelsDir=str(models), autoStart=False), stack="l2"
+    )
+    settings = container_settings(run)
+    assert settings["results"] == str(project_dir.resolve() / "results") == run.outputs["resultsDir"]
+    assert settings["models_dir"] == str(models)
+    container = run.one(CONTAINER).inputs
+    assert (str(models), True) in {(m["source"], m.get("readOnly", False)) for m in container["mounts"]}
+    assert (container["start"], container["mustRun"]) == (False, False)
+
+
+def test_local_stack_uploads_only_when_asked_explicitly(project_dir: Path, tmp_path: Path) -> None:
+    # A models bucket alone (say, copied from a gcp stack) does not turn uploads on.
+    quiet = run_program(
+        project_dir,
+        local_stack_config(localResultsDir=str(tmp_path / "a"), modelsBucket="lab-llm-models"),
+        stack="l3",
+    )
+    assert "upload" not in container_settings(quiet)
+    asked = run_program(
+        project_dir,
+        local_stack_config(
+            localResultsDir=str(tmp_path / "b"), uploadResults=True, resultsBucket="lab-results"
+        ),
+        stack="l4",
+    )
+    assert container_settings(asked)["upload"] == {"bucket": "lab-results", "path": "llamaresttest-results"}
+    assert not [r for r in asked.resources if r.type.startswith(("gcp:", "tls:"))]
+
+
+def test_invalid_local_config_lists_every_problem_and_declares_nothing(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    config = local_stack_config(
+        localResultsDir=str(blocker / "results"),
+        localModelsDir=str(tmp_path / "no-models-here"),
+        shutdownWhenDone=True,
+        uploadResults=True,
+    )
+    # Google Cloud values, even bad ones, are neither required nor checked for a local stack.
+    config.update({"gcp:project": "change-me-project", "llamaresttest:sshSourceRanges": ["0.0.0.0/0"]})
     with pytest.raises(ConfigError) as info:
-        run_program(project_dir, base_config(target="local"))
-    (problem,) = info.value.problems
-    assert problem.startswith("llamaresttest:target: 'local' is not available yet")
+        run_program(project_dir, config, stack="local")
+    problems = info.value.problems
+    assert problems == (
+        "llamaresttest:resultsBucket: is required when uploadResults is true on the local target "
+        "(fix: pulumi config set llamaresttest:resultsBucket <bucket>)",
+        "llamaresttest:shutdownWhenDone: true would power off this workstation when the batch ends; "
+        "it is for the VM only (fix: pulumi config rm llamaresttest:shutdownWhenDone)",
+        f"llamaresttest:localResultsDir: {blocker / 'results'} cannot be created: {blocker} is not a "
+        "folder (fix: pulumi config set llamaresttest:localResultsDir <a folder you can write>)",
+        f"llamaresttest:localModelsDir: {tmp_path / 'no-models-here'} is not an existing folder; it "
+        "must hold ex.gguf and ipd.gguf (fix: pulumi config set llamaresttest:localModelsDir <folder>, "
+        "or remove the key when no tool needs the models)",
+    )
+    assert "4 problem(s); nothing was created" in str(info.value)
     assert _declared_nothing()

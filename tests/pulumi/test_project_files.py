@@ -33,7 +33,7 @@ def test_docs_list_every_output() -> None:
     text = (ROOT / "docs" / "stacks.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", text[text.index("## Outputs") :], flags=re.MULTILINE))
     exported = set(
-        re.findall(r'^pulumi\.export\(\s*"(\w+)"', (ROOT / "__main__.py").read_text(), flags=re.MULTILINE)
+        re.findall(r'^\s*pulumi\.export\(\s*"(\w+)"', (ROOT / "__main__.py").read_text(), flags=re.MULTILINE)
     )
     assert exported and documented == exported
 
