@@ -105,3 +105,21 @@ def test_script_keeps_its_promises() -> None:
     assert lines[-3:] == ['if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then', '  main "$@"', "fi"]
     # Old markers go before any step runs, so a waiter never sees a previous boot's.
     assert text.index('rm -f "$READY_MARKER" "$FAILED_MARKER"') < text.index('step "install packages"')
+
+
+def test_ssh_is_set_up_before_the_packages_and_the_docker_group_after_docker() -> None:
+    """Until setup_sshd runs, sshd offers the image's own host key and the deploy step refuses it: that
+    window must not span minutes of apt. The docker group only exists once docker.io is installed."""
+    text = render_startup_script(PARAMS)
+    main = text[text.index("\nmain() {") :]
+    calls = [
+        "setup_user",
+        "setup_sshd",
+        "install_packages",
+        "systemctl enable --now docker",
+        "join_docker_group",
+    ]
+    positions = [main.index(f"\n  {call}\n") for call in calls]
+    assert positions == sorted(positions), dict(zip(calls, positions, strict=True))
+    setup_user = text[text.index("\nsetup_user() {") : text.index("\n}\n", text.index("\nsetup_user() {"))]
+    assert "docker" not in setup_user

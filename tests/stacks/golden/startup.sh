@@ -104,11 +104,15 @@ setup_user() {
     useradd --create-home --shell /bin/bash "$SSH_USER"
     log "created user $SSH_USER"
   fi
-  usermod -a -G docker "$SSH_USER"
   # The deploy step installs and controls the runner's systemd unit as this user.
   if install_content "$SUDOERS_FILE" 440 root:root "$SSH_USER ALL=(ALL) NOPASSWD:ALL"; then
     visudo -c -f "$SUDOERS_FILE"
   fi
+}
+
+# The docker group exists only once docker.io is installed.
+join_docker_group() {
+  usermod -a -G docker "$SSH_USER"
 }
 
 setup_sshd() {
@@ -211,17 +215,23 @@ main() {
   rm -f "$READY_MARKER" "$FAILED_MARKER"
   rm -rf "$WORK_DIR"
 
+  # SSH first: until setup_sshd runs, sshd offers the image's own host key, which the deploy step
+  # (pinning the stack's key) refuses. Installing the stack's key before minutes of apt keeps the
+  # first `pulumi up` from meeting that key for long.
+  step "set up user $SSH_USER"
+  setup_user
+
+  step "install ssh host key and authorized key"
+  setup_sshd
+
   step "install packages"
   install_packages
 
   step "start docker"
   systemctl enable --now docker
 
-  step "set up user $SSH_USER"
-  setup_user
-
-  step "install ssh host key and authorized key"
-  setup_sshd
+  step "add $SSH_USER to the docker group"
+  join_docker_group
 
   step "create folders under $ROOT_DIR"
   install -d -m 755 -o root -g root "$ROOT_DIR" "$MODELS_DIR"
