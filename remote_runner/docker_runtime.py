@@ -72,7 +72,17 @@ def version_cmd() -> list[str]:
 
 
 def build_cmd(image: str, context: Path, labels: Mapping[str, str] | None = None) -> list[str]:
-    return ["docker", "build", "--pull=false", "-t", image, *label_args(labels or {}), str(context)]
+    # --force-rm: a failed step's intermediate container is removed too, not left behind
+    return [
+        "docker",
+        "build",
+        "--pull=false",
+        "--force-rm",
+        "-t",
+        image,
+        *label_args(labels or {}),
+        str(context),
+    ]
 
 
 def image_id_cmd(image: str) -> list[str]:

@@ -88,6 +88,7 @@ def test_small_commands():
         "docker",
         "build",
         "--pull=false",
+        "--force-rm",
         "-t",
         "llamaresttest/api-x",
         "/c",

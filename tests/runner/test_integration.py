@@ -11,6 +11,7 @@ import pytest
 
 from tests.runner.conftest import (
     FIXTURES,
+    TEST_LABEL,
     cli,
     journal_events,
     journal_rows,
@@ -327,6 +328,8 @@ def test_failed_build_names_the_image_and_shows_its_log(fixture_images, tmp_path
     assert res.returncode == 1
     assert "building llamaresttest/tool-fx-broken from" in res.stderr
     assert "fixture: this build fails on purpose" in res.stderr
+    # the failed step's container is removed too (the fixture base image carries the test label)
+    assert labelled(f"{TEST_LABEL}=runner") == ([], [])
 
 
 def test_config_file_batch_is_created_then_resumed_as_the_systemd_unit_does(
