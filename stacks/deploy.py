@@ -1,6 +1,8 @@
 """Deploys the runner onto the VM over SSH and starts the batch: a Pulumi dynamic resource.
 
-``pulumi up``: wait (bounded, with progress) for SSH and the startup script's ready marker; upload
+``pulumi up``: wait (bounded, with progress) for SSH and the startup script's ready marker (on first
+contact a host-key mismatch is taken for a VM still booting, for a short grace: see
+:meth:`DeployProvider._first_contact`); upload
 the bundle into ``releases/<hash>/`` unless that release is already complete; switch the ``current``
 link atomically; install the runner's dependencies into the venv; install and enable the systemd
 unit; start it (restart it when the release changed; the runner resumes the batch named in
@@ -33,6 +35,7 @@ from pulumi.runtime.settings import get_engine
 from stacks import systemd
 from stacks.bundle import REQUIREMENTS_FILE, Bundle, build_bundle, default_bundle_dir, sha256_file
 from stacks.remote import (
+    HostKeyMismatch,
     HostUnreachable,
     PermanentSshError,
     RetryPolicy,
@@ -51,6 +54,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = "/var/lib/llamaresttest"
 DEFAULT_STARTUP_LOG = "/var/log/llamaresttest-startup.log"
 DEFAULT_STARTUP_TIMEOUT = 45 * 60  # Docker install plus two ~5 GB model downloads on a fresh VM
+# A new VM's sshd offers its image's own host key until the startup script (first thing it does)
+# installs the stack's: seconds after boot, but the first `pulumi up` can connect inside that window.
+DEFAULT_HOST_KEY_GRACE = 120.0
 RELEASE_MARKER = ".bundle-sha256"
 
 # Input properties of the resource, as stored in the Pulumi state.
@@ -326,6 +332,10 @@ class Timing:
         default_factory=lambda: RetryPolicy(timeout_seconds=90, max_wait=10)
     )
     poll_seconds: float = 10.0
+    # First contact of a create/update only: how long a host-key mismatch counts as "still booting",
+    # and the pause between tries. 0: a mismatch fails at once there too.
+    host_key_grace: float = DEFAULT_HOST_KEY_GRACE
+    host_key_retry_seconds: float = 10.0
     command_timeout: float = 1800.0
     sleep: Callable[[float], None] = field(default=time.sleep)
     clock: Callable[[], float] = field(default=time.monotonic)
@@ -402,7 +412,7 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
             )
 
         progress(f"connecting to {target.label}")
-        with connect(target, self.timing.connect, progress) as session:
+        with self._first_contact(target) as session:
             self._wait_for_startup(
                 session, paths, float(props.get(STARTUP_TIMEOUT) or DEFAULT_STARTUP_TIMEOUT)
             )
@@ -421,6 +431,36 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
             self._install_unit(session, paths)
             self._start(session, bool(props.get(AUTO_START)), switched)
         return {**props, "release_dir": paths.release(digest), "uploaded": uploaded}
+
+    def _first_contact(self, target: SshTarget) -> Session:
+        """Connects for a create/update, taking a host-key mismatch for a VM still booting, for a while.
+
+        Before its startup script's first step, a new VM's sshd offers the image's own host key. So
+        here, and only here (before this operation has reached the VM with the pinned key), a mismatch
+        is retried for ``host_key_grace`` seconds, logged each time, then fails with the mismatch
+        message. Nothing secret is exposed meanwhile: paramiko checks the host key during the key
+        exchange, before any authentication, so the client key is never offered to that server.
+        Everywhere else (delete; a grace of 0) a mismatch fails at once.
+        """
+        started = self.timing.clock()
+        grace = self.timing.host_key_grace
+        while True:
+            try:
+                return connect(target, self.timing.connect, progress)
+            except HostKeyMismatch as exc:
+                waited = self.timing.clock() - started
+                if waited >= grace:
+                    if grace <= 0:
+                        raise
+                    raise HostKeyMismatch(
+                        f"{exc} (still the wrong key after the {grace:.0f}s first-contact grace)"
+                    ) from exc
+                progress(
+                    f"host key mismatch on first contact with {target.label}: taking it for a VM still "
+                    "booting with its image's key (no credentials were sent); retrying "
+                    f"({waited:.0f}s of {grace:.0f}s)"
+                )
+                self.timing.sleep(self.timing.host_key_retry_seconds)
 
     def _run_root(self, session: Session, script: str, what: str) -> str:
         res = session.run(as_root(script, session.target.user), timeout=self.timing.command_timeout)

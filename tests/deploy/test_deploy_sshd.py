@@ -6,21 +6,25 @@ the installed unit's ExecStart, which starts the real runner from the deployed r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
+import signal
+import socket
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from stacks import deploy, systemd
 from stacks.bundle import Bundle, build_bundle, experiment_json
 from stacks.remote import AuthenticationFailed, HostKeyMismatch
 
-from .conftest import Vm, free_port, running_vm
+from .conftest import FAST, KeyPair, Vm, free_port, running_vm
 
 UNIT = systemd.UNIT_NAME
 
@@ -193,28 +197,134 @@ def test_delete_of_a_host_that_is_gone_succeeds(
     assert "retrying" in caplog.text  # connection refused was treated as transient first
 
 
-def test_wrong_host_key_is_refused_at_once(
+def test_wrong_host_key_is_refused_at_once_without_grace_and_on_delete(
     vm: Vm,
     provider: deploy.DeployProvider,
     project_copy: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A mismatch is never retried as transient. A create/update's first contact has a grace for a
+    booting VM (the next tests); with that grace at 0, and on delete (which has none), it fails at once."""
     experiment = settings(vm)
     bundle = bundle_for(project_copy, tmp_path, experiment)
     props = vm.props(
         bundle.path, bundle.sha256, experiment, host_public_key=vm.keys["other_host"].public_openssh
     )
     caplog.set_level(logging.INFO, logger="stacks")
+    no_grace = deploy.DeployProvider(dataclasses.replace(FAST, host_key_grace=0))
     with pytest.raises(HostKeyMismatch, match="host key mismatch") as info:
-        provider.create(props)
+        no_grace.create(props)
     assert "SHA256:" in str(info.value)
     assert "retrying" not in caplog.text
     assert vm.sshd_log.read_text().count("Accepted publickey") == 0
     assert not (vm.root / "releases").exists()
-    # and `pulumi destroy` does not pretend that host is gone either
+    # and `pulumi destroy` neither pretends that host is gone nor waits: `provider` has the default
+    # 120 s first-contact grace, which delete does not use.
+    assert provider.timing.host_key_grace == deploy.DEFAULT_HOST_KEY_GRACE > 0
+    started = time.monotonic()
     with pytest.raises(HostKeyMismatch):
         provider.delete("id", props)
+    assert time.monotonic() - started < 10
+    assert "first contact" not in caplog.text
+
+
+def fake_time(
+    timing: deploy.Timing, on_sleep: Callable[[float], None] | None = None
+) -> tuple[deploy.Timing, list[float]]:
+    """``timing`` with a clock that only moves when the provider sleeps (``on_sleep(now)`` after each)."""
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+        if on_sleep is not None:
+            on_sleep(clock[0])
+
+    return dataclasses.replace(timing, sleep=sleep, clock=lambda: clock[0]), clock
+
+
+def server_host_key(port: int) -> str | None:
+    """The host key the sshd on ``port`` offers now (base64), or None if it does not answer yet."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            transport = paramiko.Transport(sock)
+            try:
+                transport.start_client(timeout=5)
+                return transport.get_remote_server_key().get_base64()
+            finally:
+                transport.close()
+    except (OSError, paramiko.SSHException):
+        return None
+
+
+def switch_host_key(vm: Vm, key: KeyPair) -> None:
+    """What the startup script does on a new VM: the stack's host key replaces the image's, sshd reloads."""
+    (vm.base / "ssh_host_ed25519_key").write_text(key.private_openssh)
+    os.kill(int((vm.base / "sshd.pid").read_text()), signal.SIGHUP)  # sshd re-executes, rereads its keys
+    expected = key.public_openssh.split()[1]
+    assert wait_for(lambda: server_host_key(vm.port) == expected, timeout=15), "sshd kept its old key"
+
+
+def test_first_contact_waits_while_a_new_vm_still_offers_its_images_host_key(
+    tmp_path: Path,
+    keys: dict[str, KeyPair],
+    venv_template: Path,
+    project_copy: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    booting = {**keys, "host": keys["other_host"]}  # sshd starts with a key that is not the pinned one
+    with running_vm(tmp_path, booting, venv_template) as vm:
+        log_before_switch: list[str] = []
+
+        def startup_script_installs_the_key(now: float) -> None:
+            if now >= 30 and not log_before_switch:
+                log_before_switch.append(vm.sshd_log.read_text())
+                switch_host_key(vm, keys["host"])
+
+        timing, clock = fake_time(
+            dataclasses.replace(FAST, host_key_grace=120, host_key_retry_seconds=10),
+            startup_script_installs_the_key,
+        )
+        experiment = settings(vm)
+        bundle = bundle_for(project_copy, tmp_path, experiment)
+        props = vm.props(bundle.path, bundle.sha256, experiment, host_public_key=keys["host"].public_openssh)
+        caplog.set_level(logging.INFO, logger="stacks")
+
+        result = deploy.DeployProvider(timing).create(props)
+
+        assert result.outs is not None and result.outs["uploaded"] is True
+        assert os.readlink(vm.root / "current") == f"releases/{bundle.sha256}"
+        assert clock[0] == 30
+        mismatches = [r.getMessage() for r in caplog.records if "on first contact" in r.getMessage()]
+        assert len(mismatches) == 3, mismatches  # at 0, 10 and 20 s
+        assert "no credentials were sent" in mismatches[0] and "(20s of 120s)" in mismatches[-1]
+        # While it offered the wrong key, sshd saw no authentication at all: paramiko stopped at the key.
+        (before,) = log_before_switch
+        assert "Connection closed by 127.0.0.1" in before or "Disconnected from 127.0.0.1" in before, before
+        for auth in ("Accepted publickey", "Failed publickey", "authenticating user", "Postponed"):
+            assert auth not in before
+        assert "Accepted publickey" in vm.sshd_log.read_text()
+
+
+def test_a_host_key_that_stays_wrong_fails_after_the_first_contact_grace(
+    vm: Vm, project_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    timing, clock = fake_time(dataclasses.replace(FAST, host_key_grace=120, host_key_retry_seconds=10))
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(
+        bundle.path, bundle.sha256, experiment, host_public_key=vm.keys["other_host"].public_openssh
+    )
+    caplog.set_level(logging.INFO, logger="stacks")
+    with pytest.raises(HostKeyMismatch, match="after the 120s first-contact grace") as info:
+        deploy.DeployProvider(timing).create(props)
+    message = str(info.value)
+    assert message.startswith("host key mismatch for root@127.0.0.1")
+    assert "SHA256:" in message and "refusing to connect" in message
+    assert clock[0] == 120
+    assert caplog.text.count("on first contact") == 12  # every 10 s from 0 to 110 s
+    assert vm.sshd_log.read_text().count("Accepted publickey") == 0
+    assert not (vm.root / "releases").exists()
 
 
 def test_authentication_failure_is_refused_at_once(
