@@ -1,4 +1,4 @@
-"""Command line: ``python -m remote_runner {build,run,status,report}``.
+"""Command line: ``python -m remote_runner {build,run,status,report,upload}``.
 
 Every problem with the input is reported at once, before anything starts, with exit code 2.
 """
@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "report",
         help="build the report of a batch (options: python -m remote_runner report --help)",
+        add_help=False,
+    )
+    sub.add_parser(
+        "upload",
+        help="sync a batch folder to Cloud Storage (options: python -m remote_runner upload --help)",
         add_help=False,
     )
     return parser
@@ -280,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         from remote_runner import report  # type: ignore[attr-defined,unused-ignore]
 
         return int(report.main(argv[1:]) or 0)
+    if argv and argv[0] == "upload":
+        from remote_runner import upload
+
+        return int(upload.main(argv[1:]) or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "build": cmd_build, "status": cmd_status}

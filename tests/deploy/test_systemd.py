@@ -87,3 +87,11 @@ def test_service_manager_commands() -> None:
     assert systemd.stop() == ["systemctl", "stop", name]
     assert systemd.daemon_reload() == ["systemctl", "daemon-reload"]
     assert systemd.unit_path() == f"/etc/systemd/system/{name}"
+
+
+def test_unit_exit_codes_match_the_runners() -> None:
+    """The runner exits 143 after a clean SIGTERM stop (resumable) and 2 on bad settings."""
+    unit = directives(systemd.render_unit())
+    assert unit["Service.SuccessExitStatus"] == ["143"]
+    assert unit["Service.RestartPreventExitStatus"] == ["2"]
+    assert unit["Service.Restart"] == ["on-failure"]
