@@ -239,3 +239,22 @@ def test_batch_name_is_kept_until_the_machine_changes() -> None:
     assert not same.changes
     other = provider.diff(created.id, created.outs, {"keeper": "vm-2", "name": None})
     assert other.changes and other.replaces == ["keeper"]
+
+
+def test_gcp_credentials_file_prefers_the_environment_then_gclouds_default(tmp_path: Path) -> None:
+    adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
+    assert local.gcp_credentials_file({}, home=tmp_path) is None
+    adc.parent.mkdir(parents=True)
+    adc.write_text("{}")
+    assert local.gcp_credentials_file({}, home=tmp_path) == adc
+    key = tmp_path / "service-account.json"
+    key.write_text("{}")
+    assert local.gcp_credentials_file({"GOOGLE_APPLICATION_CREDENTIALS": str(key)}, home=tmp_path) == key
+    missing = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "gone.json")}
+    assert local.gcp_credentials_file(missing, home=tmp_path) == adc
+    elsewhere = tmp_path / "gcloud-config"
+    elsewhere.mkdir()
+    (elsewhere / "application_default_credentials.json").write_text("{}")
+    assert local.gcp_credentials_file({"CLOUDSDK_CONFIG": str(elsewhere)}, home=tmp_path) == (
+        elsewhere / "application_default_credentials.json"
+    )

@@ -460,7 +460,12 @@ def test_local_stack_results_default_to_the_project_and_models_are_mounted(
     assert (container["start"], container["mustRun"]) == (False, False)
 
 
-def test_local_stack_uploads_only_when_asked_explicitly(project_dir: Path, tmp_path: Path) -> None:
+def test_local_stack_uploads_only_when_asked_explicitly(
+    project_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "adc.json"
+    credentials.write_text('{"type": "authorized_user"}')
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(credentials))
     # A models bucket alone (say, copied from a gcp stack) does not turn uploads on.
     quiet = run_program(
         project_dir,
@@ -476,6 +481,13 @@ def test_local_stack_uploads_only_when_asked_explicitly(project_dir: Path, tmp_p
         stack="l4",
     )
     assert container_settings(asked)["upload"] == {"bucket": "lab-results", "path": "llamaresttest-results"}
+    # The runner in the container uploads with the operator's credentials, mounted read-only.
+    container = asked.one(CONTAINER).inputs
+    assert (str(credentials), "/run/secrets/gcp-credentials.json", True) in {
+        (m["source"], m["target"], m.get("readOnly", False)) for m in container["mounts"]
+    }
+    assert "GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-credentials.json" in container["envs"]
+    assert not any("gcp-credentials" in m["target"] for m in quiet.one(CONTAINER).inputs["mounts"])
     assert not [r for r in asked.resources if r.type.startswith(("gcp:", "tls:"))]
 
 
