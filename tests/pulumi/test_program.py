@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from pathlib import Path
 from typing import Any
@@ -520,3 +521,19 @@ def test_invalid_local_config_lists_every_problem_and_declares_nothing(
     )
     assert "4 problem(s); nothing was created" in str(info.value)
     assert _declared_nothing()
+
+
+def test_local_stack_warns_when_this_machine_fits_no_experiment(
+    project_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    # No workstation has 10000 CPUs: the limits fit none, which is a warning, not a refusal.
+    run = run_program(
+        project_dir,
+        local_stack_config(localResultsDir=str(tmp_path / "r"), cpusPerContainer=10000),
+        stack="tiny",
+    )
+    assert run.outputs["experimentSlots"] == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot run one experiment with these limits" in w for w in warnings), warnings
+    assert run.one(CONTAINER)  # the container is still declared
