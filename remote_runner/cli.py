@@ -231,7 +231,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"batch folder: {place.batch_dir}", file=sys.stderr)
-    return scheduler.run_batch(settings, cat, selection.apis, selection.tools, place, stop, docker)
+    code = scheduler.run_batch(settings, cat, selection.apis, selection.tools, place, stop, docker)
+    _print_closing_summary(place.batch_dir)
+    return code
+
+
+def _print_closing_summary(batch_dir: Path) -> None:
+    """What a researcher looks at first: where the results are and the headline figures."""
+    try:
+        from remote_runner import report
+
+        table = report.console_summary(report.load_runs(batch_dir))
+    except Exception as exc:  # the batch's results are on disk whatever happens here
+        print(f"(no summary table: {exc})", file=sys.stderr)
+        return
+    print(f"\nresults: {batch_dir}")
+    for name in ("summary.csv", "report.md", "report.html"):
+        if (batch_dir / name).exists():
+            print(f"  {name}: {batch_dir / name}")
+    print(f"\nmedian [Q1, Q3] over verified runs:\n{table}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:

@@ -473,6 +473,43 @@ def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:
     return md
 
 
+CONSOLE_METRICS = ("line_coverage", "branch_coverage", "operations_covered", "operations_5xx", "requests")
+
+
+def console_summary(runs: Sequence[Run]) -> str:
+    """A plain-text table for the end of ``run``: per API x tool, how many runs finished and were
+    verified, and the median [Q1, Q3] of the headline metrics over the verified runs."""
+    labels = {key: label for key, label, _ in METRICS}
+    kinds = {key: kind for key, _, kind in METRICS}
+    header = ["api", "tool", "runs", "verified", *(labels[k] for k in CONSOLE_METRICS)]
+    rows: list[list[str]] = []
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.api, r.tool), []).append(r)
+    for (api, tool), group in sorted(groups.items()):
+        verified = [r for r in group if r.verified]
+        rows.append(
+            [
+                api,
+                tool,
+                str(len(group)),
+                str(len(verified)),
+                *(describe(metric_values(verified, k), kinds[k]) for k in CONSOLE_METRICS),
+            ]
+        )
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in runs:
+        if not r.verified:
+            why = r.reason or "not verified"
+            lines.append(f"not in the statistics: {r.api}/{r.tool}/run-{r.run}: {r.status}: {why}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m remote_runner report BATCH_DIR [--out DIR]``."""
     parser = argparse.ArgumentParser(

@@ -175,3 +175,18 @@ def test_coverage_matrix_steps_and_band_hand_checked() -> None:
     assert med.tolist() == pytest.approx([0.1, 0.15, 0.25, 0.45])
     assert q1.tolist() == pytest.approx([0.1, 0.125, 0.225, 0.375])
     assert q3.tolist() == pytest.approx([0.1, 0.175, 0.275, 0.525])
+
+
+def test_console_summary_table(batch: Path) -> None:
+    """The table `run` prints at its end: one row per API x tool, counts, medians of verified runs."""
+    text = report.console_summary(report.load_runs(batch))
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["api", "tool", "runs", "verified"]
+    row = next(ln for ln in lines if ln.startswith("petstore") and " schemathesis " in ln)
+    assert row.split()[2:4] == ["7", "6"]  # run-7 failed: counted, not verified
+    expected = report.describe(values(batch, "petstore", "schemathesis", "requests"), "num")
+    assert row.rstrip().endswith(expected)
+    assert any(
+        ln.startswith("not in the statistics: petstore/schemathesis/run-7: failed: API not ready after 300 s")
+        for ln in lines
+    )
