@@ -262,10 +262,9 @@ def results_dir(paths: Paths, experiment: Mapping[str, Any]) -> str:
     return results if results.startswith("/") else f"{paths.current}/{results}"
 
 
-# The runner's sync entry point (remote_runner.upload.main: BATCH_DIR --bucket B --path P; exit 1 while
-# something is pending). Called directly rather than through `python -m remote_runner upload`, which
-# remote_runner/cli.py does not dispatch (yet); the arguments are the same.
-UPLOAD_ENTRY = "import sys; from remote_runner.upload import main; sys.exit(main())"
+# The runner's sync command, as an operator would type it (BATCH_DIR --bucket B --path P; exit 1 while
+# something is pending).
+UPLOAD_COMMAND = ("-m", "remote_runner", "upload")
 
 
 def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | None:
@@ -284,7 +283,7 @@ def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | No
         if batch
         else f"batch_dir=$(ls -1d {shell([results])}/batch-* 2>/dev/null | sort | tail -n 1)"
     )
-    runner = shell([systemd.venv_python(paths.root), "-c", UPLOAD_ENTRY])
+    runner = shell([systemd.venv_python(paths.root), *UPLOAD_COMMAND])
     target = shell(["--bucket", str(upload["bucket"]), "--path", str(upload.get("path") or "")])
     return (
         f"cd {shell([paths.current])} && {pick}; "
