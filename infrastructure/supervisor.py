@@ -211,9 +211,14 @@ class Supervisor:
     def start_proxy(self) -> None:
         cfg = self.cfg
         argv = [
-            "mitmdump", "--mode", f"reverse:http://localhost:{cfg.service_port}/",
-            "-p", str(cfg.proxy_port), "-q",
-            "--set", f"traffic_db={cfg.results / 'traffic.sqlite'}",
+            "mitmdump",
+            "--mode",
+            f"reverse:http://localhost:{cfg.service_port}/",
+            "-p",
+            str(cfg.proxy_port),
+            "-q",
+            "--set",
+            f"traffic_db={cfg.results / 'traffic.sqlite'}",
         ]
         if cfg.auth_steps:
             # Before the recorder, so the database holds the request as the service received it.
@@ -226,9 +231,17 @@ class Supervisor:
         cfg = self.cfg
         env = {k: v for k, v in os.environ.items() if k != "JAVA_TOOL_OPTIONS"}
         argv = [
-            SAMPLER_JAVA, "-Xmx256m", "-XX:+UseSerialGC", "-cp", SAMPLER_CP, "CoverageSampler",
-            "127.0.0.1", str(cfg.jacoco_port), str(cfg.coverage_interval),
-            str(cfg.results / "coverage"), cfg.coverage_classes,
+            SAMPLER_JAVA,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-cp",
+            SAMPLER_CP,
+            "CoverageSampler",
+            "127.0.0.1",
+            str(cfg.jacoco_port),
+            str(cfg.coverage_interval),
+            str(cfg.results / "coverage"),
+            cfg.coverage_classes,
         ]
         log(f"starting coverage sampler every {cfg.coverage_interval:g} s")
         self.sampler = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env, start_new_session=True)

@@ -62,7 +62,9 @@ class TrafficRecorder:
 
     def load(self, loader: Any) -> None:
         loader.add_option(
-            "traffic_db", str, os.environ.get("TRAFFIC_DB", "/results/traffic.sqlite"),
+            "traffic_db",
+            str,
+            os.environ.get("TRAFFIC_DB", "/results/traffic.sqlite"),
             "SQLite file the traffic is recorded into.",
         )
 
@@ -85,8 +87,14 @@ class TrafficRecorder:
         cur = self.db.execute(
             "INSERT INTO requests (started, method, path, query, request_headers, request_body)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (req.timestamp_start, req.method.upper(), path, query, headers_json(req.headers),
-             body_bytes(req)),
+            (
+                req.timestamp_start,
+                req.method.upper(),
+                path,
+                query,
+                headers_json(req.headers),
+                body_bytes(req),
+            ),
         )
         flow.metadata["traffic_row"] = cur.lastrowid
 
@@ -98,8 +106,13 @@ class TrafficRecorder:
         self.db.execute(
             "UPDATE requests SET finished = ?, status = ?, response_headers = ?, response_body = ?"
             " WHERE id = ?",
-            (resp.timestamp_end or resp.timestamp_start, resp.status_code, headers_json(resp.headers),
-             body_bytes(resp), row),
+            (
+                resp.timestamp_end or resp.timestamp_start,
+                resp.status_code,
+                headers_json(resp.headers),
+                body_bytes(resp),
+                row,
+            ),
         )
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -11,8 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 KNOWN = {
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-    "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 }
 
 
@@ -112,7 +128,7 @@ def parse_flags(rest: str) -> tuple[dict[str, str], str]:
         if not m:
             return flags, rest
         flags[m.group(1)] = m.group(2) or ""
-        rest = rest[m.end():]
+        rest = rest[m.end() :]
 
 
 def parse_pairs(ins: Instruction) -> dict[str, str]:

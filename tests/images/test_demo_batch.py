@@ -40,10 +40,28 @@ def demo_run(
     results = tmp_path_factory.mktemp("demo-results")
     res = execute(
         [
-            sys.executable, "-m", "remote_runner", "run", "--catalog", ".",
-            "--apis", "demo-shop", "--tools", "schemathesis", "--runs", "1", "--budget", f"{BUDGET}s",
-            "--cpus-per-container", "0.5", "--memory-per-container", "512m", "--min-free-cpus", "0",
-            "--results", str(results),
+            sys.executable,
+            "-m",
+            "remote_runner",
+            "run",
+            "--catalog",
+            ".",
+            "--apis",
+            "demo-shop",
+            "--tools",
+            "schemathesis",
+            "--runs",
+            "1",
+            "--budget",
+            f"{BUDGET}s",
+            "--cpus-per-container",
+            "0.5",
+            "--memory-per-container",
+            "512m",
+            "--min-free-cpus",
+            "0",
+            "--results",
+            str(results),
         ],
         cwd=project_root,
         timeout=300,
@@ -66,8 +84,15 @@ def test_coverage_series_every_five_seconds_and_rising(demo_run: Path) -> None:
         rows = list(csv.DictReader(f))
     assert rows, "no coverage samples"
     assert list(rows[0]) == [
-        "epoch", "line_covered", "line_missed", "branch_covered", "branch_missed",
-        "method_covered", "method_missed", "instruction_covered", "instruction_missed",
+        "epoch",
+        "line_covered",
+        "line_missed",
+        "branch_covered",
+        "branch_missed",
+        "method_covered",
+        "method_missed",
+        "instruction_covered",
+        "instruction_missed",
     ]
     epochs = [float(r["epoch"]) for r in rows]
     assert epochs == sorted(epochs)

@@ -29,8 +29,9 @@ def run_entrypoint(tmp_path: Path, **env: str):
     }
     base.update(env)
     # A clean environment: nothing of the test runner's leaks into the script.
-    return execute(["env", "-i", *(f"{k}={v}" for k, v in base.items()), "bash", str(TOOL / "entrypoint.sh")],
-                   timeout=60)
+    return execute(
+        ["env", "-i", *(f"{k}={v}" for k, v in base.items()), "bash", str(TOOL / "entrypoint.sh")], timeout=60
+    )
 
 
 def test_missing_models_are_named(tmp_path: Path) -> None:

@@ -21,8 +21,17 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA_IMAGE = "llamaresttest/infrastructure"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 BENCHMARK = {
-    "blog", "features-service", "genome-nexus", "languagetool", "market", "ncs", "person-controller",
-    "project-tracking-system", "restcountries", "scs", "user-management",
+    "blog",
+    "features-service",
+    "genome-nexus",
+    "languagetool",
+    "market",
+    "ncs",
+    "person-controller",
+    "project-tracking-system",
+    "restcountries",
+    "scs",
+    "user-management",
 }
 DEMO = "demo-shop"
 
@@ -75,7 +84,7 @@ def test_parser_reads_continuations_pairs_and_stages(tmp_path: Path) -> None:
     path = tmp_path / "Dockerfile"
     path.write_text(
         "# escape=\\\nARG V=1\nFROM a:1 AS one\nFROM b\n# comment\nENV X=1 \\\n    # inside\n"
-        "    Y='{\"k\": [1]}' Z=\"two words\"\nCOPY --from=one /x /y\nEXPOSE 9090\n"
+        '    Y=\'{"k": [1]}\' Z="two words"\nCOPY --from=one /x /y\nEXPOSE 9090\n'
         'ENTRYPOINT ["python3", "s.py"]\n'
     )
     df = parse(path)

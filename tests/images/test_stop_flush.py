@@ -57,14 +57,50 @@ def test_stop_mid_run_loses_nothing(
     spec_dir = project_root / "apis" / "demo-shop" / "specifications"
     docker("network", "create", "--label", LABEL, net)
     try:
-        docker("run", "-d", "--name", api, "--network", net, "--label", LABEL, "--cpus", "0.5",
-               "-e", "COVERAGE_INTERVAL=1", "-v", f"{results}:/results", "llamaresttest/api-demo-shop")
-        ip = docker("inspect", "-f", f"{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}", api)
+        docker(
+            "run",
+            "-d",
+            "--name",
+            api,
+            "--network",
+            net,
+            "--label",
+            LABEL,
+            "--cpus",
+            "0.5",
+            "-e",
+            "COVERAGE_INTERVAL=1",
+            "-v",
+            f"{results}:/results",
+            "llamaresttest/api-demo-shop",
+        )
+        ip = docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', api)
         wait_ready(f"http://{ip}:9090/health", 60)
-        docker("run", "-d", "--name", tool, "--network", net, "--label", LABEL, "--cpus", "0.5",
-               "-e", f"HOST={api}", "-e", "PORT=9090", "-e", "TIME_BUDGET=300", "-e", "CPUS=0.5",
-               "-e", "SPEC=/specifications/demo-shop-openapi.json",
-               "-v", f"{spec_dir}:/specifications:ro", "llamaresttest/tool-schemathesis")
+        docker(
+            "run",
+            "-d",
+            "--name",
+            tool,
+            "--network",
+            net,
+            "--label",
+            LABEL,
+            "--cpus",
+            "0.5",
+            "-e",
+            f"HOST={api}",
+            "-e",
+            "PORT=9090",
+            "-e",
+            "TIME_BUDGET=300",
+            "-e",
+            "CPUS=0.5",
+            "-e",
+            "SPEC=/specifications/demo-shop-openapi.json",
+            "-v",
+            f"{spec_dir}:/specifications:ro",
+            "llamaresttest/tool-schemathesis",
+        )
         time.sleep(15)
         assert docker("inspect", "-f", "{{.State.Running}}", tool) == "true"
         docker("stop", "-t", "10", tool)
@@ -103,6 +139,8 @@ def test_stop_mid_run_loses_nothing(
     assert epochs[-1] >= stopped_api_at - 0.5, "no final sample at stop"
     order = [m for m in ("stopping proxy", "final coverage sample", "stopping service") if m in api_log]
     assert order == ["stopping proxy", "final coverage sample", "stopping service"], api_log[-2000:]
-    assert api_log.index("stopping proxy") < api_log.index("final coverage sample") < api_log.index(
-        "stopping service"
+    assert (
+        api_log.index("stopping proxy")
+        < api_log.index("final coverage sample")
+        < api_log.index("stopping service")
     )
