@@ -30,7 +30,7 @@ def test_stack_files_use_only_known_keys() -> None:
 
 
 def test_docs_list_every_output() -> None:
-    text = (ROOT / "docs" / "stacks.md").read_text()
+    text = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `(\w+)` \|", text[text.index("## Outputs") :], flags=re.MULTILINE))
     exported = set(
         re.findall(r'^\s*pulumi\.export\(\s*"(\w+)"', (ROOT / "__main__.py").read_text(), flags=re.MULTILINE)
@@ -39,7 +39,7 @@ def test_docs_list_every_output() -> None:
 
 
 def test_docs_list_every_key_with_its_default() -> None:
-    text = (ROOT / "docs" / "stacks.md").read_text()
+    text = (ROOT / "README.md").read_text()
     docs = text[text.index("## Config keys") : text.index("## Outputs")]
     rows = dict(re.findall(r"^\| `([A-Za-z:]+)` \| ([^|]+) \|", docs, flags=re.MULTILINE))
     assert set(rows) == KNOWN_KEYS | {"gcp:project", "gcp:zone", "gcp:region"}
