@@ -10,7 +10,8 @@ Two targets (``target``): ``gcp`` (the VM) and ``local`` (this workstation's Doc
 checked on disk (:func:`local_dir_problems`, the only part of ``build_config`` that looks at the file
 system) and the machine is this one (:func:`this_machine`, read by ``load_config``).
 
-Every key, its default and its meaning are documented in docs/stacks.md; keep the two in step.
+Every key, its default and its meaning are documented in README.md ("Config keys"); a test keeps the
+two in step.
 """
 
 from __future__ import annotations

@@ -15,24 +15,13 @@ from pathlib import Path
 import pytest
 
 from remote_runner import catalog
+from stacks.config import BENCHMARK_APIS
 from tests.images.dockerfile import Dockerfile, DockerfileError, Instruction, copy_sources, parse, parse_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA_IMAGE = "llamaresttest/infrastructure"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-BENCHMARK = {
-    "blog",
-    "features-service",
-    "genome-nexus",
-    "languagetool",
-    "market",
-    "ncs",
-    "person-controller",
-    "project-tracking-system",
-    "restcountries",
-    "scs",
-    "user-management",
-}
+BENCHMARK = set(BENCHMARK_APIS)  # the 11 services, as the stack's default batch names them
 DEMO = "demo-shop"
 
 
@@ -188,7 +177,14 @@ def test_api_image_records_with_our_infrastructure(folder: Path) -> None:
 @pytest.mark.parametrize("folder", api_dirs(), ids=lambda p: p.name)
 def test_api_ports_and_metadata_agree(folder: Path) -> None:
     meta, service, _, env = api_config(folder)
-    assert set(meta) <= {"spec", "readiness_path", "readiness_timeout", "service_port", "demo"}
+    assert set(meta) <= {
+        "spec",
+        "spec_in_image",
+        "readiness_path",
+        "readiness_timeout",
+        "service_port",
+        "demo",
+    }
     assert meta["service_port"] == int(env["SERVICE_PORT"])
     assert meta["service_port"] == (8081 if folder.name == "languagetool" else 8080)
     assert meta.get("demo", False) is (folder.name == DEMO)
@@ -229,18 +225,30 @@ def test_auth_where_the_reference_says() -> None:
 def test_spec_exists_and_names_every_operation_or_comes_from_the_image(folder: Path) -> None:
     meta, service, df, _ = api_config(folder)
     spec = folder / meta["spec"]
+    # Where the spec comes from is said once, in api.toml (what the runner reads), not in service.toml.
+    assert "image:" not in str(service.get("spec_source", ""))
+    inside = meta.get("spec_in_image")
+    if inside is not None:
+        # The runner copies it out of the image into each batch; the Dockerfile also puts a copy in
+        # /specifications/, where the optional scripts/api-specs.sh takes it from.
+        assert inside.startswith("/api/specifications/"), "RESTgym's images keep their specs there"
+        assert Path(inside).name == spec.name
+        run = " ".join(i.args for i in df.final.of("RUN"))
+        assert f"cp {inside} /specifications/" in run
     if spec.is_file():
         check_spec(spec)
         assert service.get("operations") == count_operations(spec)
         return
-    # Not in the repository: the Dockerfile must take it from the upstream image, and say where.
+    # Not in the repository: the runner must be able to take it from the image.
     assert folder.name != DEMO, "the demo's spec must be in the repository"
-    source = service["spec_source"]
-    assert source.startswith("image:")
-    inside = source.removeprefix("image:")
-    run = " ".join(i.args for i in df.final.of("RUN"))
-    assert f"cp {inside} /specifications/" in run
-    assert Path(inside).name == spec.name
+    assert inside is not None, f"{rel(spec)} is missing and api.toml has no spec_in_image"
+
+
+def test_specs_not_in_the_repository_are_exactly_the_nine_taken_from_the_images() -> None:
+    from_image = {p.name for p in api_dirs() if "spec_in_image" in toml(p / "api.toml")}
+    assert from_image == BENCHMARK - {"ncs", "scs"}
+    for name in ("ncs", "scs", DEMO):
+        assert (ROOT / "apis" / name / "specifications" / f"{name}-openapi.json").is_file()
 
 
 def operations(spec: dict) -> list[tuple[str, str, dict]]:
@@ -334,6 +342,10 @@ def test_runner_catalog_reads_every_folder_without_problems() -> None:
     assert set(cat.apis) == BENCHMARK | {DEMO}
     assert cat.infrastructure is not None
     assert cat.apis[DEMO].demo and cat.apis[DEMO].spec_path.is_file()
+    assert cat.apis["blog"].spec_in_image == "/api/specifications/blog-openapi.json"
+    assert cat.apis[DEMO].spec_in_image is None
+    # every API's spec can be had without a manual step: on disk or out of its image
+    assert [a.spec_problem() for a in cat.apis.values() if a.spec_problem()] == []
     assert cat.apis["languagetool"].service_port == 8081
 
 
