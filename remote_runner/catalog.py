@@ -4,6 +4,10 @@ Every ``apis/<name>/`` folder with a Dockerfile is an API and every ``tools/<nam
 Dockerfile is a tool; ``api.toml`` / ``tool.toml`` beside the Dockerfile hold optional metadata
 (defaults below and in docs/contracts.md). ``infrastructure/`` with a Dockerfile is the base image of
 every API image. The root is the repository by default, or any folder given with ``--catalog``.
+
+An API's spec is the file ``spec`` in its folder; when that file is absent, ``spec_in_image`` (its
+absolute path inside the API image) says where to take it from. Either way the runner copies it into
+each batch before the first experiment (:mod:`remote_runner.specs`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ INFRASTRUCTURE_IMAGE = "llamaresttest/infrastructure"
 
 _API_KEYS: dict[str, type | tuple[type, ...]] = {
     "spec": str,
+    "spec_in_image": str,
     "readiness_path": str,
     "readiness_timeout": (int, float),
     "service_port": int,
@@ -34,6 +39,8 @@ class Api:
     readiness_timeout: float = 300.0
     service_port: int = 8080
     demo: bool = False
+    #: absolute path of the spec inside the API image, used when ``spec`` is not on disk
+    spec_in_image: str | None = None
 
     @property
     def image(self) -> str:
@@ -42,6 +49,16 @@ class Api:
     @property
     def spec_path(self) -> Path:
         return self.folder / self.spec
+
+    def spec_problem(self) -> str | None:
+        """None when the spec can be had: on disk, or else out of the image (``spec_in_image``)."""
+        if self.spec_path.is_file() or self.spec_in_image:
+            return None
+        return (
+            f"API {self.name}: spec file {self.spec_path} missing: put it there (or point 'spec' in "
+            f"{self.folder / 'api.toml'} at it), or set 'spec_in_image' there to the spec's absolute "
+            "path inside the API image"
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,12 @@ def load(root: Path) -> Catalog:
         if not path.startswith("/"):
             problems.append(f"{folder / 'api.toml'}: readiness_path must start with '/'")
             path = "/" + path
+        in_image = meta.get("spec_in_image")
+        if in_image is not None and not in_image.startswith("/"):
+            problems.append(
+                f"{folder / 'api.toml'}: spec_in_image must be an absolute path, got {in_image!r}"
+            )
+            in_image = None
         apis[folder.name] = Api(
             name=folder.name,
             folder=folder,
@@ -124,6 +147,7 @@ def load(root: Path) -> Catalog:
             readiness_timeout=timeout,
             service_port=int(meta.get("service_port", 8080)),
             demo=bool(meta.get("demo", False)),
+            spec_in_image=in_image,
         )
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):

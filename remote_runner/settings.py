@@ -251,8 +251,9 @@ def select(settings: Settings, catalog: Catalog) -> Selection:
                 problems.append(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}")
     for name in apis:
         api = catalog.apis.get(name)
-        if api is not None and not api.spec_path.is_file():
-            problems.append(f"API {name}: spec file {api.spec_path} missing (set 'spec' in api.toml)")
+        problem = api.spec_problem() if api is not None else None
+        if problem:
+            problems.append(problem)
     return Selection(apis=apis, tools=tools, problems=tuple(problems))
 
 

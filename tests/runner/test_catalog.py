@@ -42,3 +42,44 @@ def test_folders_without_dockerfile_are_ignored_and_bad_metadata_reported(tmp_pa
     assert "readiness_path must start with '/'" in text
     assert "cannot be read as TOML" in text
     assert cat.apis["svc"].readiness_timeout == 300.0  # bad values keep the documented default
+
+
+def api_folder(root: Path, name: str, toml: str | None) -> Path:
+    folder = root / "apis" / name
+    folder.mkdir(parents=True)
+    (folder / "Dockerfile").write_text("FROM x\n")
+    if toml is not None:
+        (folder / "api.toml").write_text(toml)
+    return folder
+
+
+def test_a_spec_missing_on_disk_is_fine_when_the_image_holds_it(tmp_path: Path):
+    api_folder(tmp_path, "in-image", 'spec_in_image = "/api/specifications/in-image-openapi.json"\n')
+    on_disk = api_folder(tmp_path, "on-disk", None)
+    (on_disk / "specifications").mkdir()
+    (on_disk / "specifications" / "on-disk-openapi.json").write_text("{}")
+    both = api_folder(tmp_path, "both", 'spec = "s.json"\nspec_in_image = "/s.json"\n')
+    (both / "s.json").write_text("{}")
+    api_folder(tmp_path, "neither", None)
+    cat = catalog.load(tmp_path)
+    assert cat.problems == ()
+    assert cat.apis["in-image"].spec_in_image == "/api/specifications/in-image-openapi.json"
+    assert not cat.apis["in-image"].spec_path.is_file()
+    assert cat.apis["in-image"].spec_problem() is None
+    assert cat.apis["on-disk"].spec_in_image is None and cat.apis["on-disk"].spec_problem() is None
+    assert cat.apis["both"].spec_problem() is None
+    problem = cat.apis["neither"].spec_problem()
+    assert problem is not None
+    assert "API neither: spec file" in problem and "neither-openapi.json missing" in problem
+    assert "'spec'" in problem and "'spec_in_image'" in problem  # both ways out are named
+
+
+def test_spec_in_image_must_be_an_absolute_path_string(tmp_path: Path):
+    api_folder(tmp_path, "relative", 'spec_in_image = "api/spec.json"\n')
+    api_folder(tmp_path, "number", "spec_in_image = 3\n")
+    cat = catalog.load(tmp_path)
+    text = "\n".join(cat.problems)
+    assert "spec_in_image must be an absolute path, got 'api/spec.json'" in text
+    assert "spec_in_image must be a string, got 3" in text
+    # a bad value is not taken: the spec then counts as missing, which validation reports too
+    assert cat.apis["relative"].spec_in_image is None and cat.apis["relative"].spec_problem()

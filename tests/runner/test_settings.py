@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,27 @@ def test_validate_against_catalog_and_machine(tmp_path: Path):
         "fx-good",
         "fx-hog",
     )
+
+
+def test_validation_refuses_a_spec_found_neither_on_disk_nor_in_the_image(tmp_path: Path):
+    for name, toml in (("with-image", 'spec_in_image = "/spec.json"\n'), ("without", "")):
+        folder = tmp_path / "catalog" / "apis" / name
+        folder.mkdir(parents=True)
+        (folder / "Dockerfile").write_text("FROM x\n")
+        (folder / "api.toml").write_text(toml)
+    tool = tmp_path / "catalog" / "tools" / "t"
+    tool.mkdir(parents=True)
+    (tool / "Dockerfile").write_text("FROM x\n")
+    cat = catalog.load(tmp_path / "catalog")
+    base = Settings(
+        results=tmp_path / "r", cpus_per_container=0.5, memory_per_container="256m", min_free_cpus=0
+    )
+    facts = MachineFacts(cpus=2, memory_bytes=24 * GIB)
+    _, problems = validate(replace(base, apis=("with-image",)), cat, facts)
+    assert problems == []
+    _, problems = validate(base, cat, facts)
+    assert len(problems) == 1
+    assert problems[0].startswith("API without: spec file ") and "spec_in_image" in problems[0]
 
 
 def test_settings_json_round_trip():
