@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import catalog as catalog_mod
-from remote_runner import images, scheduler
+from remote_runner import images, scheduler, specs
 from remote_runner.docker_runtime import Docker
 from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
 
@@ -220,6 +221,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         if failed:
             _problems_out("image build failed", failed)
             return EXIT_BUILD_FAILED
+    # Before the first experiment: the batch's own copy of every selected API's spec (out of the API
+    # image when the catalog has no file), so no manual extraction step is needed on the VM.
+    fresh = not place.batch_dir.exists()
+    batch_specs, spec_problems = specs.collect(
+        place.batch_dir, cat, selection.apis, docker, labels=dict(settings.labels)
+    )
+    if spec_problems:
+        if fresh:  # leave no half-made batch folder behind: nothing was started
+            shutil.rmtree(place.batch_dir, ignore_errors=True)
+        _problems_out("cannot start: the specs could not be copied into the batch", spec_problems)
+        return EXIT_BAD_INPUT
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -231,7 +243,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"batch folder: {place.batch_dir}", file=sys.stderr)
-    code = scheduler.run_batch(settings, cat, selection.apis, selection.tools, place, stop, docker)
+    code = scheduler.run_batch(
+        settings, cat, selection.apis, selection.tools, place, stop, docker, specs=batch_specs
+    )
     _print_closing_summary(place.batch_dir)
     return code
 

@@ -125,6 +125,17 @@ def run_cmd(spec: ContainerSpec) -> list[str]:
     return [*argv, spec.image, *spec.command]
 
 
+def create_cmd(name: str, image: str, labels: Mapping[str, str]) -> list[str]:
+    """A container that is never started: only a source for ``docker cp`` out of the image."""
+    return ["docker", "create", "--pull", "never", "--name", name, *label_args(labels), image]
+
+
+def cp_out_cmd(container: str, source: str, dest: Path) -> list[str]:
+    """``docker cp`` of ``source`` (absolute, in the container) to the local ``dest``; a symbolic link
+    is followed, so the file it points to is copied, not the link."""
+    return ["docker", "cp", "--follow-link", f"{container}:{source}", str(dest)]
+
+
 def inspect_cmd(names: Sequence[str]) -> list[str]:
     return ["docker", "container", "inspect", *names]
 
@@ -255,6 +266,18 @@ class Docker:
 
     def disconnect(self, network: str, container: str) -> bool:
         return self._execute(network_disconnect_cmd(network, container), timeout=self.timeout).ok
+
+    def copy_from_image(
+        self, image: str, source: str, dest: Path, *, name: str, labels: Mapping[str, str]
+    ) -> None:
+        """Copies the file ``source`` out of ``image`` to ``dest`` through a created, never started
+        container ``name``, removed whatever happens. Raises DockerError (naming image and path)."""
+        what = f"copying {source} out of image {image}"
+        self._run(create_cmd(name, image, labels), what=f"{what}: docker create")
+        try:
+            self._run(cp_out_cmd(name, source, dest), what=f"{what}: docker cp")
+        finally:
+            self.remove([name])
 
     def containers_with_label(self, label: str) -> list[str]:
         return self._run(ps_by_label_cmd(label), what="listing containers").split()

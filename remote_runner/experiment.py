@@ -58,6 +58,8 @@ class ExperimentSpec:
     api_cpuset: str | None
     tool_cpuset: str | None
     memory_bytes: int
+    #: the batch's copy of the API's spec (remote_runner.specs), mounted read-only into the tool
+    spec_file: Path
     stop_grace_seconds: float = 10.0
     coverage_interval: float = 5.0
     models_dir: Path = Path("/opt/llamaresttest/models")
@@ -111,7 +113,7 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         cpuset=spec.api_cpuset,
         memory_bytes=spec.memory_bytes,
     )
-    spec_file = spec.api.spec_path.resolve()
+    spec_file = spec.spec_file.resolve()
     mounts = [Mount(spec_file, f"/specifications/{spec_file.name}", read_only=True)]
     tool_env = {
         **common_env,

@@ -27,6 +27,7 @@ def spec(tmp_path: Path, needs_models: bool = False, pinned: bool = True) -> Exp
         api_cpuset="0-7" if pinned else None,
         tool_cpuset="8-15" if pinned else None,
         memory_bytes=16 * 1024**3,
+        spec_file=tmp_path / "results" / "specifications" / "blog" / "blog-openapi.json",
         models_dir=tmp_path / "models",
         extra_labels=(("llamaresttest.test", "x"),),
     )
@@ -94,6 +95,24 @@ def test_small_commands():
         "/c",
     ]
     assert d.rm_cmd(["a", "b"]) == ["docker", "rm", "--force", "--volumes", "a", "b"]
+    assert d.create_cmd("c", "llamaresttest/api-x", {"k": "v"}) == [
+        "docker",
+        "create",
+        "--pull",
+        "never",
+        "--name",
+        "c",
+        "--label",
+        "k=v",
+        "llamaresttest/api-x",
+    ]
+    assert d.cp_out_cmd("c", "/api/specifications/x.json", Path("/b/.x.json.tmp")) == [
+        "docker",
+        "cp",
+        "--follow-link",
+        "c:/api/specifications/x.json",
+        "/b/.x.json.tmp",
+    ]
     assert d.ps_by_label_cmd("k=v") == ["docker", "ps", "--all", "--quiet", "--filter", "label=k=v"]
     assert d.network_create_cmd("n", {"k": "v"}) == [
         "docker",
@@ -148,6 +167,8 @@ def test_experiment_containers_follow_the_contract(tmp_path: Path):
     assert tool.env["SPEC"] == "/specifications/blog-openapi.json" and tool.env["CPUS"] == "8"
     assert "MODELS_DIR" not in tool.env
     assert tool.mounts[0].read_only and tool.mounts[0].target == "/specifications/blog-openapi.json"
+    # the batch's own copy of the spec, not the catalog's file
+    assert tool.mounts[0].source == (tmp_path / "results" / "specifications" / "blog" / "blog-openapi.json")
     for c, role in ((api, "api"), (tool, "tool")):
         assert c.labels["llamaresttest.batch"] == "batch-20261129T230000Z"
         assert c.labels["llamaresttest.api"] == "blog" and c.labels["llamaresttest.tool"] == "llamaresttest"
