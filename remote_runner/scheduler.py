@@ -30,7 +30,7 @@ import queue
 import threading
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,9 +285,13 @@ def run_batch(
     stop: threading.Event,
     docker: Any,
     *,
+    specs: Mapping[str, Path],
     machine: Machine | None = None,
 ) -> int:
-    """Creates or resumes the batch and runs it. Returns the exit code (0 done, 143 stopped)."""
+    """Creates or resumes the batch and runs it. Returns the exit code (0 done, 143 stopped).
+
+    ``specs``: each API's spec as copied into the batch (:func:`remote_runner.specs.collect`); the
+    tools get these copies and the run summaries read them."""
     import psutil
 
     from remote_runner import experiment
@@ -330,7 +334,19 @@ def run_batch(
         sampler = Sampler(machine.cpus)
         extra_labels = settings.labels
 
+        running: set[RunKey] = set()  # runs whose experiment is under way (their folders grow)
+        running_lock = threading.Lock()
+
         def start(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
+            with running_lock:
+                running.add(key)
+            try:
+                return run_experiment(key, reservation, attempt)
+            finally:
+                with running_lock:
+                    running.discard(key)
+
+        def run_experiment(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
             run_dir = batch_dir / key.rel_dir
             if attempt > 1:
                 set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
@@ -348,6 +364,7 @@ def run_batch(
                 api_cpuset=sets[0],
                 tool_cpuset=sets[1],
                 memory_bytes=settings.memory_bytes,
+                spec_file=specs[key.api],
                 stop_grace_seconds=settings.stop_grace_seconds,
                 coverage_interval=settings.coverage_interval,
                 models_dir=settings.models_dir,
@@ -362,7 +379,7 @@ def run_batch(
 
         def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
             run_dir = batch_dir / key.rel_dir
-            spec_path = catalog.apis[key.api].spec_path if key.api in catalog.apis else None
+            spec_path = specs.get(key.api)
             _hook(
                 f"{key.label}: results.write_run_summary",
                 lambda: importlib.import_module("remote_runner.results").write_run_summary(
@@ -371,7 +388,9 @@ def run_batch(
             )
             if settings.upload is not None:
                 with sync_lock:
-                    if _upload_complete(_sync(batch_dir, settings)):
+                    with running_lock:
+                        growing = [batch_dir / k.rel_dir for k in running]
+                    if _upload_complete(_sync(batch_dir, settings, in_progress=growing)):
                         jour.mark_uploaded([key])
 
         scheduler = Scheduler(
@@ -417,15 +436,18 @@ def _guarded(fn: Callable[[RunKey, Outcome, str], None]) -> Callable[[RunKey, Ou
     return call
 
 
-def _sync(batch_dir: Path, settings: Settings) -> Any:
-    """Syncs the batch folder; returns the upload module's result (False when the call failed)."""
+def _sync(batch_dir: Path, settings: Settings, *, in_progress: Sequence[Path] = ()) -> Any:
+    """Syncs the batch folder; returns the upload module's result (False when the call failed).
+
+    ``in_progress``: run folders of experiments still running; the upload module holds their
+    growing files back for a later sync instead of sending them half-written."""
     upload = settings.upload
     if upload is None:
         return None
 
     def call() -> Any:
         uploader = importlib.import_module("remote_runner.upload")
-        result = uploader.sync_batch(batch_dir, upload.bucket, upload.path)
+        result = uploader.sync_batch(batch_dir, upload.bucket, upload.path, in_progress=list(in_progress))
         describe = getattr(result, "describe", None)
         log.info("upload: %s", describe() if callable(describe) else result)
         return result
