@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Copies each benchmark API's OpenAPI spec out of its built image (llamaresttest/api-<name>, which
-# takes it from the RESTgym image) into apis/<name>/specifications/, where the runner mounts it into
-# the tool container. Run after `python -m remote_runner build` on a machine that could pull the
-# RESTgym images; the demo API's spec is already in the repository.
+# Optional. The runner needs no manual step: before a batch's first experiment it copies each selected
+# API's spec into the batch (BATCH/specifications/<api>/), from apis/<name>/specifications/ when the
+# file is there, else out of the API image (`spec_in_image` in apis/<name>/api.toml).
+# This script is for an operator who wants the specs in the repository too (to read, diff or commit
+# them): it copies each benchmark API's OpenAPI spec out of its built image (llamaresttest/api-<name>,
+# which takes it from the RESTgym image) into apis/<name>/specifications/, which the runner then
+# prefers. Run after `python -m remote_runner build` on a machine that could pull the RESTgym images.
 # Usage: scripts/api-specs.sh [API...]   (default: every API whose spec file is missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
