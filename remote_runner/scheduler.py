@@ -119,6 +119,14 @@ class Scheduler:
         self.workers: dict[RunKey, threading.Thread] = {}
         self.timeline = Timeline([], [])
         self.peak_reserved_cpus = 0.0
+        self._under_way: set[RunKey] = set()  # experiments running now (read from worker threads)
+        self._under_way_lock = threading.Lock()
+
+    def running_keys(self) -> list[RunKey]:
+        """Runs whose experiment is under way now, so their folders are still being written. A run
+        leaves this set when its experiment ends, before its after-run hooks are called."""
+        with self._under_way_lock:
+            return sorted(self._under_way)
 
     def _worker(self, key: RunKey, reservation: Reservation, attempt: int) -> None:
         try:
@@ -126,6 +134,9 @@ class Scheduler:
         except Exception as exc:  # a bug or a full disk must not take the batch down
             log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
             outcome = Outcome(FAILED, f"runner error: {exc}")
+        finally:
+            with self._under_way_lock:
+                self._under_way.discard(key)
         final = outcome.status
         try:
             if outcome.status == SUCCEEDED:
@@ -199,6 +210,8 @@ class Scheduler:
         self.ledger = self.ledger.add(reservation)
         self.peak_reserved_cpus = max(self.peak_reserved_cpus, self.ledger.reserved_cpus)
         self.timeline.starts.append((clock.monotonic(), key))
+        with self._under_way_lock:
+            self._under_way.add(key)
         log.info("%s attempt %d: starting (cpuset %s)", key.label, attempt, cpuset or "-")
         thread = threading.Thread(target=self._worker, args=(key, reservation, attempt), name=key.label)
         self.workers[key] = thread
@@ -334,19 +347,7 @@ def run_batch(
         sampler = Sampler(machine.cpus)
         extra_labels = settings.labels
 
-        running: set[RunKey] = set()  # runs whose experiment is under way (their folders grow)
-        running_lock = threading.Lock()
-
         def start(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
-            with running_lock:
-                running.add(key)
-            try:
-                return run_experiment(key, reservation, attempt)
-            finally:
-                with running_lock:
-                    running.discard(key)
-
-        def run_experiment(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
             run_dir = batch_dir / key.rel_dir
             if attempt > 1:
                 set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
@@ -388,8 +389,7 @@ def run_batch(
             )
             if settings.upload is not None:
                 with sync_lock:
-                    with running_lock:
-                        growing = [batch_dir / k.rel_dir for k in running]
+                    growing = [batch_dir / k.rel_dir for k in scheduler.running_keys()]
                     if _upload_complete(_sync(batch_dir, settings, in_progress=growing)):
                         jour.mark_uploaded([key])
 

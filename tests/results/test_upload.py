@@ -216,3 +216,17 @@ def test_running_experiments_are_deferred(gcs: str, tmp_path: Path) -> None:
     # the experiment finished: the next sync sends its folder and nothing else
     done = sync_batch(batch, BUCKET, "dfr", retry=NO_WAIT)
     assert sorted(done.uploaded) == sorted(res.deferred) and done.unchanged == ["plan.json"]
+
+
+def test_the_scheduler_hands_the_running_folders_to_the_sync(gcs: str, tmp_path: Path) -> None:
+    """The runner's upload hook (remote_runner.scheduler._sync) passes in_progress through."""
+    from remote_runner import scheduler
+    from remote_runner.settings import Settings, Upload
+
+    batch = make_batch(tmp_path, "batch-hook")
+    running = batch / "petstore" / "toolx" / "run-1"
+    settings = Settings(upload=Upload(BUCKET, "hook"))
+    res = scheduler._sync(batch, settings, in_progress=[running])
+    assert res.complete and res.uploaded == ["plan.json"] and len(res.deferred) == 3
+    assert set(remote_objects("hook/")) == {"hook/batch-hook/plan.json"}
+    assert sorted(scheduler._sync(batch, settings).uploaded) == sorted(res.deferred)

@@ -35,6 +35,7 @@ def make(
     min_free=0.0,
     before_retry=None,
     stop=None,
+    on_finished=None,
 ):
     j = journal.Journal(tmp_path / "journal.sqlite")
     j.add_runs(keys)
@@ -48,6 +49,7 @@ def make(
         max_attempts=max_attempts,
         stop=stop or threading.Event(),
         before_retry=before_retry,
+        on_finished=on_finished,
     )
     return j, sched
 
@@ -180,4 +182,34 @@ def test_the_measurement_holds_runs_back_until_it_agrees(tmp_path: Path):
     begin = time.monotonic()
     assert sched.run() is True
     assert started and started[0] - begin >= 1.5  # two busy readings, re-sampled once a second
+    j.close()
+
+
+def test_the_after_run_hooks_see_which_experiments_are_still_under_way(tmp_path: Path):
+    """What the upload hook hands to sync_batch as in_progress: the runs still running (their files
+    grow), never the run that just finished."""
+    keys = expand(("a", "b"), ("t",), 1)
+    b_started, a_looked = threading.Event(), threading.Event()
+    seen: dict[RunKey, list[RunKey]] = {}
+    holder: dict[str, Scheduler] = {}
+
+    def start(key: RunKey, res: Reservation, attempt: int) -> Outcome:
+        if key.api == "a":
+            assert b_started.wait(20)  # a ends while b is under way
+        else:
+            b_started.set()
+            assert a_looked.wait(20)  # b keeps running until a's hooks have looked
+        return Outcome(SUCCEEDED)
+
+    def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
+        seen[key] = holder["sched"].running_keys()
+        if key.api == "a":
+            a_looked.set()
+
+    j, sched = make(tmp_path, keys, start, cpus=4, on_finished=on_finished)  # room for both
+    holder["sched"] = sched
+    assert sched.run() is True
+    a, b = keys
+    assert seen == {a: [b], b: []}
+    assert sched.running_keys() == []
     j.close()
