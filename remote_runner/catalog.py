@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 INFRASTRUCTURE_IMAGE = "llamaresttest/infrastructure"
+#: BATCH/specifications/ holds the batch's spec copies, beside the BATCH/<api>/ run folders
+RESERVED_API_NAME = "specifications"
 
 _API_KEYS: dict[str, type | tuple[type, ...]] = {
     "spec": str,
@@ -133,6 +135,11 @@ def load(root: Path) -> Catalog:
         if not path.startswith("/"):
             problems.append(f"{folder / 'api.toml'}: readiness_path must start with '/'")
             path = "/" + path
+        if folder.name == RESERVED_API_NAME:
+            problems.append(
+                f"{folder}: an API may not be called {RESERVED_API_NAME!r} (each batch keeps its spec "
+                "copies in that folder); rename the folder"
+            )
         in_image = meta.get("spec_in_image")
         if in_image is not None and not in_image.startswith("/"):
             problems.append(

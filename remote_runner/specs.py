@@ -18,10 +18,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 
-from remote_runner.catalog import Api, Catalog
+from remote_runner.catalog import RESERVED_API_NAME, Api, Catalog
 from remote_runner.docker_runtime import LABEL_PREFIX, Docker, DockerError
 
-SPECS_DIR = "specifications"
+SPECS_DIR = RESERVED_API_NAME  # no API may have this name, so no run folder collides with it
 
 
 def spec_folder(batch_dir: Path, api: str) -> Path:
