@@ -27,6 +27,7 @@ TEST_LABEL = "llamaresttest.test"
 FIXTURE_IMAGES = [
     "llamaresttest/api-fx-echo",
     "llamaresttest/api-fx-never-ready",
+    "llamaresttest/api-fx-spec-in-image",
     "llamaresttest/tool-fx-good",
     "llamaresttest/tool-fx-crash",
     "llamaresttest/tool-fx-hog",

@@ -8,7 +8,7 @@ from tests.runner.conftest import CATALOG
 
 def test_fixture_catalog_with_metadata_and_defaults():
     cat = catalog.load(CATALOG)
-    assert sorted(cat.apis) == ["fx-echo", "fx-never-ready"]
+    assert sorted(cat.apis) == ["fx-echo", "fx-never-ready", "fx-spec-in-image"]
     assert sorted(cat.tools) == ["fx-crash", "fx-good", "fx-hog"]
     echo = cat.apis["fx-echo"]
     assert (echo.readiness_path, echo.readiness_timeout, echo.service_port) == ("/health", 20.0, 8080)
@@ -18,6 +18,9 @@ def test_fixture_catalog_with_metadata_and_defaults():
         and cat.tools["fx-good"].image == "llamaresttest/tool-fx-good"
     )
     assert cat.apis["fx-never-ready"].readiness_path == "/"
+    in_image = cat.apis["fx-spec-in-image"]
+    assert in_image.spec_in_image == "/api/specifications/fx-spec-in-image-openapi.json"
+    assert not in_image.spec_path.exists() and in_image.spec_problem() is None
     assert cat.infrastructure is None and cat.problems == ()
 
 
@@ -63,6 +66,8 @@ def test_a_spec_missing_on_disk_is_fine_when_the_image_holds_it(tmp_path: Path):
     api_folder(tmp_path, "neither", None)
     cat = catalog.load(tmp_path)
     assert cat.problems == ()
+    api_folder(tmp_path, "specifications", 'spec_in_image = "/s.json"\n')  # the batch's spec folder
+    assert "an API may not be called 'specifications'" in "".join(catalog.load(tmp_path).problems)
     assert cat.apis["in-image"].spec_in_image == "/api/specifications/in-image-openapi.json"
     assert not cat.apis["in-image"].spec_path.is_file()
     assert cat.apis["in-image"].spec_problem() is None

@@ -277,7 +277,7 @@ def test_bad_input_is_refused_with_every_problem_at_once(fixture_images, tmp_pat
     )
     assert res.returncode == 2
     err = res.stderr
-    assert "unknown API 'nope'; known: fx-echo, fx-never-ready" in err
+    assert "unknown API 'nope'; known: fx-echo, fx-never-ready, fx-spec-in-image" in err
     assert "unknown tool 'zap'; known: fx-crash, fx-good, fx-hog" in err
     assert "budget_seconds: not a duration: 'soon'" in err
     assert "an experiment needs 128 CPUs" in err
@@ -436,4 +436,93 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
     meta = read_json(batch / "fx-echo" / "fx-good" / "run-1" / "metadata.json")
     assert meta["status"] == "succeeded" and "ready_after_seconds" in meta
     assert "could not remove network" not in (batch / "runner.log").read_text()
+    assert labelled(test_label) == ([], [])
+
+
+def test_a_spec_found_only_in_the_image_is_copied_into_the_batch_and_given_to_the_tool(
+    fixture_images, tmp_path, test_label
+):
+    import hashlib
+    import json
+
+    assert not (fixture_images / "apis" / "fx-spec-in-image" / "specifications").exists()
+    results = tmp_path / "results"
+    args = common(
+        fixture_images,
+        results,
+        test_label,
+        "--apis",
+        "fx-spec-in-image,fx-echo",
+        "--tools",
+        "fx-good",
+        "--budget",
+        "2s",
+        "--cpus-per-container",
+        "0.25",
+        "--memory-per-container",
+        "96m",
+    )
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    batch = only_batch(results)
+    assert [r["status"] for r in journal_rows(batch)] == ["succeeded", "succeeded"]
+    # the batch keeps the specs it used: out of the image (the symbolic link followed), and the
+    # catalog's file for fx-echo
+    copy = batch / "specifications" / "fx-spec-in-image" / "fx-spec-in-image-openapi.json"
+    assert json.loads(copy.read_text())["info"]["title"] == "fx-spec-in-image"
+    echo_copy = batch / "specifications" / "fx-echo" / "fx-echo-openapi.json"
+    assert (
+        echo_copy.read_bytes()
+        == (fixture_images / "apis" / "fx-echo" / "specifications" / echo_copy.name).read_bytes()
+    )
+    assert sorted(p.name for p in (batch / "specifications").rglob("*")) == sorted(
+        ["fx-spec-in-image", "fx-echo", copy.name, echo_copy.name]
+    )
+    run_dir = batch / "fx-spec-in-image" / "fx-good" / "run-1"
+    tool_log = (run_dir / "logs" / "tool.log").read_text()
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    assert f"tool: spec /specifications/{copy.name} sha256 {digest}" in tool_log, tool_log
+    assert "tool: spec read-only" in tool_log
+    summary = read_json(run_dir / "summary.json")
+    assert summary["spec"] == str(copy) and summary["operations"]["total"] == 1  # type: ignore[index]
+    assert labelled(test_label) == ([], [])  # the container used for copying is gone too
+    # resuming keeps the batch's copy, even when it differs from what the image holds now
+    copy.write_text(copy.read_text().replace("fx-spec-in-image", "kept-on-resume"))
+    again = cli("run", "--results", str(results), "--batch", batch.name, "--no-build")
+    assert again.returncode == 0, again.stderr
+    assert "kept-on-resume" in copy.read_text()
+    assert [p.name for p in copy.parent.iterdir()] == [copy.name]
+
+
+def test_a_spec_the_image_does_not_hold_refuses_the_start_naming_api_image_and_path(
+    fixture_images, tmp_path, test_label
+):
+    import shutil
+
+    catalog = tmp_path / "catalog"
+    api = catalog / "apis" / "fx-spec-in-image"  # same name: the fixture image is used
+    api.mkdir(parents=True)
+    shutil.copy(fixture_images / "apis" / "fx-spec-in-image" / "Dockerfile", api / "Dockerfile")
+    (api / "api.toml").write_text('spec_in_image = "/nowhere/fx-openapi.json"\n')
+    shutil.copytree(fixture_images / "tools" / "fx-good", catalog / "tools" / "fx-good")
+    results = tmp_path / "results"
+    res = cli(
+        *common(
+            catalog,
+            results,
+            test_label,
+            "--budget",
+            "2s",
+            "--cpus-per-container",
+            "0.25",
+            "--memory-per-container",
+            "96m",
+        )
+    )
+    assert res.returncode == 2, res.stderr
+    assert (
+        "API fx-spec-in-image: cannot copy its spec /nowhere/fx-openapi.json out of image "
+        "llamaresttest/api-fx-spec-in-image" in res.stderr
+    ), res.stderr
+    assert not list(results.glob("batch-*")), "nothing started, no batch folder left behind"
     assert labelled(test_label) == ([], [])

@@ -116,7 +116,7 @@ def test_validate_against_catalog_and_machine(tmp_path: Path):
         settings, cat, MachineFacts(cpus=2, memory_bytes=24 * GIB, docker_problem="no engine")
     )
     text = "\n".join(problems)
-    assert "unknown API 'ghost'; known: fx-echo, fx-never-ready" in text
+    assert "unknown API 'ghost'; known: fx-echo, fx-never-ready, fx-spec-in-image" in text
     assert "an experiment needs 16 CPUs" in text and "has 2" in text
     assert "an experiment needs 32.0 GiB" in text
     assert "--min-free-cpus 14 exceeds" in text
@@ -126,7 +126,7 @@ def test_validate_against_catalog_and_machine(tmp_path: Path):
     )
     selection, problems = validate(ok, cat, MachineFacts(cpus=2, memory_bytes=24 * GIB))
     assert problems == []
-    assert selection.apis == ("fx-echo", "fx-never-ready") and selection.tools == (
+    assert selection.apis == ("fx-echo", "fx-never-ready", "fx-spec-in-image") and selection.tools == (
         "fx-crash",
         "fx-good",
         "fx-hog",
