@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from remote_runner.process import execute
 from stacks import deploy
 from stacks.remote import RetryPolicy
+from tests.services import free_port
 
 HERE = Path(__file__).resolve().parent
 SSHD = "/usr/sbin/sshd"
@@ -44,12 +45,6 @@ def make_key() -> KeyPair:
 @pytest.fixture(scope="session")
 def keys() -> dict[str, KeyPair]:
     return {"client": make_key(), "host": make_key(), "other_host": make_key(), "other_client": make_key()}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,9 @@ import pytest
 from stacks import deploy, systemd
 from stacks.bundle import Bundle, build_bundle, experiment_json
 from stacks.remote import AuthenticationFailed, HostKeyMismatch
+from tests.services import free_port, gcs_emulator
 
-from .conftest import FAST, KeyPair, Vm, free_port, running_vm
+from .conftest import FAST, KeyPair, Vm, running_vm
 
 UNIT = systemd.UNIT_NAME
 
@@ -430,20 +431,10 @@ def test_private_key_never_reaches_logs_or_errors(
 
 
 @pytest.fixture
-def gcs_emulator() -> Iterator[str]:
+def results_bucket() -> Iterator[str]:
     """The real GCS emulator (gcp-storage-emulator), in memory on a free loopback port."""
-    import threading
-
-    from gcp_storage_emulator.server import create_server
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="results-bucket")
-    starter = threading.Thread(target=server.start, daemon=True)
-    starter.start()
-    starter.join(timeout=15)
-    assert not starter.is_alive(), "GCS emulator did not start within 15 s"
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with gcs_emulator("results-bucket") as url:
+        yield url
 
 
 def test_delete_runs_the_final_upload_of_the_batch(
@@ -452,10 +443,10 @@ def test_delete_runs_the_final_upload_of_the_batch(
     venv_template: Path,
     provider: deploy.DeployProvider,
     project_copy: Path,
-    gcs_emulator: str,
+    results_bucket: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    env = {"STORAGE_EMULATOR_HOST": gcs_emulator, "GOOGLE_CLOUD_PROJECT": "test-project"}
+    env = {"STORAGE_EMULATOR_HOST": results_bucket, "GOOGLE_CLOUD_PROJECT": "test-project"}
     with running_vm(tmp_path, keys, venv_template, env) as vm:
         experiment = settings(vm, upload={"bucket": "results-bucket", "path": "llamaresttest-results"})
         bundle = bundle_for(project_copy, tmp_path, experiment)
@@ -471,7 +462,7 @@ def test_delete_runs_the_final_upload_of_the_batch(
         assert f"stop {UNIT}" in vm.standin_calls()
     from google.cloud import storage
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", results_bucket)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test-project")
     names = {b.name for b in storage.Client().list_blobs("results-bucket", prefix="llamaresttest-results/")}
     prefix = f"llamaresttest-results/{experiment['batch']}"

@@ -15,38 +15,17 @@ from google.api_core import exceptions as api_exceptions
 
 from remote_runner import upload
 from remote_runner.upload import NO_WAIT, sync_batch
+from tests.services import free_port, gcs_emulator
 
 pytestmark = pytest.mark.emulator
 
 BUCKET = "results-bucket"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[str]:
-    from gcp_storage_emulator.server import create_server
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    starter = threading.Thread(target=server.start, daemon=True)
-    starter.start()
-    starter.join(timeout=15)
-    assert not starter.is_alive(), "GCS emulator did not start within 15 s"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"GCS emulator not listening on {port}"
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with gcs_emulator(BUCKET) as url:
+        yield url
 
 
 @pytest.fixture

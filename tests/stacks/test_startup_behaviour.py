@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,39 +20,17 @@ import pytest
 
 from remote_runner.process import ProcessResult, execute
 from stacks.startup import render_startup_script
+from tests.services import gcs_emulator
 from tests.stacks.test_startup import PARAMS
 
 BUCKET = PARAMS.models_bucket
 TOKEN = "token-from-the-metadata-server"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def storage_url() -> Iterator[str]:
-    from gcp_storage_emulator.server import create_server
-
-    port = _free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    starter = threading.Thread(target=server.start, daemon=True)
-    starter.start()
-    starter.join(timeout=15)
-    assert not starter.is_alive(), "GCS emulator did not start within 15 s"
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/storage/v1/b/{BUCKET}", timeout=2):  # noqa: S310
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "GCS emulator does not answer"
-            time.sleep(0.1)
-    yield f"{base}/storage/v1"
-    server.stop()
+    with gcs_emulator(BUCKET) as base:
+        yield f"{base}/storage/v1"
 
 
 class _MetadataHandler(BaseHTTPRequestHandler):
