@@ -14,8 +14,9 @@ so it is not recorded as tool traffic). A step may take the token from a JSON fi
 (``token_json``, dotted path) or from a cookie it sets (``token_cookie``); ``form`` sends an
 url-encoded body instead of ``json``. Steps answering with an error are tolerated (a sign-up of an
 existing user fails harmlessly) as long as a later step yields the token. The login happens on the
-first request and is retried on later requests until it succeeds; requests that already carry the
-header are left alone.
+first request and is retried on later requests until it succeeds. Requests that already carry the
+header are left alone, unless ``"replace": true``: then the header is always overwritten (market: RESTgym's
+own market addon, SeUniVr/RESTgym apis/market/auth.py, always sets the Cookie).
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class AuthInjector:
         header = str(self.config.get("header", "Authorization"))
         if self.value is None:
             self.value = self.login()
-        if self.value is not None and header not in flow.request.headers:
+        if self.value is None:
+            return
+        if bool(self.config.get("replace", False)) or header not in flow.request.headers:
             flow.request.headers[header] = self.value
 
 
