@@ -1,4 +1,4 @@
-"""Command line: ``python -m remote_runner {build,run,status,report,upload}``.
+"""Command line: ``python -m remote_runner {build,run,status,spec,report,upload}``.
 
 Every problem with the input is reported at once, before anything starts, with exit code 2.
 """
@@ -104,6 +104,23 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--batch", help="batch folder name (default: the newest)")
     status.add_argument("--json", action="store_true", help="print one JSON document and exit")
     status.add_argument("--once", action="store_true", help="print once even on a terminal")
+
+    spec = sub.add_parser(
+        "spec",
+        help="the operations the harness counts in a spec, and what requests map to",
+        description="Lists the operations the metrics count in FILE (OpenAPI 3 or Swagger 2, JSON or "
+        "YAML) with the same code the run summaries use, and for each --match the operation a request "
+        "maps to (or none).",
+    )
+    spec.add_argument("file", type=Path, metavar="FILE", help="the spec")
+    spec.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="'METHOD /path'",
+        help="a request to map, e.g. 'GET /rest/v1/users/7?x=1' (repeatable)",
+    )
+    spec.add_argument("--json", action="store_true", help='print {"operations": [...], "matches": {...}}')
 
     sub.add_parser(
         "report",
@@ -311,6 +328,50 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status.main(args.results or Settings().results, args.batch, as_json=args.json, once=args.once)
 
 
+def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """What ``spec`` prints: the counted operations and each request's operation (``None``: no
+    operation), plus the problems with the requests given. Pure; the metrics' own matcher."""
+    from remote_runner import metrics
+
+    matcher = metrics.operation_matcher(doc)
+    matches: dict[str, str | None] = {}
+    problems: list[str] = []
+    for item in requests:
+        method, _, path = item.strip().partition(" ")
+        path = path.strip()
+        if method.upper() not in metrics.HTTP_METHODS or not path.startswith("/"):
+            problems.append(f"--match {item!r}: expected 'METHOD /path', e.g. 'GET /users/1'")
+            continue
+        op = matcher.match(method, path)
+        matches[f"{method.upper()} {path}"] = None if op is None else str(op)
+    return {"operations": [str(o) for o in matcher.operations], "matches": matches}, problems
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    import json
+
+    from remote_runner import results
+
+    doc, problem = results.load_spec(args.file)
+    view, problems = spec_view(doc or {}, args.match)
+    if problem:
+        problems.insert(0, f"{args.file}: {problem}")
+    elif not view["operations"]:
+        problems.insert(0, f"{args.file}: no operations under 'paths' (is it an OpenAPI/Swagger document?)")
+    if problems:
+        _problems_out("cannot read the spec or the requests", problems)
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    print(f"{len(view['operations'])} operations in {args.file}:")
+    for op in view["operations"]:
+        print(f"  {op}")
+    for request, op in view["matches"].items():
+        print(f"{request} -> {op or 'none (not counted as an operation)'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
@@ -323,5 +384,5 @@ def main(argv: list[str] | None = None) -> int:
         return int(upload.main(argv[1:]) or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "build": cmd_build, "status": cmd_status}
+    handlers = {"run": cmd_run, "build": cmd_build, "status": cmd_status, "spec": cmd_spec}
     return handlers[args.command](args)

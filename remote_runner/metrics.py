@@ -4,9 +4,13 @@ The numbers researchers report for a REST API testing run (../shared/REFERENCE.m
 
 - requests and their status classes (2xx, 4xx, 5xx, plus 401 and 403, and requests the service
   never answered);
-- operations covered: distinct spec operations (method + path template) that got a 2xx. The query
-  string is stripped, HEAD counts as GET, a concrete path is matched against the spec's templates
-  (literal segments win over parameters: ``/users/me`` beats ``/users/{id}``);
+- operations covered: distinct spec operations (method + path template) that got a 2xx, counted
+  as RESTgym counts them (SeUniVr/RESTgym, README of its benchmark specs: every method under
+  ``paths`` is one operation, HEAD apart from GET; 240 in the 11 benchmark specs). The query string
+  is stripped, runs of ``/`` collapse to one, a trailing ``/`` is dropped, and a concrete path is
+  matched against the spec's templates (literal segments win over parameters: ``/users/me`` beats
+  ``/users/{id}``). A HEAD request maps to the template's HEAD operation when the spec declares
+  one, else to its GET (servers answer HEAD with their GET handler);
 - operations that produced a 5xx (ARAT-RL's failure count);
 - unique failures: 5xx responses of one operation and status grouped by the Jaccard similarity of
   their normalised body tokens (numbers, UUIDs, timestamps and hex ids replaced by placeholders), so
@@ -80,9 +84,8 @@ class OperationMatcher:
 
     def match(self, method: str, path: str) -> Operation | None:
         method = method.upper()
-        if method == "HEAD":
-            method = "GET"
         path = path.split("?", 1)[0].split("#", 1)[0] or "/"
+        path = _SLASHES.sub("/", path)
         candidates = [path]
         for base in self.base_paths:
             if base and (path == base or path.startswith(base + "/")):
@@ -90,13 +93,15 @@ class OperationMatcher:
         for candidate in candidates:
             if len(candidate) > 1 and candidate.endswith("/"):
                 candidate = candidate.rstrip("/") or "/"
-            for route in self.routes:
-                if route.operation.method == method and route.pattern.fullmatch(candidate):
-                    return route.operation
+            for wanted in (method, "GET") if method == "HEAD" else (method,):
+                for route in self.routes:
+                    if route.operation.method == wanted and route.pattern.fullmatch(candidate):
+                        return route.operation
         return None
 
 
 _PARAM = re.compile(r"\{[^/{}]+\}")
+_SLASHES = re.compile(r"/{2,}")
 
 
 def template_regex(template: str) -> re.Pattern[str]:
@@ -134,7 +139,8 @@ def _spec_base_paths(spec: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def spec_operations(spec: Mapping[str, Any]) -> tuple[Operation, ...]:
-    """Every (method, path template) the spec declares (Swagger 2 or OpenAPI 3), sorted."""
+    """Every (method, path template) the spec declares (Swagger 2 or OpenAPI 3), sorted; HEAD is its
+    own operation, as in RESTgym's count."""
     paths = spec.get("paths")
     ops: set[Operation] = set()
     if isinstance(paths, Mapping):
@@ -143,8 +149,7 @@ def spec_operations(spec: Mapping[str, Any]) -> tuple[Operation, ...]:
                 continue
             for method in item:
                 if isinstance(method, str) and method.upper() in HTTP_METHODS:
-                    m = "GET" if method.upper() == "HEAD" else method.upper()
-                    ops.add(Operation(m, template))
+                    ops.add(Operation(method.upper(), _SLASHES.sub("/", template)))
     return tuple(sorted(ops))
 
 

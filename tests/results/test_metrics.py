@@ -35,7 +35,7 @@ def req(method: str, path: str, status: int | None, t: float = 0.0, body: bytes 
 
 def test_spec_operations_lists_method_and_template_and_ignores_non_methods() -> None:
     ops = metrics.spec_operations(SPEC)
-    # HEAD /users/{id} folds into GET /users/{id}; "parameters" is not a method
+    # HEAD /users/{id} is its own operation (RESTgym's count); "parameters" is not a method
     assert [str(o) for o in ops] == [
         "DELETE /users/{id}",
         "GET /files/{name}.json",
@@ -43,6 +43,7 @@ def test_spec_operations_lists_method_and_template_and_ignores_non_methods() -> 
         "GET /users/me",
         "GET /users/{id}",
         "GET /users/{id}/posts/{postId}",
+        "HEAD /users/{id}",
         "POST /users",
     ]
 
@@ -54,7 +55,9 @@ def test_spec_operations_lists_method_and_template_and_ignores_non_methods() -> 
         ("GET", "/users/42", "GET /users/{id}"),  # tools that ignore basePath still match
         ("GET", "/api/users/me", "GET /users/me"),  # literal segment beats the parameter
         ("DELETE", "/api/users/me", "DELETE /users/{id}"),  # no DELETE /users/me: the template
-        ("HEAD", "/api/users/7", "GET /users/{id}"),  # HEAD counts as GET
+        ("HEAD", "/api/users/7", "HEAD /users/{id}"),  # the spec declares this HEAD
+        ("HEAD", "/api/users", "GET /users"),  # no HEAD declared here: the GET it runs
+        ("GET", "/api//users///42", "GET /users/{id}"),  # runs of / collapse
         ("GET", "/api/users?limit=3", "GET /users"),  # query stripped
         ("GET", "/api/users/", "GET /users"),  # trailing slash
         ("GET", "/api/users/5/posts/9", "GET /users/{id}/posts/{postId}"),
@@ -106,7 +109,7 @@ def test_status_classes_and_operations_covered() -> None:
     run = [
         req("GET", "/api/users", 200, 10.0),
         req("HEAD", "/api/users/1", 204, 11.0),
-        req("GET", "/api/users/2?x=1", 200, 12.0),  # same operation as the HEAD
+        req("GET", "/api/users/2?x=1", 200, 12.0),
         req("POST", "/api/users", 400, 13.0),
         req("POST", "/api/users", 401, 14.0),
         req("DELETE", "/api/users/3", 403, 15.0),
@@ -118,7 +121,11 @@ def test_status_classes_and_operations_covered() -> None:
     c = metrics.status_counts(run)
     assert (c.requests, c.status_2xx, c.status_3xx, c.status_4xx, c.status_5xx) == (10, 4, 1, 3, 1)
     assert (c.status_401, c.status_403, c.no_response) == (1, 1, 1)
-    assert [str(o) for o in metrics.operations_covered(run, m)] == ["GET /users", "GET /users/{id}"]
+    assert [str(o) for o in metrics.operations_covered(run, m)] == [
+        "GET /users",
+        "GET /users/{id}",
+        "HEAD /users/{id}",
+    ]
     assert [str(o) for o in metrics.operations_with_5xx(run, m)] == ["DELETE /users/{id}"]
     first = metrics.first_2xx(run, start=5.0)
     assert first == metrics.FirstSuccess(seconds=5.0, requests=1)
