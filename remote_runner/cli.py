@@ -98,6 +98,21 @@ def _parser() -> argparse.ArgumentParser:
         help="extra label on every container and network (repeatable)",
     )
     run.add_argument("--no-build", action="store_true", help="do not build missing images")
+    run.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="start the real runs without the smoke run of each API (default: preflight on)",
+    )
+    run.add_argument(
+        "--preflight-seconds",
+        metavar="SECONDS",
+        help=f"budget of each preflight smoke run (default: {d.preflight_seconds:g})",
+    )
+    run.add_argument(
+        "--skip-broken-apis",
+        action="store_true",
+        help="leave an API that fails its preflight out of the batch instead of stopping",
+    )
 
     status = sub.add_parser("status", help="progress of a batch")
     status.add_argument("--results", type=Path, default=None, help=f"results folder (default: {d.results})")
@@ -157,6 +172,7 @@ FLAG_KEYS = (
     "models_dir",
     "stop_grace_seconds",
     "coverage_interval",
+    "preflight_seconds",
 )
 
 
@@ -182,6 +198,10 @@ def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
         flags["labels"] = {**dict(config.get("labels") or {}), **labels}
     if getattr(args, "no_build", False):
         flags["build"] = False
+    if getattr(args, "no_preflight", False):
+        flags["preflight"] = False
+    if getattr(args, "skip_broken_apis", False):
+        flags["skip_broken_apis"] = True
     settings, more = merge(config, flags)
     problems += more
     settings = replace(

@@ -314,6 +314,13 @@ def run_batch(
     handler = attach_log(batch_dir)
     jour = journal.Journal(batch_dir / "journal.sqlite")
     try:
+        if not place.resume and settings.preflight:  # smoke run per API before any budget is spent
+            from remote_runner import preflight
+
+            kept = preflight.gate(settings, catalog, apis, tools, batch_dir, docker, specs, stop)
+            if kept is None:
+                return 143 if stop.is_set() else preflight.EXIT_BROKEN
+            apis = kept
         if place.resume:
             keys, _ = plan.read(batch_dir)
         else:

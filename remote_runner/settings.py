@@ -83,6 +83,12 @@ class Settings:
     build: bool = True
     stop_grace_seconds: float = 10.0  # docker stop -t for the API, so recordings flush
     coverage_interval: float = 5.0
+    #: one short smoke run per selected API before the first real run (remote_runner.preflight)
+    preflight: bool = True
+    #: seconds of each smoke run (the tool's budget; readiness waits come on top)
+    preflight_seconds: float = 30.0
+    #: a broken API is left out of the batch instead of stopping it
+    skip_broken_apis: bool = False
     #: extra labels on every container and network (e.g. to find a batch's containers with your tools)
     labels: tuple[tuple[str, str], ...] = ()
 
@@ -140,7 +146,7 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             if number < 1:
                 raise ValueError(f"must be at least 1, got {value!r}")
             return number
-        if key in ("budget_seconds", "stop_grace_seconds", "coverage_interval"):
+        if key in ("budget_seconds", "stop_grace_seconds", "coverage_interval", "preflight_seconds"):
             return parse_duration(value)
         if key in ("cpus_per_container", "min_free_cpus"):
             if isinstance(value, bool):
@@ -174,7 +180,7 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             ):
                 raise ValueError(f'expected {{"key": "value", ...}}, got {value!r}')
             return tuple(sorted(value.items()))
-        if key in ("shutdown_when_done", "build"):
+        if key in ("shutdown_when_done", "build", "preflight", "skip_broken_apis"):
             if not isinstance(value, bool):
                 raise ValueError(f"expected true or false, got {value!r}")
             return value

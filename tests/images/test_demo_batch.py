@@ -44,6 +44,7 @@ def demo_run(
             "-m",
             "remote_runner",
             "run",
+            "--no-preflight",
             "--catalog",
             ".",
             "--apis",

@@ -67,6 +67,7 @@ def batch(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-m",
             "remote_runner",
             "run",
+            "--no-preflight",
             "--catalog",
             str(catalog),
             "--results",

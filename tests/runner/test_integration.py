@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 def common(catalog: Path, results: Path, label: str, *extra: str) -> list[str]:
     return [
         "run",
+        "--no-preflight",
         "--catalog",
         str(catalog),
         "--results",
@@ -357,6 +358,7 @@ def test_config_file_batch_is_created_then_resumed_as_the_systemd_unit_does(
                 "max_attempts": 2,
                 "labels": {key: value},
                 "build": False,
+                "preflight": False,
                 "upload": None,
                 "shutdown_when_done": False,
             }

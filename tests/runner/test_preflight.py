@@ -1,0 +1,122 @@
+"""The preflight: a smoke run per API before the first real run; a broken API stops the batch
+(or is left out with skip_broken_apis), its smoke run kept in BATCH/preflight/<api>/."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from remote_runner import preflight
+from remote_runner.plan import RunKey
+from tests.runner.conftest import cli, only_batch
+
+SERIES = "epoch,line_covered,line_missed,branch_covered,branch_missed,method_covered,method_missed\n"
+
+
+def fake_smoke(good: set[str]):  # type: ignore[no-untyped-def]
+    """Writes what a real smoke run leaves: traffic.sqlite, coverage/series.csv, logs/api.log."""
+
+    def smoke(key: RunKey, folder: Path) -> SimpleNamespace:
+        (folder / "coverage").mkdir(parents=True)
+        (folder / "logs").mkdir()
+        with sqlite3.connect(folder / "traffic.sqlite") as conn:
+            conn.execute("CREATE TABLE requests (id INTEGER)")
+            if key.api in good:
+                conn.execute("INSERT INTO requests VALUES (1)")
+        row = "1.0,3,40,0,0,1,5\n" if key.api in good else "1.0,0,0,0,0,0,0\n"
+        (folder / "coverage" / "series.csv").write_text(SERIES + row)
+        (folder / "logs" / "api.log").write_text(f"start\n{key.api}: last words\n")
+        return SimpleNamespace(status="succeeded", reason=None)
+
+    return smoke
+
+
+def test_judge_names_every_missing_piece() -> None:
+    ok = preflight.Evidence("succeeded", None, 3, 120, "")
+    assert preflight.judge(ok) is None
+    bad = preflight.Evidence("failed", "api not ready after 3 s", None, 0, "")
+    why = preflight.judge(bad)
+    assert why is not None
+    assert "not ready" in why and "no traffic database" in why and "non-zero class count" in why
+    assert "no request recorded" in str(preflight.judge(preflight.Evidence("succeeded", None, 0, 5, "")))
+
+
+def test_check_reads_each_smoke_run_and_tables_the_broken(tmp_path: Path) -> None:
+    verdicts = preflight.check(["good", "bad"], "t", tmp_path, fake_smoke({"good"}), threading.Event())
+    assert [(v.api, v.ok) for v in verdicts] == [("good", True), ("bad", False)]
+    assert (tmp_path / "preflight" / "bad" / "traffic.sqlite").is_file()
+    text = preflight.table(verdicts)
+    assert text.startswith("preflight: 1 of 2 APIs broken")
+    assert "bad: last words" in text and "no request recorded" in text and "good  " not in text
+
+
+def test_gate_stops_or_skips_the_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from remote_runner import experiment
+
+    def run(spec, _docker, _stop):  # type: ignore[no-untyped-def]
+        assert spec.budget_seconds == 2 and spec.run_dir == tmp_path / "preflight" / spec.key.api
+        return fake_smoke({"good"})(spec.key, spec.run_dir)
+
+    monkeypatch.setattr(experiment, "run", run)
+    catalog = SimpleNamespace(apis={"good": object(), "bad": object()}, tools={"t": object()})
+    base = dict(
+        preflight_seconds=2.0,
+        cpus_per_container=0.5,
+        memory_bytes=1 << 28,
+        stop_grace_seconds=2.0,
+        coverage_interval=5.0,
+        models_dir=tmp_path,
+        labels=(),
+    )
+    args = (catalog, ("good", "bad"), ("t",), tmp_path, None, {"good": tmp_path, "bad": tmp_path})
+    stopping = SimpleNamespace(**base, skip_broken_apis=False)
+    assert preflight.gate(stopping, *args, threading.Event()) is None
+    assert "bad" in (tmp_path / "preflight" / "report.txt").read_text()
+    for folder in (tmp_path / "preflight").iterdir():
+        if folder.is_dir():
+            for f in sorted(folder.rglob("*"), reverse=True):
+                f.unlink() if f.is_file() else f.rmdir()
+            folder.rmdir()
+    skipping = SimpleNamespace(**base, skip_broken_apis=True)
+    assert preflight.gate(skipping, *args, threading.Event()) == ("good",)
+
+
+@pytest.mark.docker
+def test_a_batch_whose_api_never_gets_ready_stops_before_any_real_run(fixture_images, tmp_path, test_label):
+    results = tmp_path / "results"
+    res = cli(
+        "run",
+        "--catalog",
+        str(fixture_images),
+        "--results",
+        str(results),
+        "--min-free-cpus",
+        "0",
+        "--label",
+        test_label,
+        "--no-build",
+        "--apis",
+        "fx-never-ready",
+        "--tools",
+        "fx-good",
+        "--budget",
+        "60",
+        "--preflight-seconds",
+        "2",
+        "--cpus-per-container",
+        "0.25",
+        "--memory-per-container",
+        "96m",
+        timeout=120,
+    )
+    assert res.returncode == preflight.EXIT_BROKEN, res.stderr[-3000:]
+    assert "preflight: 1 of 1 APIs broken" in res.stderr
+    assert "fx-never-ready" in res.stderr and "not ready after 3 s" in res.stderr
+    batch = only_batch(results)
+    assert (batch / "preflight" / "fx-never-ready" / "metadata.json").is_file()
+    assert not (batch / "fx-never-ready").exists(), "a real run started"
+    assert not (batch / "plan.json").exists()
