@@ -86,7 +86,7 @@ def _program(argv: object) -> str | None:
     return None
 
 
-def check(env: dict, run=_run, which=shutil.which, version=sys.version_info) -> list:  # noqa: ANN001
+def check(env: dict, run=_run, which=shutil.which, version=sys.version_info) -> list:
     """Every problem of the image, as sentences that say what to fix (empty: all good)."""
     problems: list = []
     spec = _json(env, "SELFCHECK", "{}", dict, problems)
@@ -152,16 +152,20 @@ def check(env: dict, run=_run, which=shutil.which, version=sys.version_info) -> 
             problems.append("every SIDECARS entry must be a JSON object")
             continue
         name = car.get("name", "sidecar")
-        commands = [car.get("argv")] + list(car.get("init", [])) + list(car.get("after_start", []))
+        commands = [car.get("argv"), *list(car.get("init", [])), *list(car.get("after_start", []))]
         for argv in commands:
             program = _program(argv)
             if program is None:
                 problems.append(f"sidecar {name}: a command is not a JSON array of strings")
             elif which(program) is None and not (program.startswith("/") and os.access(program, os.X_OK)):
                 problems.append(f"sidecar {name}: {program} is not in the image (not on PATH)")
-            elif program in ("sh", "bash") and len(argv) > 1 and argv[1].startswith("/"):
-                if not os.path.isfile(argv[1]):
-                    problems.append(f"sidecar {name}: the script {argv[1]} is missing")
+            elif (
+                program in ("sh", "bash")
+                and len(argv) > 1
+                and argv[1].startswith("/")
+                and not os.path.isfile(argv[1])
+            ):
+                problems.append(f"sidecar {name}: the script {argv[1]} is missing")
     for want in spec.get("config", []):  # type: ignore[union-attr]
         pattern, text = want.get("glob", ""), want.get("contains", "")
         files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))

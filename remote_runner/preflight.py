@@ -112,7 +112,9 @@ def table(verdicts: Sequence[Verdict]) -> str:
 SmokeRun = Callable[[RunKey, Path], Any]  # (key, run folder) -> experiment.Outcome
 
 
-def check(apis: Sequence[str], tool: str, batch_dir: Path, smoke: SmokeRun, stop: threading.Event) -> list[Verdict]:
+def check(
+    apis: Sequence[str], tool: str, batch_dir: Path, smoke: SmokeRun, stop: threading.Event
+) -> list[Verdict]:
     """One smoke run per API, one after the other (each is short; they must not compete for the
     CPUs the real runs will measure). ``smoke`` runs the experiment into the folder it is given."""
     verdicts: list[Verdict] = []
