@@ -57,7 +57,11 @@ def infrastructure(docker_engine: str) -> str:
 
 
 def build_api(api: str) -> tuple[bool, str]:
-    res = execute(["docker", "build", "-t", f"llamaresttest/api-{api}", f"apis/{api}"], cwd=ROOT, timeout=300)
+    res = execute(
+        ["docker", "build", "--no-cache", "-t", f"llamaresttest/api-{api}", f"apis/{api}"],
+        cwd=ROOT,
+        timeout=300,
+    )
     return res.ok, res.output
 
 
@@ -68,6 +72,67 @@ def test_a_complete_standin_passes_the_self_check(infrastructure: str, tmp_path:
     assert "self-check of the ncs image: everything the recording layer needs is there" in output
     res = execute(["docker", "run", "--rm", "--entrypoint", "ls", "llamaresttest/api-ncs", "/specifications"])
     assert sorted(res.output.split()) == ["ncs-openapi.json", "ncs.yaml"]
+    smoke_run_of_the_built_image("ncs", tmp_path / "smoke")
+
+
+def smoke_run_of_the_built_image(api: str, results: Path) -> None:
+    """The built image runs like on the VM (supervisor, proxy, agent, sampler) and passes the
+    preflight's checks: a request recorded through the proxy, a coverage sample with classes."""
+    import time
+    import urllib.request
+
+    from remote_runner import preflight
+
+    results.mkdir()
+    name, net = f"i9-standin-{api}", f"i9-standin-{api}-net"
+    execute(["docker", "rm", "-f", name])
+    execute(["docker", "network", "rm", net])
+    assert execute(["docker", "network", "create", net]).ok
+    try:
+        run = execute(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                net,
+                "--cpus",
+                "0.5",
+                "--memory",
+                "512m",
+                "-e",
+                "COVERAGE_INTERVAL=1",
+                "-v",
+                f"{results}:/results",
+                f"llamaresttest/api-{api}",
+            ]
+        )
+        assert run.ok, run.tail()
+        ip = execute(
+            ["docker", "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{net}").IPAddress}}}}', name]
+        )
+        url = f"http://{ip.output.strip()}:9090/api/triangle/3/4/5"
+        answered = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not answered:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    answered = resp.status == 200
+            except OSError:
+                time.sleep(0.5)
+        assert answered, execute(["docker", "logs", name]).tail(30)
+        time.sleep(3)  # a coverage sample or two
+        assert execute(["docker", "stop", "-t", "10", name]).ok
+        (results / "logs").mkdir()
+        (results / "logs" / "api.log").write_text(execute(["docker", "logs", name]).output)
+        evidence = preflight.read_evidence(results, "succeeded", None)
+        assert preflight.judge(evidence) is None, (evidence, evidence.log_tail)
+        assert evidence.requests is not None and evidence.requests >= 1
+    finally:
+        execute(["docker", "rm", "-f", name])
+        execute(["docker", "network", "rm", net])
 
 
 def test_an_incomplete_standin_fails_the_build_naming_everything_missing(
