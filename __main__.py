@@ -109,6 +109,13 @@ def gcp_stack(cfg: StackConfig) -> None:
             batch_keeper=vm.instance.instance_id,
             ssh_command=ssh_command,
             project_root=PROJECT_ROOT,
+            # Delete asks the Compute API about this instance (gone? stopped? its address now?).
+            gcp_project=cfg.gcp_project,
+            zone=cfg.zone,
+            instance=vm.instance.name,
+            instance_id=vm.instance.instance_id,
+            # Destroy deletes none of these before the final upload ran: SSH in, grants to write.
+            needs=[vm.instance, *network.resources, *access.grants],
         ),
         opts=pulumi.ResourceOptions(depends_on=[vm]),
     )
