@@ -24,6 +24,7 @@ from tests.pulumi.harness import (
     ROOT,
     STATIC_IP,
     ProgramRun,
+    Registered,
     run_program,
 )
 
@@ -362,6 +363,20 @@ def test_dev_stack_deploys_the_runner_over_ssh(project_dir: Path, _bundles_in_tm
     assert sha256_file(bundle) == inputs["bundle_hash"]
     # Only the deployment's own key input is secret; the startup script (host private key) too.
     assert "metadata" in run.one(INSTANCE).secret_inputs
+    # Delete asks the Compute API about this very instance.
+    assert (inputs["gcp_project"], inputs["zone"]) == (GCP_PROJECT, "us-central1-a")
+    assert (inputs["instance"], inputs["instance_id"]) == (run.one(INSTANCE).inputs["name"], INSTANCE_ID)
+    # `pulumi destroy` deletes in reverse dependency order: everything the final upload needs (the VM,
+    # SSH's firewall rule, the bucket grants) is a direct dependency of the deployment.
+    needs = run.dependencies[deployment.name]
+    for resource in (run.one(INSTANCE), run.one(FIREWALL), *run.of_type(IAM_MEMBER)):
+        assert resource.name in needs, (resource.name, needs)
+    assert len(run.of_type(IAM_MEMBER)) == 2  # models reader and results writer
+
+
+def test_with_a_static_ip_the_deployment_depends_on_the_address(project_dir: Path, _bundles_in_tmp: Path) -> None:
+    run = run_program(project_dir, base_config(staticIp=True))
+    assert run.one(ADDRESS).name in run.dependencies[run.one(DEPLOYMENT).name]
 
 
 def dev_stack_default_apis() -> tuple[str, ...]:
@@ -397,10 +412,16 @@ def local_stack_config(**overrides: object) -> dict[str, object]:
 
 
 def container_settings(run: ProgramRun) -> dict[str, Any]:
-    env = dict(e.split("=", 1) for e in run.one(CONTAINER).inputs["envs"])
+    env = dict(e.split("=", 1) for e in runner_container(run).inputs["envs"])
     settings = json.loads(env[SETTINGS_ENV])
     assert isinstance(settings, dict)
     return settings
+
+
+def runner_container(run: ProgramRun) -> Registered:
+    found = [r for r in run.of_type(CONTAINER) if not r.name.endswith("-metadata-guard")]
+    assert len(found) == 1, [r.name for r in run.of_type(CONTAINER)]
+    return found[0]
 
 
 def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path: Path) -> None:
@@ -408,8 +429,16 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
     run = run_program(project_dir, local_stack_config(localResultsDir=str(results)), stack="local")
 
     types = sorted(r.type for r in run.resources if r.custom)
-    assert types == sorted([BATCH_NAME, CONTAINER, IMAGE])
+    assert types == sorted([BATCH_NAME, CONTAINER, CONTAINER, IMAGE])
     assert not [r for r in run.resources if r.type.startswith(("gcp:", "tls:"))]
+    # Before the runner, a one-shot container in the host's network namespace keeps experiment
+    # containers off the metadata server (remote_runner/metadata_guard.py).
+    guard = next(r for r in run.of_type(CONTAINER) if r.name.endswith("-metadata-guard")).inputs
+    assert guard["networkMode"] == "host"
+    assert guard["capabilities"]["adds"] == ["NET_ADMIN", "NET_RAW"]
+    assert guard["entrypoints"][-2:] == ["-m", "remote_runner.metadata_guard"]
+    assert (guard["attach"], guard["mustRun"]) == (True, False)
+    assert "local-metadata-guard" in run.dependencies["local-container"]
     assert results.is_dir()  # created for the container's bind mount
 
     settings = container_settings(run)
@@ -426,7 +455,7 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
         "min_free_cpus": 0,
         "shutdown_when_done": False,
     }  # no models_dir (none given), no upload (not asked for), never a shutdown
-    container = run.one(CONTAINER).inputs
+    container = runner_container(run).inputs
     assert (container["start"], container["mustRun"]) == (True, True)  # autoStart in Pulumi.local.yaml
     assert {m["source"] for m in container["mounts"]} == {
         "/var/run/docker.sock",
@@ -456,7 +485,7 @@ def test_local_stack_results_default_to_the_project_and_models_are_mounted(
     settings = container_settings(run)
     assert settings["results"] == str(project_dir.resolve() / "results") == run.outputs["resultsDir"]
     assert settings["models_dir"] == str(models)
-    container = run.one(CONTAINER).inputs
+    container = runner_container(run).inputs
     assert (str(models), True) in {(m["source"], m.get("readOnly", False)) for m in container["mounts"]}
     assert (container["start"], container["mustRun"]) == (False, False)
 
@@ -483,12 +512,12 @@ def test_local_stack_uploads_only_when_asked_explicitly(
     )
     assert container_settings(asked)["upload"] == {"bucket": "lab-results", "path": "llamaresttest-results"}
     # The runner in the container uploads with the operator's credentials, mounted read-only.
-    container = asked.one(CONTAINER).inputs
+    container = runner_container(asked).inputs
     assert (str(credentials), "/run/secrets/gcp-credentials.json", True) in {
         (m["source"], m["target"], m.get("readOnly", False)) for m in container["mounts"]
     }
     assert "GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-credentials.json" in container["envs"]
-    assert not any("gcp-credentials" in m["target"] for m in quiet.one(CONTAINER).inputs["mounts"])
+    assert not any("gcp-credentials" in m["target"] for m in runner_container(quiet).inputs["mounts"])
     assert not [r for r in asked.resources if r.type.startswith(("gcp:", "tls:"))]
 
 
@@ -536,4 +565,4 @@ def test_local_stack_warns_when_this_machine_fits_no_experiment(
     assert run.outputs["experimentSlots"] == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("cannot run one experiment with these limits" in w for w in warnings), warnings
-    assert run.one(CONTAINER)  # the container is still declared
+    assert runner_container(run)  # the container is still declared

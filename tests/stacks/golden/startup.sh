@@ -166,6 +166,18 @@ setup_user() {
   fi
 }
 
+# Experiment containers run third-party code on bridge networks whose traffic the host forwards:
+# reject every forwarded packet to the metadata server (the VM's service-account token, the instance
+# metadata). The same rule as remote_runner/metadata_guard.py, which the runner unit also applies.
+METADATA_RULE=(-d 169.254.169.254/32 -m comment --comment "llamaresttest: experiment containers never reach the metadata server" -j REJECT)
+block_metadata_for_containers() {
+  if ! iptables -w 5 -C DOCKER-USER "${METADATA_RULE[@]}" 2>/dev/null; then
+    iptables -w 5 -n -L DOCKER-USER >/dev/null 2>&1 || iptables -w 5 -N DOCKER-USER
+    iptables -w 5 -I DOCKER-USER 1 "${METADATA_RULE[@]}"
+    log "DOCKER-USER rejects containers' traffic to 169.254.169.254"
+  fi
+}
+
 # The docker group exists only once docker.io is installed.
 join_docker_group() {
   usermod -a -G docker "$SSH_USER"
@@ -362,6 +374,9 @@ main() {
 
   step "start docker"
   systemctl enable --now docker
+
+  step "block the metadata server for containers"
+  block_metadata_for_containers
 
   step "add $SSH_USER to the docker group"
   join_docker_group
