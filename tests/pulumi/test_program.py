@@ -374,7 +374,9 @@ def test_dev_stack_deploys_the_runner_over_ssh(project_dir: Path, _bundles_in_tm
     assert len(run.of_type(IAM_MEMBER)) == 2  # models reader and results writer
 
 
-def test_with_a_static_ip_the_deployment_depends_on_the_address(project_dir: Path, _bundles_in_tmp: Path) -> None:
+def test_with_a_static_ip_the_deployment_depends_on_the_address(
+    project_dir: Path, _bundles_in_tmp: Path
+) -> None:
     run = run_program(project_dir, base_config(staticIp=True))
     assert run.one(ADDRESS).name in run.dependencies[run.one(DEPLOYMENT).name]
 

@@ -55,9 +55,10 @@ def metadata_server() -> Iterator[None]:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not execute(
-            ["curl", "-sf", "-m", "1", f"http://{ADDRESS}/"], timeout=5
-        ).ok:
+        while (
+            time.monotonic() < deadline
+            and not execute(["curl", "-sf", "-m", "1", f"http://{ADDRESS}/"], timeout=5).ok
+        ):
             time.sleep(0.1)
         yield
     finally:
@@ -83,7 +84,21 @@ def network() -> Iterator[str]:
 def container_connects(network: str) -> bool:
     probe = f"timeout 5 bash -c 'echo > /dev/tcp/{ADDRESS}/80'"
     res = execute(
-        ["docker", "run", "--rm", "--network", network, "--cpus", "0.5", "--memory", "64m", IMAGE, "bash", "-c", probe],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--cpus",
+            "0.5",
+            "--memory",
+            "64m",
+            IMAGE,
+            "bash",
+            "-c",
+            probe,
+        ],
         timeout=60,
     )
     return res.ok

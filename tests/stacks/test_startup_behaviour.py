@@ -247,10 +247,14 @@ def test_apt_gives_up_on_a_lock_held_too_long_and_never_retries_other_errors(
     apt = _apt_in(tmp_path)
     with open(tmp_path / "apt" / "lists" / "lock", "w") as lock:
         fcntl.lockf(lock, fcntl.LOCK_EX)
-        held = run_sourced(script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=1\napt_retry update -q")
+        held = run_sourced(
+            script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=1\napt_retry update -q"
+        )
     assert held.returncode == 100, held.output
     assert "giving up" in held.output
-    other = run_sourced(script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\napt_retry install -y no-such-package-x")
+    other = run_sourced(
+        script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\napt_retry install -y no-such-package-x"
+    )
     assert other.returncode == 100, other.output
     assert "retrying" not in other.output
 
