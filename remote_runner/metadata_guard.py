@@ -45,9 +45,7 @@ class GuardResult:
     message: str
 
 
-def ensure(
-    address: str = METADATA_ADDRESS, run: Execute = execute, binary: str = "iptables"
-) -> GuardResult:
+def ensure(address: str = METADATA_ADDRESS, run: Execute = execute, binary: str = "iptables") -> GuardResult:
     """Installs the rule at the top of DOCKER-USER unless it is there (the chain is created when
     Docker has not started yet; Docker adds its jump from FORWARD when it starts)."""
     if run(iptables(["-C"], address, binary), timeout=30).ok:
@@ -55,7 +53,9 @@ def ensure(
     probe = run([binary, "-w", "5", "-n", "-L", CHAIN], timeout=30)
     if not probe.ok:
         if probe.returncode == 127:
-            return GuardResult(False, f"{binary} is not installed; install iptables (Debian: apt-get install iptables)")
+            return GuardResult(
+                False, f"{binary} is not installed; install iptables (Debian: apt-get install iptables)"
+            )
         created = run([binary, "-w", "5", "-N", CHAIN], timeout=30)
         if not created.ok:
             return GuardResult(False, _failure("creating the chain", created))

@@ -90,6 +90,8 @@ class ComputeClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not endpoint.startswith(("https://", "http://")):
+            raise ComputeError(f"the Compute API endpoint must be an http(s) URL, got {endpoint!r}")
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -102,9 +104,10 @@ class ComputeClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         data = b"" if method == "POST" else None
-        req = urllib.request.Request(self.endpoint + path, data=data, method=method, headers=headers)
+        url = self.endpoint + path  # the scheme was checked in __init__
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (https or a test's loopback)
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 return resp.status, _json(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _json(exc.read())
@@ -174,7 +177,7 @@ def google_token(environ: Mapping[str, str]) -> TokenSource:
             else:
                 creds, _ = google.auth.default(scopes=[SCOPE])
             creds.refresh(google.auth.transport.requests.Request())
-        except Exception as exc:  # noqa: BLE001 (any credential problem gets the same advice)
+        except Exception as exc:
             raise ComputeError(
                 f"no Google credentials to ask the Compute API ({type(exc).__name__}: {exc}); run "
                 "`gcloud auth application-default login` (or set GOOGLE_CREDENTIALS) and try again"

@@ -51,7 +51,7 @@ def compute_standin() -> Iterator[ComputeStandin]:
             self.end_headers()
             self.wfile.write(raw)
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             with lock:
                 state.requests.append(("GET", self.path))
                 instance = state.instances.get(self.path)
@@ -77,7 +77,7 @@ def compute_standin() -> Iterator[ComputeStandin]:
                     instance.status = "TERMINATED"
             self._send(200, body)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             with lock:
                 state.requests.append(("POST", self.path))
                 path = self.path.removesuffix("/start")

@@ -52,7 +52,7 @@ def api() -> Iterator[ComputeStandin]:
 def host(api: ComputeStandin) -> Iterator[provider_pb2_grpc.ResourceProviderStub]:
     env = {**os.environ, ENDPOINT_ENV: api.url}
     env.pop(deploy.DELETE_WITHOUT_UPLOAD_ENV, None)
-    proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pulumi.dynamic"],
         cwd=ROOT,
         env=env,
@@ -177,7 +177,7 @@ def test_provider_classes_keep_the_names_existing_stacks_were_pickled_with() -> 
         "    obj = dill.loads(base64.b64decode(blob))\n"
         "    print(name, type(obj).__module__ + '.' + type(obj).__qualname__)\n"
     )
-    res = subprocess.run(  # noqa: S603
+    res = subprocess.run(
         [sys.executable, "-c", script],
         input=json.dumps(blobs),
         cwd=ROOT,
@@ -196,4 +196,4 @@ def test_provider_classes_keep_the_names_existing_stacks_were_pickled_with() -> 
     ):
         raw = base64.b64decode(serialize_provider(provider))
         assert b"stacks.deploy" in raw and name.encode() in raw
-        assert type(dill.loads(raw)).__name__ == name
+        assert type(dill.loads(raw)).__name__ == name  # noqa: S301 (pickled by this test)

@@ -49,7 +49,7 @@ def metadata_server() -> Iterator[None]:
         ):
             run("ip", "netns", "exec", ns, *argv)
         run("ip", "route", "add", f"{ADDRESS}/32", "via", "192.168.254.2")
-        server = subprocess.Popen(  # noqa: S603 (fixed argv)
+        server = subprocess.Popen(
             ["ip", "netns", "exec", ns, "python3", "-m", "http.server", "--bind", ADDRESS, "80"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

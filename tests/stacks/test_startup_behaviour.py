@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -224,7 +225,8 @@ def test_apt_waits_for_a_held_lists_lock_and_goes_on_once_it_is_released(
     fcntl.lockf(lock, fcntl.LOCK_EX)
     probe = tmp_path / "apt-probe.sh"
     probe.write_text(
-        f"source {json.dumps(str(script))}\n{apt}\nAPT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=60\napt_retry update -q\n"
+        f"source {json.dumps(str(script))}\n{apt}\n"
+        "APT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=60\napt_retry update -q\n"
     )
     started = time.monotonic()
     proc = subprocess.Popen(["bash", str(probe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -265,14 +267,14 @@ class _FlakyStorage(BaseHTTPRequestHandler):
 
     content = b""
     md5 = ""
-    log: list[tuple[str, str]] = []  # (path, Range header)
-    tokens: list[str] = []
+    log: ClassVar[list[tuple[str, str]]] = []  # (path, Range header)
+    tokens: ClassVar[list[str]] = []
     served = 0
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         cls = type(self)
         cls.log.append((self.path, self.headers.get("Range", "")))
         cls.tokens.append(self.headers.get("Authorization", ""))
@@ -314,7 +316,7 @@ class _FlakyStorage(BaseHTTPRequestHandler):
 class _CountingMetadata(_MetadataHandler):
     count = 0
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).count += 1
         super().do_GET()
 
