@@ -29,6 +29,7 @@ GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
+PROJECT_NUMBER = "123456789012"
 BATCH = "batch-20260101T000000Z"  # what the BatchName dynamic resource names the batch
 
 
@@ -82,6 +83,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
         elif args.typ.endswith(":BatchName"):
             state["name"] = BATCH
+        elif args.typ == "gcp:compute/resourcePolicy:ResourcePolicy":
+            state["selfLink"] = (
+                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{args.name}"
+            )
         elif args.typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
@@ -94,6 +99,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": PROJECT_NUMBER, "projectId": args.args.get("projectId")}, []
         return {}, None
 
 

@@ -568,3 +568,52 @@ def test_local_stack_warns_when_this_machine_fits_no_experiment(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("cannot run one experiment with these limits" in w for w in warnings), warnings
     assert runner_container(run)  # the container is still declared
+
+
+POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"
+INSTANCE_IAM = "gcp:compute/instanceIAMMember:InstanceIAMMember"
+
+
+def test_spot_with_auto_start_comes_back_by_itself_at_the_same_address_and_key(
+    project_dir: Path, _bundles_in_tmp: Path
+) -> None:
+    """A preempted spot VM is started again by an instance schedule (a no-op while it runs); it is the
+    same instance with the same boot disk, so the host key the startup script installed and the
+    deployment pins is the same, and with spot the address is reserved (staticIp defaults to spot)."""
+    run = run_program(project_dir, base_config(spot=True, autoStart=True))
+    policy = run.one(POLICY).inputs
+    assert policy["region"] == "us-central1"
+    assert policy["instanceSchedulePolicy"] == {
+        "timeZone": "UTC",
+        "vmStartSchedule": {"schedule": "*/15 * * * *"},
+    }
+    assert "vmStopSchedule" not in policy["instanceSchedulePolicy"]
+    vm = run.one(INSTANCE).inputs
+    assert vm["resourcePolicies"] == f"projects/{GCP_PROJECT}/regions/us-central1/resourcePolicies/vm-restart"
+    grant = run.one(INSTANCE_IAM).inputs
+    assert grant["role"] == "roles/compute.instanceAdmin.v1"
+    assert grant["member"] == "serviceAccount:service-123456789012@compute-system.iam.gserviceaccount.com"
+    assert (grant["instanceName"], grant["zone"], grant["project"]) == (
+        vm["name"],
+        "us-central1-a",
+        GCP_PROJECT,
+    )
+    # After a restart the deployment still reaches it: the reserved address and the pinned stack key.
+    assert vm["networkInterfaces"][0]["accessConfigs"] == [{"natIp": STATIC_IP}]
+    deployment = run.one(DEPLOYMENT).inputs
+    assert deployment["host"] == STATIC_IP
+    _, host_public = run.mocks.keys["ssh-keys-host"]
+    assert deployment["host_public_key"] == host_public.strip()
+    assert host_public.strip() in vm["metadata"]["startup-script"]  # installed on the disk each boot
+
+
+def test_no_restart_schedule_without_spot_or_without_auto_start(project_dir: Path) -> None:
+    for config in (base_config(), base_config(spot=True, autoStart=False)):
+        run = run_program(project_dir, config)
+        assert run.of_type(POLICY) == [] and run.of_type(INSTANCE_IAM) == []
+        assert (
+            "resourcePolicies" not in run.one(INSTANCE).inputs
+            or not run.one(INSTANCE).inputs["resourcePolicies"]
+        )
+    assert run.of_type(ADDRESS) != []  # spot: the address is reserved all the same
+    assert run_program(project_dir, base_config(spot=True, staticIp=False)).of_type(ADDRESS) == []

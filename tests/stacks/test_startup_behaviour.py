@@ -255,7 +255,7 @@ def test_apt_gives_up_on_a_lock_held_too_long_and_never_retries_other_errors(
     assert held.returncode == 100, held.output
     assert "giving up" in held.output
     other = run_sourced(
-        script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\napt_retry install -y no-such-package-x"
+        script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\napt_retry -s install no-such-package-x"
     )
     assert other.returncode == 100, other.output
     assert "retrying" not in other.output
