@@ -16,6 +16,8 @@ import pulumi
 from stacks.config import StackConfig, experiment_settings, load_config, resource_name
 
 PROJECT_ROOT = Path(__file__).parent
+# How often the instance schedule tries to start a preempted spot VM (docs/stacks.md).
+SPOT_RESTART_MINUTES = 15
 
 
 def gcp_stack(cfg: StackConfig) -> None:
@@ -28,6 +30,11 @@ def gcp_stack(cfg: StackConfig) -> None:
     from stacks.vm import ExperimentVm, ExperimentVmArgs
 
     prefix = cfg.resource_prefix
+    if cfg.spot and not cfg.auto_start:
+        pulumi.log.warn(
+            "spot without autoStart: a preempted VM is not started again by itself (it would boot "
+            "without running the batch); set llamaresttest:autoStart true for unattended spot batches"
+        )
 
     # --- SSH keys: the operator's client key and the VM's host key, secrets in the stack's state --
     keys = SshKeys("ssh-keys")
@@ -83,6 +90,9 @@ def gcp_stack(cfg: StackConfig) -> None:
             nat_ip=network.address.address if network.address else None,
             # Only the stack's own key opens the VM, not keys added to the whole project.
             extra_metadata={"block-project-ssh-keys": "TRUE"},
+            # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
+            restart_every_minutes=SPOT_RESTART_MINUTES if cfg.spot and cfg.auto_start else 0,
+            project=cfg.gcp_project,
         ),
         opts=pulumi.ResourceOptions(depends_on=[access]),
     )
@@ -109,6 +119,13 @@ def gcp_stack(cfg: StackConfig) -> None:
             batch_keeper=vm.instance.instance_id,
             ssh_command=ssh_command,
             project_root=PROJECT_ROOT,
+            # Delete asks the Compute API about this instance (gone? stopped? its address now?).
+            gcp_project=cfg.gcp_project,
+            zone=cfg.zone,
+            instance=vm.instance.name,
+            instance_id=vm.instance.instance_id,
+            # Destroy deletes none of these before the final upload ran: SSH in, grants to write.
+            needs=[vm.instance, *network.resources, *access.grants],
         ),
         opts=pulumi.ResourceOptions(depends_on=[vm]),
     )

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from remote_runner import clock, journal
+from remote_runner import clock, journal, upload_state
 
 
 def newest_batch(results: Path) -> Path | None:
@@ -31,9 +31,11 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         counts[row.status] += 1
         pair = pairs.setdefault(f"{row.key.tool} x {row.key.api}", dict.fromkeys(journal.STATUSES, 0))
         pair[row.status] += 1
-    return summarize(
+    doc = summarize(
         counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir
     )
+    doc["upload"] = upload_state.read(batch_dir)  # last sync: when, and what is not yet uploaded
+    return doc
 
 
 def summarize(
@@ -80,6 +82,8 @@ def text(doc: dict[str, Any]) -> str:
         f"batch {doc['batch']}: {doc['total']} runs, " + ", ".join(f"{c[s]} {s}" for s in journal.STATUSES),
         f"elapsed {_duration(doc['elapsed_seconds'])}, estimated time left {_duration(doc['eta_seconds'])}",
     ]
+    if "upload" in doc:
+        lines.append(upload_state.line(doc["upload"], clock.now()))
     width = max((len(p) for p in doc["per_pair"]), default=10)
     lines.append(f"{'tool x api':<{width}}  " + "  ".join(f"{s:>11}" for s in journal.STATUSES))
     for pair, pc in sorted(doc["per_pair"].items()):

@@ -34,6 +34,8 @@ from typing import Any
 
 import tenacity
 
+from remote_runner import upload_state
+
 log = logging.getLogger(__name__)
 
 CACHE_NAME = ".upload-cache.json"
@@ -213,6 +215,7 @@ def sync_batch(
     except Exception as exc:  # never break the runner: report and let the next sync catch up
         result.errors.append(f"cannot list gs://{bucket}/{prefix}/: {type(exc).__name__}: {exc}")
         result.pending.extend(rel for rel, _ in files)
+        upload_state.record(batch_dir, result)
         return result
 
     unreachable = False
@@ -242,6 +245,7 @@ def sync_batch(
             unreachable = is_transient(exc)
     cache.save()
     log.info("upload %s", result.describe())
+    upload_state.record(batch_dir, result)  # for `status`: when, and what is not yet uploaded
     return result
 
 

@@ -96,3 +96,8 @@ class VmAccess(pulumi.ComponentResource):
                 opts=child,
             )
         self.register_outputs({"email": self.email})
+
+    @property
+    def grants(self) -> list[pulumi.Resource]:
+        """The bucket grants the VM's final upload (and model downloads) need."""
+        return [self.models_reader, *([self.results_writer] if self.results_writer is not None else [])]

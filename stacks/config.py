@@ -82,7 +82,7 @@ DEFAULTS: Mapping[str, Any] = {
     "spot": False,
     "maxRunHours": 24,
     "network": "default",
-    "staticIp": False,
+    "staticIp": None,  # the value of spot: a spot VM restarts often, and keeps its address
     "modelsBucket": None,
     "modelsPath": "LlamaRestTest",
     "resultsBucket": None,  # the models bucket
@@ -512,7 +512,8 @@ def build_config(
     spot = g.boolean("spot")
     max_run_hours = g.number("maxRunHours", 0, inclusive=True)
     network = g.string("network")
-    static_ip = g.boolean("staticIp")
+    static_ip_set = g.optional_boolean("staticIp")
+    static_ip = spot if static_ip_set is None else static_ip_set
 
     upload_set = raw.get("uploadResults") not in (None, "")
     upload_results = r.boolean("uploadResults")

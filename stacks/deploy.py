@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shlex
 import tarfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,16 @@ from pulumi.runtime.settings import get_engine
 
 from stacks import systemd
 from stacks.bundle import REQUIREMENTS_FILE, Bundle, build_bundle, default_bundle_dir, sha256_file
+from stacks.compute import (
+    DOWN,
+    GOING_DOWN,
+    RUNNING,
+    STARTING,
+    ComputeClient,
+    ComputeError,
+    InstanceRef,
+    client_from_env,
+)
 from stacks.remote import (
     HostKeyMismatch,
     HostUnreachable,
@@ -65,6 +76,14 @@ PRIVATE_KEY, HOST_KEY = "client_private_key", "host_public_key"
 BUNDLE_HASH, BUNDLE_PATH, EXPERIMENT = "bundle_hash", "bundle_path", "experiment"
 REMOTE_ROOT, STATE_DIR, STARTUP_LOG, UNIT_DIR = "remote_root", "state_dir", "startup_log", "unit_dir"
 AUTO_START, UPLOAD_RESULTS, STARTUP_TIMEOUT = "auto_start", "upload_results", "startup_timeout_seconds"
+# Which Compute Engine instance the host is (empty outside Google Cloud): delete asks the Compute API
+# whether it still exists and runs, instead of taking an SSH time-out for "gone".
+GCP_PROJECT, ZONE, INSTANCE, INSTANCE_ID = "gcp_project", "zone", "instance", "instance_id"
+
+# Set to 1 (in the shell that runs `pulumi destroy`) to delete the deployment without the final
+# upload: the operator accepts losing results that are only on the VM. Read by delete at run time,
+# because `pulumi destroy` does not run the program and delete sees only the stored state.
+DELETE_WITHOUT_UPLOAD_ENV = "LLAMARESTTEST_DESTROY_WITHOUT_UPLOAD"
 
 # What a change of which means something must happen on the VM. The bundle's local path is left out
 # on purpose: the same content at another path is the same release.
@@ -82,8 +101,14 @@ COMPARED = (
     UNIT_DIR,
     AUTO_START,
     UPLOAD_RESULTS,
+    GCP_PROJECT,
+    ZONE,
+    INSTANCE,
+    INSTANCE_ID,
 )
-# Another machine: deploy there first, then drain the old one (Pulumi's create-before-delete).
+# Another machine: deploy there first, then drain the old one (Pulumi's create-before-delete). With an
+# instance id, another machine is another id; a new address of the same instance (an ephemeral IP
+# after a stop) is an update, never a replacement (the drain would stop the runner just deployed).
 REPLACING = (HOST,)
 
 
@@ -140,6 +165,39 @@ def validate(props: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def changed_keys(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
     return [key for key in COMPARED if olds.get(key) != news.get(key)]
+
+
+def replaced_keys(olds: Mapping[str, Any], news: Mapping[str, Any]) -> list[str]:
+    """What makes the change another machine: the instance id where both sides know it, else the host."""
+    old_id, new_id = olds.get(INSTANCE_ID), news.get(INSTANCE_ID)
+    if old_id and new_id:
+        return [INSTANCE_ID] if old_id != new_id else []
+    return [key for key in REPLACING if olds.get(key) != news.get(key)]
+
+
+def keep_host_of_stopped_vm(olds: Mapping[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """A stopped VM has no external address, and ``pulumi refresh`` then stores ``""`` for it: the same
+    instance keeps the deployment's last host instead (an empty host would mean a replacement whose
+    create fails, and a delete that connects to localhost)."""
+    same_instance = not news.get(INSTANCE_ID) or olds.get(INSTANCE_ID) == news.get(INSTANCE_ID)
+    if news.get(HOST) == "" and olds.get(HOST) and same_instance:
+        return {**news, HOST: olds[HOST]}
+    return news
+
+
+def instance_ref(props: Mapping[str, Any]) -> InstanceRef | None:
+    values = [str(props.get(k) or "") for k in (GCP_PROJECT, ZONE, INSTANCE)]
+    return InstanceRef(*values) if all(values) else None
+
+
+def delete_override(environ: Mapping[str, str]) -> bool:
+    return environ.get(DELETE_WITHOUT_UPLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def unusable_host(host: str) -> bool:
+    """No address at all, or a name that means this machine: a delete must never connect there."""
+    name = host.strip().lower().rstrip(".")
+    return not name or name == "localhost" or name.endswith(".localhost")
 
 
 @dataclass(frozen=True)
@@ -265,6 +323,8 @@ def results_dir(paths: Paths, experiment: Mapping[str, Any]) -> str:
 # The runner's sync command, as an operator would type it (BATCH_DIR --bucket B --path P; exit 1 while
 # something is pending).
 UPLOAD_COMMAND = ("-m", "remote_runner", "upload")
+# How much of the final upload's output `pulumi destroy` shows (what was uploaded, what is pending).
+UPLOAD_REPORT_LINES = 40
 
 
 def final_upload_script(paths: Paths, experiment: Mapping[str, Any]) -> str | None:
@@ -331,6 +391,8 @@ class Timing:
         default_factory=lambda: RetryPolicy(timeout_seconds=90, max_wait=10)
     )
     poll_seconds: float = 10.0
+    # A stopped VM started for the final upload: how long it may take to be RUNNING again.
+    start_timeout: float = 600.0
     # First contact of a create/update only: how long a host-key mismatch counts as "still booting",
     # and the pause between tries. 0: a mismatch fails at once there too.
     host_key_grace: float = DEFAULT_HOST_KEY_GRACE
@@ -341,20 +403,37 @@ class Timing:
 
 
 class DeployProvider(pulumi.dynamic.ResourceProvider):
-    def __init__(self, timing: Timing | None = None) -> None:
+    def __init__(
+        self,
+        timing: Timing | None = None,
+        compute: ComputeClient | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.timing = timing or Timing()
+        # None: read at the time of the operation, in the provider's own process (its environment is
+        # the one `pulumi destroy` was started with).
+        self.compute = compute
+        self.environ = environ
+
+    def _environ(self) -> Mapping[str, str]:
+        return os.environ if self.environ is None else self.environ
+
+    def _compute(self) -> ComputeClient:
+        return self.compute or client_from_env(self._environ())
 
     # -- pure ---------------------------------------------------------------------------------------
-    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
-        failures = [pulumi.dynamic.CheckFailure(key, reason) for key, reason in validate(news)]
-        return pulumi.dynamic.CheckResult(news, failures)
+    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.CheckResult:
+        inputs = keep_host_of_stopped_vm(olds or {}, news)
+        failures = [pulumi.dynamic.CheckFailure(key, reason) for key, reason in validate(inputs)]
+        return pulumi.dynamic.CheckResult(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
+        news = keep_host_of_stopped_vm(olds, news)
         changed = changed_keys(olds, news)
         return pulumi.dynamic.DiffResult(
             changes=bool(changed),
-            replaces=[key for key in changed if key in REPLACING],
+            replaces=replaced_keys(olds, news) if changed else [],
             delete_before_replace=False,
         )
 
@@ -367,13 +446,41 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
         return pulumi.dynamic.UpdateResult(self._deploy(news))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
-        target, paths = target_of(props), Paths.of(props)
+        """Stops the runner and runs the final upload; succeeds only when that upload succeeded, the
+        Compute API says the VM is gone, or the operator set ``LLAMARESTTEST_DESTROY_WITHOUT_UPLOAD``.
+
+        A VM that is down (spot preemption, maxRunHours, shutdownWhenDone) is started for the upload,
+        and the address to connect to is the one the Compute API reports now (an ephemeral address
+        changes across a stop). "Unreachable" is an error that says what to do, never "gone".
+        """
+        override = delete_override(self._environ())
+        paths = Paths.of(props)
+        host = str(props.get(HOST) or "")
+        ref = instance_ref(props)
+        connect_policy = self.timing.connect_on_delete
+        if ref is not None:
+            current = self._instance_for_delete(ref, override)
+            if current is None:
+                return
+            host, started = current
+            if started:
+                connect_policy = self.timing.connect
+        if unusable_host(host):
+            raise DeployError(
+                f"the deployment has no usable address ({host!r}) to reach the VM for its final upload; "
+                "refusing to connect to this machine instead. Start the VM and run `pulumi refresh` and "
+                f"`pulumi destroy` again, or set {DELETE_WITHOUT_UPLOAD_ENV}=1 to delete it without the "
+                "final upload (results not yet uploaded are lost)"
+            )
+        target = replace(target_of(props), host=host)
         progress(f"stopping the runner on {target.label}")
         try:
-            session = connect(target, self.timing.connect_on_delete, progress)
-        except HostUnreachable as exc:
-            progress(f"{exc}; the host is gone, so there is nothing left to stop")
-            return
+            session = connect(target, connect_policy, progress)
+        except (HostUnreachable, HostKeyMismatch) as exc:
+            if override:
+                progress(f"{exc}; {DELETE_WITHOUT_UPLOAD_ENV} is set: deleting without the final upload")
+                return
+            raise DeployError(self._unreachable_message(target, ref, exc)) from exc
         with session:
             res = session.run(
                 as_root(stop_script(paths), target.user), timeout=systemd.DEFAULT_TIMEOUT_STOP_SEC + 60
@@ -390,9 +497,78 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
             upload = final_upload_script(paths, props.get(EXPERIMENT) or {})
             if props.get(UPLOAD_RESULTS) and upload is not None:
                 progress("final upload of the results")
-                out = self._run_root(session, upload, "the final results upload (VM kept; run destroy again)")
-                progress(out.strip().splitlines()[-1] if out.strip() else "final upload done")
+                res = session.run(as_root(upload, target.user), timeout=self.timing.command_timeout)
+                for line in res.output.strip().splitlines()[-UPLOAD_REPORT_LINES:]:
+                    progress(f"final upload: {line}")
+                if not res.ok:
+                    reason = "timed out" if res.timed_out else f"exit code {res.returncode}"
+                    if not override:
+                        raise DeployError(
+                            f"the final results upload failed on {target.label} ({reason}); the VM is "
+                            "kept with its results. Fix the cause shown above and run `pulumi destroy` "
+                            f"again, or set {DELETE_WITHOUT_UPLOAD_ENV}=1 to delete it anyway"
+                        )
+                    progress(f"final upload failed ({reason}); {DELETE_WITHOUT_UPLOAD_ENV} is set: deleting")
             progress("runner stopped; releases and results are left on the VM")
+
+    def _instance_for_delete(self, ref: InstanceRef, override: bool) -> tuple[str, bool] | None:
+        """(address to connect to, whether delete started the VM), or None when there is nothing to do."""
+        compute = self._compute()
+        try:
+            state = compute.get(ref)
+            if state is not None and state.status in GOING_DOWN:
+                progress(f"instance {ref.label} is {state.status}; waiting for it to stop")
+                state = compute.wait_while(ref, GOING_DOWN, self.timing.start_timeout)
+            if state is None:
+                progress(f"the Compute API says instance {ref.label} does not exist: nothing left to upload")
+                return None
+            started = False
+            if state.status in DOWN:
+                if override:
+                    progress(
+                        f"instance {ref.label} is {state.status}; {DELETE_WITHOUT_UPLOAD_ENV} is set: "
+                        "deleting without starting it for a final upload"
+                    )
+                    return None
+                progress(
+                    f"instance {ref.label} is {state.status}: starting it for the final upload of the "
+                    "results on its disk (it is deleted afterwards)"
+                )
+                compute.start(ref)
+                started = True
+                state = compute.wait_while(ref, DOWN | STARTING, self.timing.start_timeout)
+                if state is None:
+                    raise ComputeError(f"{ref.label} disappeared while starting")
+            if state.status in STARTING:
+                state = compute.wait_while(ref, STARTING, self.timing.start_timeout) or state
+            if state.status != RUNNING:
+                raise ComputeError(f"{ref.label} is {state.status}, not RUNNING")
+            progress(f"instance {ref.label} is RUNNING at {state.nat_ip or 'no external address'}")
+            return state.nat_ip, started
+        except ComputeError as exc:
+            raise DeployError(
+                f"{exc}. The VM's results may not all be uploaded, so it is not deleted. Start it with "
+                f"`{ref.gcloud('start')}` and run `pulumi destroy` again, or set "
+                f"{DELETE_WITHOUT_UPLOAD_ENV}=1 to delete it without the final upload"
+            ) from exc
+
+    @staticmethod
+    def _unreachable_message(target: SshTarget, ref: InstanceRef | None, exc: Exception) -> str:
+        if ref is None:
+            where = "the VM may still be there with results not yet uploaded"
+            check = f"Check that port {target.port} of {target.host} is open from this machine"
+        else:
+            where = f"the Compute API says {ref.label} is RUNNING, so SSH is blocked or broken"
+            check = (
+                f"Check that port {target.port} is open from this machine (the stack's firewall rule and "
+                "llamaresttest:sshSourceRanges, which must contain your current address) and that sshd "
+                f"runs (`{ref.gcloud('get-serial-port-output')}`)"
+            )
+        return (
+            f"{exc}: {where}; the deployment is not deleted. {check}, then run `pulumi destroy` again; "
+            f"or set {DELETE_WITHOUT_UPLOAD_ENV}=1 to delete it without the final upload "
+            "(results not yet uploaded are lost)"
+        )
 
     # -- steps ----------------------------------------------------------------------------------------
     def _deploy(self, props: dict[str, Any]) -> dict[str, Any]:
@@ -603,6 +779,17 @@ class DeploymentArgs:
     # The operator's ssh command up to user@host (the stack's sshCommand); statusCommand and
     # logsCommand append the remote command to it. Default: ssh -i llamaresttest-key [-p PORT] user@host.
     ssh_command: pulumi.Input[str] | None = None
+    # The Compute Engine instance behind ``host`` (all three, or none outside Google Cloud): delete asks
+    # the Compute API whether it exists and runs, starts it for the final upload, and connects to the
+    # address it has now. ``instance_id`` decides what counts as another machine (a replacement).
+    gcp_project: pulumi.Input[str] | None = None
+    zone: pulumi.Input[str] | None = None
+    instance: pulumi.Input[str] | None = None
+    instance_id: pulumi.Input[str] | None = None
+    # What the deployment needs to reach the VM and upload from it (the VM, its firewall rule and
+    # address, the service account's grants): the deploy resource depends on each directly, so
+    # `pulumi destroy` deletes none of them before the final upload has run.
+    needs: Sequence[pulumi.Resource] = ()
     port: int = 22
     auto_start: bool = False
     upload_results: bool = True
@@ -658,8 +845,14 @@ class Deployment(pulumi.ComponentResource):
             AUTO_START: args.auto_start,
             UPLOAD_RESULTS: args.upload_results,
             STARTUP_TIMEOUT: args.startup_timeout_seconds,
+            GCP_PROJECT: args.gcp_project or "",
+            ZONE: args.zone or "",
+            INSTANCE: args.instance or "",
+            INSTANCE_ID: args.instance_id or "",
         }
-        self.resource = DeploymentResource(name, props, pulumi.ResourceOptions(parent=self))
+        self.resource = DeploymentResource(
+            name, props, pulumi.ResourceOptions(parent=self, depends_on=list(args.needs))
+        )
         self.bundle_hash: pulumi.Output[str] = self.resource.bundle_hash
         self.release_dir: pulumi.Output[str] = self.resource.release_dir
         ssh: pulumi.Output[str] = (

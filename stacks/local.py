@@ -138,6 +138,24 @@ class LocalRunner(pulumi.ComponentResource):
             skip_push=True,  # a local image: nothing goes to a registry
             opts=child,
         )
+        # Before the runner: a one-shot container in the host's network namespace (NET_ADMIN) installs
+        # the DOCKER-USER rule that keeps experiment containers off 169.254.169.254 (a workstation on
+        # Google Cloud has a metadata server too); remote_runner/metadata_guard.py. The image's
+        # docker.io package brings iptables. It exits once done; `attach` makes Pulumi wait for it.
+        self.metadata_guard = docker.Container(
+            f"{name}-metadata-guard",
+            name=f"{args.container_name}-metadata-guard",
+            image=self.image.image_name,
+            entrypoints=systemd.guard_command(),  # not the entrypoint: it needs no settings
+            working_dir=str(args.project_root.resolve()),
+            network_mode="host",
+            capabilities=docker.ContainerCapabilitiesArgs(adds=["NET_ADMIN", "NET_RAW"]),
+            mounts=[bind(args.project_root.resolve(), read_only=True)],
+            attach=True,
+            must_run=False,
+            rm=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+        )
         self.container = docker.Container(
             f"{name}-container",
             name=args.container_name,
@@ -158,7 +176,7 @@ class LocalRunner(pulumi.ComponentResource):
             stop_signal="SIGTERM",
             stop_timeout=args.stop_timeout_seconds,
             destroy_grace_seconds=args.stop_timeout_seconds + 30,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.image, self.metadata_guard]),
         )
         self.container_name = self.container.name
         self.status_command = pulumi.Output.from_input(

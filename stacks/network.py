@@ -101,3 +101,8 @@ class SshAccess(pulumi.ComponentResource):
             else None
         )
         self.register_outputs({"targetTag": self.target_tag})
+
+    @property
+    def resources(self) -> list[pulumi.Resource]:
+        """What SSH to the VM depends on: the rule and, when reserved, the address."""
+        return [self.firewall, *([self.address] if self.address is not None else [])]

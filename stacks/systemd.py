@@ -35,6 +35,11 @@ def runner_command(remote_root: str = DEFAULT_REMOTE_ROOT) -> list[str]:
     return [venv_python(remote_root), "-m", "remote_runner", "run", "--config", config_path(remote_root)]
 
 
+def guard_command(remote_root: str = DEFAULT_REMOTE_ROOT) -> list[str]:
+    """Installs the rule keeping experiment containers off the metadata server (ExecStartPre)."""
+    return [venv_python(remote_root), "-m", "remote_runner.metadata_guard"]
+
+
 def render_unit(
     remote_root: str = DEFAULT_REMOTE_ROOT, timeout_stop_sec: int = DEFAULT_TIMEOUT_STOP_SEC
 ) -> str:
@@ -45,6 +50,7 @@ def render_unit(
     return Template(_TEMPLATE.read_text()).substitute(
         remote_root=remote_root,
         exec_start=shlex.join(runner_command(remote_root)),
+        guard_start=shlex.join(guard_command(remote_root)),
         timeout_stop_sec=str(timeout_stop_sec),
     )
 

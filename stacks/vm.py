@@ -61,6 +61,27 @@ class ExperimentVmArgs:
     startup_script: pulumi.Input[str]
     nat_ip: pulumi.Input[str] | None = None
     extra_metadata: Mapping[str, str] = field(default_factory=dict)
+    # Spot recovery (docs/stacks.md, "Spot without a babysitter"): > 0 attaches an instance schedule
+    # that starts the VM every so many minutes (a no-op while it runs), so a preempted VM comes back
+    # by itself when capacity returns; ``project`` is needed to grant the schedule's service agent.
+    restart_every_minutes: int = 0
+    project: str = ""
+
+
+RESTART_ROLE = "roles/compute.instanceAdmin.v1"
+
+
+def restart_schedule(minutes: int) -> str:
+    """The cron expression of the start schedule (UTC)."""
+    if not 15 <= minutes <= 59:
+        raise ValueError(f"a restart interval must be 15 to 59 minutes, got {minutes}")
+    return f"*/{minutes} * * * *"
+
+
+def schedule_agent(project_number: str) -> str:
+    """Instance schedules act as the project's Compute Engine Service Agent, which needs permission to
+    start the instance (cloud.google.com/compute/docs/instances/schedule-instance-start-stop)."""
+    return f"serviceAccount:service-{project_number}@compute-system.iam.gserviceaccount.com"
 
 
 class ExperimentVm(pulumi.ComponentResource):
@@ -71,6 +92,21 @@ class ExperimentVm(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ExperimentVmArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llamaresttest:stacks:ExperimentVm", name, None, opts)
+        self.restart_policy: gcp.compute.ResourcePolicy | None = None
+        self.restart_grant: gcp.compute.InstanceIAMMember | None = None
+        if args.restart_every_minutes > 0:
+            self.restart_policy = gcp.compute.ResourcePolicy(
+                f"{name}-restart",
+                region=args.zone.rsplit("-", 1)[0],
+                description="Starts the llamaresttest spot VM again after a preemption (no-op while it runs)",
+                instance_schedule_policy=gcp.compute.ResourcePolicyInstanceSchedulePolicyArgs(
+                    time_zone="UTC",
+                    vm_start_schedule=gcp.compute.ResourcePolicyInstanceSchedulePolicyVmStartScheduleArgs(
+                        schedule=restart_schedule(args.restart_every_minutes)
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         metadata: dict[str, pulumi.Input[str]] = {
             **args.extra_metadata,
             "startup-script": pulumi.Output.secret(args.startup_script),
@@ -102,6 +138,7 @@ class ExperimentVm(pulumi.ComponentResource):
                 enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
             ),
             metadata=metadata,
+            resource_policies=self.restart_policy.self_link if self.restart_policy is not None else None,
             tags=list(args.network_tags),
             labels=dict(args.labels),
             # A new machine type or service account only needs a stop/start, not a new VM.
@@ -110,6 +147,17 @@ class ExperimentVm(pulumi.ComponentResource):
             # The explicit name is taken until the old VM is gone.
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
+        if self.restart_policy is not None:
+            number = gcp.organizations.get_project_output(project_id=args.project).number
+            self.restart_grant = gcp.compute.InstanceIAMMember(
+                f"{name}-restart-agent",
+                project=args.project,
+                zone=args.zone,
+                instance_name=self.instance.name,
+                role=RESTART_ROLE,
+                member=number.apply(lambda n: schedule_agent(str(n))),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         self.external_ip = self.instance.network_interfaces.apply(_external_ip)
         self.register_outputs({"externalIp": self.external_ip})
 

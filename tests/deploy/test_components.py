@@ -100,8 +100,15 @@ def test_local_runner_registers_only_docker_resources(tmp_path: Path) -> None:
 
     mocks, outputs = run(program)
     custom = [r for r in mocks.resources if r.custom]
-    assert sorted(r.type for r in custom) == ["docker:index/container:Container", "docker:index/image:Image"]
+    # the runner's container and, before it, the one-shot metadata guard (remote_runner/metadata_guard.py)
+    assert sorted(r.type for r in custom) == ["docker:index/container:Container"] * 2 + [
+        "docker:index/image:Image"
+    ]
     assert not [r for r in mocks.resources if r.type.startswith("gcp:")]
+    guard = next(r for r in custom if r.name == "local-metadata-guard").inputs
+    assert guard["entrypoints"] == systemd.guard_command()
+    assert guard["networkMode"] == "host" and guard["capabilities"]["adds"] == ["NET_ADMIN", "NET_RAW"]
+    assert [(m["source"], m.get("readOnly", False)) for m in guard["mounts"]] == [(str(project), True)]
 
     image = next(r for r in custom if r.type == "docker:index/image:Image")
     assert image.inputs["skipPush"] is True
@@ -110,7 +117,7 @@ def test_local_runner_registers_only_docker_resources(tmp_path: Path) -> None:
     reqs = image.inputs["build"]["args"]["RUNNER_REQUIREMENTS"].split()
     assert any(r.startswith("psutil") for r in reqs) and not any(r.startswith("pulumi") for r in reqs)
 
-    container = next(r for r in custom if r.type == "docker:index/container:Container")
+    container = next(r for r in custom if r.name == "local-container")
     inputs = container.inputs
     assert inputs["command"] == systemd.runner_command()  # the VM unit's command, word for word
     assert inputs["workingDir"] == str(project)
@@ -145,10 +152,11 @@ def test_local_runner_names_its_batch_once_when_none_is_given(tmp_path: Path) ->
     types = sorted(r.type for r in mocks.resources if r.custom)
     assert types == [
         "docker:index/container:Container",
+        "docker:index/container:Container",
         "docker:index/image:Image",
         "pulumi-python:dynamic/llamaresttest:BatchName",
     ]
-    container = next(r for r in mocks.resources if r.type == "docker:index/container:Container")
+    container = next(r for r in mocks.resources if r.name == "local-container")
     env = dict(e.split("=", 1) for e in container.inputs["envs"])
     assert json.loads(env[local.SETTINGS_ENV])["batch"] == BATCH
     assert "models_dir" in json.loads(env[local.SETTINGS_ENV])  # kept from the settings when not overridden

@@ -22,9 +22,11 @@ import pytest
 
 from stacks import deploy, systemd
 from stacks.bundle import Bundle, build_bundle, experiment_json
+from stacks.compute import ComputeClient, InstanceRef
 from stacks.remote import AuthenticationFailed, HostKeyMismatch
 from tests.services import free_port, gcs_emulator
 
+from .compute_standin import ComputeStandin, compute_standin
 from .conftest import FAST, KeyPair, Vm, running_vm
 
 UNIT = systemd.UNIT_NAME
@@ -180,22 +182,128 @@ def test_delete_stops_the_unit_and_keeps_releases(
     assert (vm.root / "releases" / bundle.sha256).is_dir()
 
 
-def test_delete_of_a_host_that_is_gone_succeeds(
+REF = InstanceRef("research-project-1", "us-central1-a", "llamaresttest-dev")
+GCP = {
+    deploy.GCP_PROJECT: REF.project,
+    deploy.ZONE: REF.zone,
+    deploy.INSTANCE: REF.name,
+    deploy.INSTANCE_ID: "42",
+}
+
+
+def on_gcp(standin: ComputeStandin, environ: dict[str, str] | None = None) -> deploy.DeployProvider:
+    """A provider whose Compute API is the stand-in (no waits)."""
+    client = ComputeClient(standin.url, sleep=lambda _s: None)
+    return deploy.DeployProvider(dataclasses.replace(FAST, start_timeout=5), client, environ or {})
+
+
+def test_delete_of_a_host_that_does_not_answer_fails_with_what_to_do_unless_overridden(
     vm: Vm,
     provider: deploy.DeployProvider,
     project_copy: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """ "Unreachable" is not "gone": without a Compute API answer, the delete fails and says what to do;
+    the operator's explicit override (read from the provider's environment) lets it through."""
     experiment = settings(vm)
     bundle = bundle_for(project_copy, tmp_path, experiment)
     props = vm.props(bundle.path, bundle.sha256, experiment, port=free_port())  # nothing listens there
     caplog.set_level(logging.INFO, logger="stacks")
     started = time.monotonic()
-    provider.delete("id", props)  # no exception
+    with pytest.raises(deploy.DeployError, match="the deployment is not deleted") as info:
+        deploy.DeployProvider(FAST, environ={}).delete("id", props)
     assert time.monotonic() - started < 10
-    assert "the host is gone" in caplog.text
+    assert deploy.DELETE_WITHOUT_UPLOAD_ENV + "=1" in str(info.value)
     assert "retrying" in caplog.text  # connection refused was treated as transient first
+
+    override = {deploy.DELETE_WITHOUT_UPLOAD_ENV: "1"}
+    deploy.DeployProvider(FAST, environ=override).delete("id", props)  # no exception
+    assert "deleting without the final upload" in caplog.text
+
+
+def test_delete_never_connects_to_an_empty_host(vm: Vm, project_copy: Path, tmp_path: Path) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    for host in ("", "localhost"):
+        with pytest.raises(deploy.DeployError, match="no usable address"):
+            deploy.DeployProvider(FAST, environ={}).delete(
+                "id", vm.props(bundle.path, bundle.sha256, experiment, host=host)
+            )
+    assert "Accepted publickey" not in vm.sshd_log.read_text()
+
+
+def test_delete_of_a_vm_the_compute_api_says_is_gone_succeeds_without_ssh(
+    vm: Vm, project_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    caplog.set_level(logging.INFO, logger="stacks")
+    with compute_standin() as api:  # knows no instance: 404
+        on_gcp(api).delete("id", vm.props(bundle.path, bundle.sha256, experiment, **GCP))
+    assert api.requests == [("GET", REF.path)]
+    assert "does not exist" in caplog.text
+    assert "Accepted publickey" not in vm.sshd_log.read_text()
+
+
+def test_delete_starts_a_stopped_vm_for_the_final_upload_and_uses_its_new_address(
+    vm: Vm,
+    provider: deploy.DeployProvider,
+    project_copy: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stopped VM (spot preemption, maxRunHours) has no address; the state holds its old one (here
+    an address nobody answers on). Delete starts it, says so, and reaches it at the address the
+    Compute API reports after the start."""
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    outs = provider.create(vm.props(bundle.path, bundle.sha256, experiment, **GCP)).outs
+    assert outs is not None
+    caplog.set_level(logging.INFO, logger="stacks")
+    with compute_standin() as api:
+        api.add(REF, "TERMINATED")
+        api.address_after_start[REF.path] = "127.0.0.1"
+        stale = {**outs, deploy.HOST: "192.0.2.10"}  # TEST-NET-1: nothing would ever answer
+        on_gcp(api).delete("id", stale)
+    assert ("POST", REF.path + "/start") in api.requests
+    assert "starting it for the final upload" in caplog.text
+    assert "RUNNING at 127.0.0.1" in caplog.text
+    assert f"stop {UNIT}" in vm.standin_calls()
+    assert not (vm.unit_dir / UNIT).exists()
+
+
+def test_delete_of_a_stopped_vm_that_cannot_start_fails_with_the_command_to_run(
+    vm: Vm, project_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(bundle.path, bundle.sha256, experiment, **GCP)
+    caplog.set_level(logging.INFO, logger="stacks")
+    with compute_standin() as api:
+        api.add(REF, "TERMINATED").start_error = 503
+        with pytest.raises(deploy.DeployError, match="not deleted") as info:
+            on_gcp(api).delete("id", props)
+        assert REF.gcloud("start") in str(info.value)
+        assert "ZONE_RESOURCE_POOL_EXHAUSTED" in str(info.value)
+        # With the override the stopped VM is not started at all.
+        requests = len(api.requests)
+        on_gcp(api, {deploy.DELETE_WITHOUT_UPLOAD_ENV: "1"}).delete("id", props)
+        assert api.requests[requests:] == [("GET", REF.path)]
+    assert "Accepted publickey" not in vm.sshd_log.read_text()
+
+
+def test_delete_of_a_running_vm_whose_ssh_is_closed_names_the_firewall(
+    vm: Vm, project_copy: Path, tmp_path: Path
+) -> None:
+    experiment = settings(vm)
+    bundle = bundle_for(project_copy, tmp_path, experiment)
+    props = vm.props(bundle.path, bundle.sha256, experiment, port=free_port(), **GCP)
+    with compute_standin() as api:
+        api.add(REF, "RUNNING", "127.0.0.1")
+        with pytest.raises(deploy.DeployError, match="sshSourceRanges") as info:
+            on_gcp(api).delete("id", props)
+    assert "is RUNNING, so SSH is blocked" in str(info.value)
 
 
 def test_wrong_host_key_is_refused_at_once_without_grace_and_on_delete(
@@ -224,7 +332,7 @@ def test_wrong_host_key_is_refused_at_once_without_grace_and_on_delete(
     # 120 s first-contact grace, which delete does not use.
     assert provider.timing.host_key_grace == deploy.DEFAULT_HOST_KEY_GRACE > 0
     started = time.monotonic()
-    with pytest.raises(HostKeyMismatch):
+    with pytest.raises(deploy.DeployError, match="host key mismatch"):
         provider.delete("id", props)
     assert time.monotonic() - started < 10
     assert "first contact" not in caplog.text

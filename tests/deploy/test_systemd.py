@@ -37,6 +37,10 @@ def test_unit_runs_the_runner_from_the_current_release_after_docker() -> None:
         " --config /opt/llamaresttest/current/experiment.json"
     ]
     assert shlex.split(unit["Service.ExecStart"][0]) == systemd.runner_command()
+    # Before the runner (and so before any experiment container): the metadata server is blocked.
+    assert unit["Service.ExecStartPre"] == [
+        "/opt/llamaresttest/venv/bin/python -m remote_runner.metadata_guard"
+    ]
     assert unit["Service.WorkingDirectory"] == ["/opt/llamaresttest/current"]
     assert unit["Service.Restart"] == ["on-failure"]
     assert unit["Service.KillSignal"] == ["SIGTERM"]

@@ -19,6 +19,7 @@ import pulumi
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pulumi.runtime import rpc, settings
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
 
@@ -28,6 +29,7 @@ GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
+PROJECT_NUMBER = "123456789012"
 BATCH = "batch-20260101T000000Z"  # what the BatchName dynamic resource names the batch
 
 
@@ -81,6 +83,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
         elif args.typ.endswith(":BatchName"):
             state["name"] = BATCH
+        elif args.typ == "gcp:compute/resourcePolicy:ResourcePolicy":
+            state["selfLink"] = (
+                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{args.name}"
+            )
         elif args.typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
@@ -93,6 +99,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": PROJECT_NUMBER, "projectId": args.args.get("projectId")}, []
         return {}, None
 
 
@@ -101,6 +109,8 @@ class ProgramRun:
     mocks: RecordingMocks
     outputs: dict[str, Any] = field(default_factory=dict)
     secret_outputs: set[str] = field(default_factory=set)
+    # resource name -> names of the resources it depends on (as the engine would store them)
+    dependencies: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def resources(self) -> list[Registered]:
@@ -140,10 +150,19 @@ def run_program(project_dir: Path, config: Mapping[str, object], *, stack: str =
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config({k: _config_text(v) for k, v in config.items()}, [])
     run = ProgramRun(mocks)
+    # The mocks' new_resource does not see a registration's dependencies; the monitor's request does.
+    original = MockMonitor.RegisterResource
+
+    def register(monitor: MockMonitor, request: Any) -> Any:
+        run.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        return original(monitor, request)
+
+    MockMonitor.RegisterResource = register  # type: ignore[method-assign]
     try:
         runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
     finally:
         _sync_await(wait_for_rpcs())
+        MockMonitor.RegisterResource = original  # type: ignore[method-assign]
     root = settings.get_root_resource()
     assert root is not None
     for name, value in root.outputs.items():  # type: ignore[attr-defined]

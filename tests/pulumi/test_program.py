@@ -24,6 +24,7 @@ from tests.pulumi.harness import (
     ROOT,
     STATIC_IP,
     ProgramRun,
+    Registered,
     run_program,
 )
 
@@ -362,6 +363,22 @@ def test_dev_stack_deploys_the_runner_over_ssh(project_dir: Path, _bundles_in_tm
     assert sha256_file(bundle) == inputs["bundle_hash"]
     # Only the deployment's own key input is secret; the startup script (host private key) too.
     assert "metadata" in run.one(INSTANCE).secret_inputs
+    # Delete asks the Compute API about this very instance.
+    assert (inputs["gcp_project"], inputs["zone"]) == (GCP_PROJECT, "us-central1-a")
+    assert (inputs["instance"], inputs["instance_id"]) == (run.one(INSTANCE).inputs["name"], INSTANCE_ID)
+    # `pulumi destroy` deletes in reverse dependency order: everything the final upload needs (the VM,
+    # SSH's firewall rule, the bucket grants) is a direct dependency of the deployment.
+    needs = run.dependencies[deployment.name]
+    for resource in (run.one(INSTANCE), run.one(FIREWALL), *run.of_type(IAM_MEMBER)):
+        assert resource.name in needs, (resource.name, needs)
+    assert len(run.of_type(IAM_MEMBER)) == 2  # models reader and results writer
+
+
+def test_with_a_static_ip_the_deployment_depends_on_the_address(
+    project_dir: Path, _bundles_in_tmp: Path
+) -> None:
+    run = run_program(project_dir, base_config(staticIp=True))
+    assert run.one(ADDRESS).name in run.dependencies[run.one(DEPLOYMENT).name]
 
 
 def dev_stack_default_apis() -> tuple[str, ...]:
@@ -397,10 +414,16 @@ def local_stack_config(**overrides: object) -> dict[str, object]:
 
 
 def container_settings(run: ProgramRun) -> dict[str, Any]:
-    env = dict(e.split("=", 1) for e in run.one(CONTAINER).inputs["envs"])
+    env = dict(e.split("=", 1) for e in runner_container(run).inputs["envs"])
     settings = json.loads(env[SETTINGS_ENV])
     assert isinstance(settings, dict)
     return settings
+
+
+def runner_container(run: ProgramRun) -> Registered:
+    found = [r for r in run.of_type(CONTAINER) if not r.name.endswith("-metadata-guard")]
+    assert len(found) == 1, [r.name for r in run.of_type(CONTAINER)]
+    return found[0]
 
 
 def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path: Path) -> None:
@@ -408,8 +431,16 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
     run = run_program(project_dir, local_stack_config(localResultsDir=str(results)), stack="local")
 
     types = sorted(r.type for r in run.resources if r.custom)
-    assert types == sorted([BATCH_NAME, CONTAINER, IMAGE])
+    assert types == sorted([BATCH_NAME, CONTAINER, CONTAINER, IMAGE])
     assert not [r for r in run.resources if r.type.startswith(("gcp:", "tls:"))]
+    # Before the runner, a one-shot container in the host's network namespace keeps experiment
+    # containers off the metadata server (remote_runner/metadata_guard.py).
+    guard = next(r for r in run.of_type(CONTAINER) if r.name.endswith("-metadata-guard")).inputs
+    assert guard["networkMode"] == "host"
+    assert guard["capabilities"]["adds"] == ["NET_ADMIN", "NET_RAW"]
+    assert guard["entrypoints"][-2:] == ["-m", "remote_runner.metadata_guard"]
+    assert (guard["attach"], guard["mustRun"]) == (True, False)
+    assert "local-metadata-guard" in run.dependencies["local-container"]
     assert results.is_dir()  # created for the container's bind mount
 
     settings = container_settings(run)
@@ -426,7 +457,7 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
         "min_free_cpus": 0,
         "shutdown_when_done": False,
     }  # no models_dir (none given), no upload (not asked for), never a shutdown
-    container = run.one(CONTAINER).inputs
+    container = runner_container(run).inputs
     assert (container["start"], container["mustRun"]) == (True, True)  # autoStart in Pulumi.local.yaml
     assert {m["source"] for m in container["mounts"]} == {
         "/var/run/docker.sock",
@@ -456,7 +487,7 @@ def test_local_stack_results_default_to_the_project_and_models_are_mounted(
     settings = container_settings(run)
     assert settings["results"] == str(project_dir.resolve() / "results") == run.outputs["resultsDir"]
     assert settings["models_dir"] == str(models)
-    container = run.one(CONTAINER).inputs
+    container = runner_container(run).inputs
     assert (str(models), True) in {(m["source"], m.get("readOnly", False)) for m in container["mounts"]}
     assert (container["start"], container["mustRun"]) == (False, False)
 
@@ -483,12 +514,12 @@ def test_local_stack_uploads_only_when_asked_explicitly(
     )
     assert container_settings(asked)["upload"] == {"bucket": "lab-results", "path": "llamaresttest-results"}
     # The runner in the container uploads with the operator's credentials, mounted read-only.
-    container = asked.one(CONTAINER).inputs
+    container = runner_container(asked).inputs
     assert (str(credentials), "/run/secrets/gcp-credentials.json", True) in {
         (m["source"], m["target"], m.get("readOnly", False)) for m in container["mounts"]
     }
     assert "GOOGLE_APPLICATION_CREDENTIALS=/run/secrets/gcp-credentials.json" in container["envs"]
-    assert not any("gcp-credentials" in m["target"] for m in quiet.one(CONTAINER).inputs["mounts"])
+    assert not any("gcp-credentials" in m["target"] for m in runner_container(quiet).inputs["mounts"])
     assert not [r for r in asked.resources if r.type.startswith(("gcp:", "tls:"))]
 
 
@@ -536,4 +567,53 @@ def test_local_stack_warns_when_this_machine_fits_no_experiment(
     assert run.outputs["experimentSlots"] == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("cannot run one experiment with these limits" in w for w in warnings), warnings
-    assert run.one(CONTAINER)  # the container is still declared
+    assert runner_container(run)  # the container is still declared
+
+
+POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"
+INSTANCE_IAM = "gcp:compute/instanceIAMMember:InstanceIAMMember"
+
+
+def test_spot_with_auto_start_comes_back_by_itself_at_the_same_address_and_key(
+    project_dir: Path, _bundles_in_tmp: Path
+) -> None:
+    """A preempted spot VM is started again by an instance schedule (a no-op while it runs); it is the
+    same instance with the same boot disk, so the host key the startup script installed and the
+    deployment pins is the same, and with spot the address is reserved (staticIp defaults to spot)."""
+    run = run_program(project_dir, base_config(spot=True, autoStart=True))
+    policy = run.one(POLICY).inputs
+    assert policy["region"] == "us-central1"
+    assert policy["instanceSchedulePolicy"] == {
+        "timeZone": "UTC",
+        "vmStartSchedule": {"schedule": "*/15 * * * *"},
+    }
+    assert "vmStopSchedule" not in policy["instanceSchedulePolicy"]
+    vm = run.one(INSTANCE).inputs
+    assert vm["resourcePolicies"] == f"projects/{GCP_PROJECT}/regions/us-central1/resourcePolicies/vm-restart"
+    grant = run.one(INSTANCE_IAM).inputs
+    assert grant["role"] == "roles/compute.instanceAdmin.v1"
+    assert grant["member"] == "serviceAccount:service-123456789012@compute-system.iam.gserviceaccount.com"
+    assert (grant["instanceName"], grant["zone"], grant["project"]) == (
+        vm["name"],
+        "us-central1-a",
+        GCP_PROJECT,
+    )
+    # After a restart the deployment still reaches it: the reserved address and the pinned stack key.
+    assert vm["networkInterfaces"][0]["accessConfigs"] == [{"natIp": STATIC_IP}]
+    deployment = run.one(DEPLOYMENT).inputs
+    assert deployment["host"] == STATIC_IP
+    _, host_public = run.mocks.keys["ssh-keys-host"]
+    assert deployment["host_public_key"] == host_public.strip()
+    assert host_public.strip() in vm["metadata"]["startup-script"]  # installed on the disk each boot
+
+
+def test_no_restart_schedule_without_spot_or_without_auto_start(project_dir: Path) -> None:
+    for config in (base_config(), base_config(spot=True, autoStart=False)):
+        run = run_program(project_dir, config)
+        assert run.of_type(POLICY) == [] and run.of_type(INSTANCE_IAM) == []
+        assert (
+            "resourcePolicies" not in run.one(INSTANCE).inputs
+            or not run.one(INSTANCE).inputs["resourcePolicies"]
+        )
+    assert run.of_type(ADDRESS) != []  # spot: the address is reserved all the same
+    assert run_program(project_dir, base_config(spot=True, staticIp=False)).of_type(ADDRESS) == []

@@ -11,10 +11,12 @@ import hashlib
 import json
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -190,3 +192,171 @@ outcome {target} 600 "$owner" 'a = 2'
     assert outcomes == ["changed", "unchanged", "changed", "changed"]
     assert target.read_text() == "a = 2\n"
     assert oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+# --- apt's lock and resumable downloads ------------------------------------------------------------
+
+
+def _apt_in(tmp_path: Path) -> str:
+    """APT_GET for the real apt-get, on lists and cache folders of the test (no sources: offline)."""
+    base = tmp_path / "apt"
+    for folder in ("lists/partial", "cache/archives/partial", "parts"):
+        (base / folder).mkdir(parents=True)
+    (base / "sources.list").write_text("")
+    options = {
+        "Dir::State::Lists": base / "lists",
+        "Dir::Cache": base / "cache",
+        "Dir::Etc::SourceList": base / "sources.list",
+        "Dir::Etc::SourceParts": base / "parts",
+    }
+    return "APT_GET=(apt-get " + " ".join(f"-o {k}={v}" for k, v in options.items()) + ")"
+
+
+def test_apt_waits_for_a_held_lists_lock_and_goes_on_once_it_is_released(
+    script: Path, tmp_path: Path
+) -> None:
+    """apt 2.6's `update` exits 100 at once while another process holds the lists lock (what
+    apt-daily does on a fresh image), DPkg::Lock::Timeout notwithstanding; apt_retry waits it out."""
+    import fcntl
+    import subprocess
+
+    apt = _apt_in(tmp_path)
+    lock = open(tmp_path / "apt" / "lists" / "lock", "w")  # noqa: SIM115 (held across the run)
+    fcntl.lockf(lock, fcntl.LOCK_EX)
+    probe = tmp_path / "apt-probe.sh"
+    probe.write_text(
+        f"source {json.dumps(str(script))}\n{apt}\n"
+        "APT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=60\napt_retry update -q\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.Popen(["bash", str(probe)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(2.0)
+    assert proc.poll() is None, "apt_retry gave up while the lock was held"
+    fcntl.lockf(lock, fcntl.LOCK_UN)
+    lock.close()
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert time.monotonic() - started >= 2.0
+    assert "Could not get lock" in output
+    assert "another process holds apt's lock; retrying" in output
+
+
+def test_apt_gives_up_on_a_lock_held_too_long_and_never_retries_other_errors(
+    script: Path, tmp_path: Path
+) -> None:
+    import fcntl
+
+    apt = _apt_in(tmp_path)
+    with open(tmp_path / "apt" / "lists" / "lock", "w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        held = run_sourced(
+            script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\nAPT_WAIT_SECONDS=1\napt_retry update -q"
+        )
+    assert held.returncode == 100, held.output
+    assert "giving up" in held.output
+    other = run_sourced(
+        script, tmp_path, f"{apt}\nAPT_RETRY_PAUSE=0.5\napt_retry -s install no-such-package-x"
+    )
+    assert other.returncode == 100, other.output
+    assert "retrying" not in other.output
+
+
+class _FlakyStorage(BaseHTTPRequestHandler):
+    """Cloud Storage's JSON API for one object, misbehaving like a fresh grant and a reset link: the
+    first two requests answer 403, the first media download breaks after half of the body."""
+
+    content = b""
+    md5 = ""
+    log: ClassVar[list[tuple[str, str]]] = []  # (path, Range header)
+    tokens: ClassVar[list[str]] = []
+    served = 0
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        cls.log.append((self.path, self.headers.get("Range", "")))
+        cls.tokens.append(self.headers.get("Authorization", ""))
+        if len(cls.log) <= 2:
+            body = b'{"error": {"code": 403, "message": "denied"}}'
+            self.send_response(403)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if not self.path.endswith("?alt=media"):
+            body = json.dumps({"size": str(len(cls.content)), "md5Hash": cls.md5}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        first_media = sum(1 for path, _ in cls.log if path.endswith("?alt=media")) == 1
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        rest = cls.content[start:]
+        if start:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(cls.content) - 1}/{len(cls.content)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        if first_media:
+            half = rest[: len(rest) // 2]
+            self.wfile.write(half)
+            cls.served += len(half)
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the link breaks mid-body
+            return
+        self.wfile.write(rest)
+        cls.served += len(rest)
+
+
+class _CountingMetadata(_MetadataHandler):
+    count = 0
+
+    def do_GET(self) -> None:
+        type(self).count += 1
+        super().do_GET()
+
+
+def test_a_download_survives_403s_and_a_break_mid_body_resuming_where_it_stopped(
+    script: Path, tmp_path: Path
+) -> None:
+    import base64
+
+    content = os.urandom(400_000)
+    _FlakyStorage.content = content
+    _FlakyStorage.md5 = base64.b64encode(hashlib.md5(content).digest()).decode()  # noqa: S324 (GCS's md5Hash)
+    _FlakyStorage.log, _FlakyStorage.tokens, _FlakyStorage.served = [], [], 0
+    _CountingMetadata.count = 0
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (_FlakyStorage, _CountingMetadata)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    storage, metadata = (f"http://127.0.0.1:{s.server_address[1]}" for s in servers)
+    try:
+        result = run_sourced(
+            script,
+            tmp_path,
+            "MODEL_FILES=(ex.gguf)\nDOWNLOAD_RETRY_PAUSE=0.2\ndownload_models",
+            STORAGE_URL=f"{storage}/storage/v1",
+            METADATA_URL=f"{metadata}/computeMetadata/v1",
+        )
+    finally:
+        for server in servers:
+            server.shutdown()
+    assert result.ok, result.output
+    target = tmp_path / "models" / "ex.gguf"
+    assert target.read_bytes() == content
+    assert "downloaded and verified" in result.output
+    statuses = [path.endswith("?alt=media") for path, _ in _FlakyStorage.log]
+    assert statuses == [False, False, False, True, True], _FlakyStorage.log
+    # The second media request continued from the half the first one delivered: nothing twice.
+    half = len(content) // 2
+    assert _FlakyStorage.log[-1][1] == f"bytes={half}-"
+    assert _FlakyStorage.served == len(content)
+    assert "resuming .ex.gguf.partial from byte" in result.output
+    # One token for the file, plus a new one after each 403.
+    assert _CountingMetadata.count == 3
+    assert all(t == f"Authorization: Bearer {TOKEN}".split(": ", 1)[1] for t in _FlakyStorage.tokens)

@@ -37,6 +37,21 @@ WORK_DIR="$STATE_DIR/startup-tmp"
 CURRENT_STEP="starting"
 # curl retries what is transient (time-outs, 429, 5xx, a refused connection), never a 403 or 404.
 CURL_RETRY=(--retry 5 --retry-connrefused)
+# apt: a fresh image runs apt-daily, apt-daily-upgrade and unattended-upgrades, which hold apt's
+# locks. `-o DPkg::Lock::Timeout` waits only for dpkg's lock: with the lists lock held, apt 2.6
+# `apt-get update` exits 100 at once. So the script waits for those units, then retries apt while a
+# lock error is all that went wrong, for at most APT_WAIT_SECONDS.
+APT_GET=(apt-get)
+APT_UNITS=(apt-daily.service apt-daily-upgrade.service unattended-upgrades.service)
+APT_WAIT_SECONDS=900
+APT_RETRY_PAUSE=10
+# Downloads from Cloud Storage (gcs_get): resumed with `-C -` from what is already on disk; retried
+# on every transient failure, a transfer broken mid-body included (curl 7.88's --retry does not retry
+# that: exit 18); 401/403 retried for AUTH_WAIT_SECONDS after the first one, because a new IAM grant
+# takes up to about 7 minutes to apply; a fresh token for every file and after every 401/403.
+DOWNLOAD_ATTEMPTS=12
+DOWNLOAD_RETRY_PAUSE=10
+AUTH_WAIT_SECONDS=600
 
 log() {
   printf '%s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"
@@ -95,8 +110,49 @@ install_packages() {
   fi
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get -o DPkg::Lock::Timeout=600 update -q
-  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+  wait_for_apt_units
+  apt_retry update -q
+  apt_retry install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Waits (bounded by APT_WAIT_SECONDS) while apt's own timers still run on a fresh image.
+wait_for_apt_units() {
+  local unit waited=0
+  command -v systemctl >/dev/null 2>&1 || return 0
+  for unit in "${APT_UNITS[@]}"; do
+    while systemctl is-active --quiet "$unit"; do
+      if ((waited >= APT_WAIT_SECONDS)); then
+        log "$unit still active after ${waited}s; going on (apt_retry waits for its lock)"
+        return 0
+      fi
+      log "waiting for $unit to finish (${waited}s of ${APT_WAIT_SECONDS}s)"
+      sleep "$APT_RETRY_PAUSE"
+      waited=$((waited + APT_RETRY_PAUSE))
+    done
+  done
+}
+
+# apt-get "$@", retried while it fails on a held apt or dpkg lock, for at most APT_WAIT_SECONDS;
+# any other failure, or a lock held longer, fails with apt's own status.
+apt_retry() {
+  local started=$SECONDS status output
+  while true; do
+    status=0
+    output=$("${APT_GET[@]}" -o DPkg::Lock::Timeout=60 "$@" 2>&1) || status=$?
+    printf '%s\n' "$output"
+    if ((status == 0)); then
+      return 0
+    fi
+    if ! grep -qiE 'could not get lock|unable to lock|unable to acquire|is held by process' <<<"$output"; then
+      return "$status"
+    fi
+    if ((SECONDS - started >= APT_WAIT_SECONDS)); then
+      log "apt-get $1: apt's lock still held after $((SECONDS - started))s; giving up"
+      return "$status"
+    fi
+    log "apt-get $1: another process holds apt's lock; retrying in ${APT_RETRY_PAUSE}s"
+    sleep "$APT_RETRY_PAUSE"
+  done
 }
 
 setup_user() {
@@ -107,6 +163,18 @@ setup_user() {
   # The deploy step installs and controls the runner's systemd unit as this user.
   if install_content "$SUDOERS_FILE" 440 root:root "$SSH_USER ALL=(ALL) NOPASSWD:ALL"; then
     visudo -c -f "$SUDOERS_FILE"
+  fi
+}
+
+# Experiment containers run third-party code on bridge networks whose traffic the host forwards:
+# reject every forwarded packet to the metadata server (the VM's service-account token, the instance
+# metadata). The same rule as remote_runner/metadata_guard.py, which the runner unit also applies.
+METADATA_RULE=(-d 169.254.169.254/32 -m comment --comment "llamaresttest: experiment containers never reach the metadata server" -j REJECT)
+block_metadata_for_containers() {
+  if ! iptables -w 5 -C DOCKER-USER "${METADATA_RULE[@]}" 2>/dev/null; then
+    iptables -w 5 -n -L DOCKER-USER >/dev/null 2>&1 || iptables -w 5 -N DOCKER-USER
+    iptables -w 5 -I DOCKER-USER 1 "${METADATA_RULE[@]}"
+    log "DOCKER-USER rejects containers' traffic to 169.254.169.254"
   fi
 }
 
@@ -146,10 +214,82 @@ url_encode() {
   python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
 }
 
+# A fresh token for the next request, into the header file curl reads (never on a command line).
+write_auth_header() {
+  local token
+  token=$(access_token)
+  printf 'Authorization: Bearer %s\n' "$token" >"$WORK_DIR/auth-header"
+}
+
+# Progress of gcs_get on stderr: its callers read stdout.
+note() {
+  log "$@" >&2
+}
+
+# gcs_get OUTPUT URL [resume]: fetches URL into OUTPUT with the token, retrying as described at
+# DOWNLOAD_ATTEMPTS; with "resume", continues a partial OUTPUT (-C -) instead of starting over.
+gcs_get() {
+  local output=$1 url=$2 resume=${3:-} attempt=0 status code auth_since=-1
+  local range=()
+  while true; do
+    attempt=$((attempt + 1))
+    range=()
+    if [[ "$resume" == resume && -s "$output" ]]; then
+      range=(-C -)
+      note "resuming $(basename "$output") from byte $(stat -c %s "$output")"
+    elif [[ "$resume" != resume ]]; then
+      rm -f "$output"
+    fi
+    status=0
+    code=$(curl -sS -f --connect-timeout 20 "${range[@]}" -H @"$WORK_DIR/auth-header" \
+      -o "$output" -w '%{http_code}' "$url") || status=$?
+    if ((status == 0)); then
+      return 0
+    fi
+    # curl exit 22 is an HTTP error (judged by its code); any other exit is the transport's (no
+    # answer, a reset, a transfer broken mid-body: exit 18), which is transient.
+    ((status == 22)) || code=000
+    case "$code" in
+      401 | 403)
+        ((auth_since < 0)) && auth_since=$SECONDS
+        if ((SECONDS - auth_since >= AUTH_WAIT_SECONDS)); then
+          note "GET $url: still $code after $((SECONDS - auth_since))s; does the VM's service account have read access?"
+          return 1
+        fi
+        note "GET $url: $code (a new IAM grant can take minutes to apply); retrying with a new token"
+        sleep "$DOWNLOAD_RETRY_PAUSE"
+        write_auth_header
+        attempt=$((attempt - 1)) # waiting for the grant does not use up the attempts
+        continue
+        ;;
+      404)
+        note "GET $url: 404 not found"
+        return 1
+        ;;
+      416) # the partial file does not fit the object (it changed): start over
+        note "GET $url: 416, the partial file does not fit; starting over"
+        rm -f "$output"
+        ;;
+      000 | 408 | 429 | 5??) ;; # transport error (no answer, a break mid-body), or transient HTTP
+      *)
+        note "GET $url: HTTP $code (curl exit $status)"
+        return 1
+        ;;
+    esac
+    if ((attempt >= DOWNLOAD_ATTEMPTS)); then
+      note "GET $url: failed $attempt times (last: HTTP $code, curl exit $status)"
+      return 1
+    fi
+    note "GET $url: attempt $attempt failed (HTTP $code, curl exit $status); retrying in ${DOWNLOAD_RETRY_PAUSE}s"
+    sleep "$DOWNLOAD_RETRY_PAUSE"
+  done
+}
+
 # Prints "SIZE MD5" of a Cloud Storage object (MD5 in base64, "-" for composite objects, which have none).
 object_size_md5() {
-  curl -sSf "${CURL_RETRY[@]}" -H @"$WORK_DIR/auth-header" "$1" |
-    python3 -c 'import json, sys; o = json.load(sys.stdin); print(o["size"], o.get("md5Hash") or "-")'
+  gcs_get "$WORK_DIR/object.json" "$1"
+  python3 -c 'import json, sys; o = json.load(open(sys.argv[1])); print(o["size"], o.get("md5Hash") or "-")' \
+    "$WORK_DIR/object.json"
 }
 
 file_md5() {
@@ -172,12 +312,11 @@ file_matches() {
 }
 
 download_models() {
-  local name object_url metadata size md5 target partial token
+  local name object_url metadata size md5 target partial
   install -d -m 700 "$WORK_DIR"
-  # The token goes to curl in a file, never on a command line that `ps` would show.
-  token=$(access_token)
-  printf 'Authorization: Bearer %s\n' "$token" >"$WORK_DIR/auth-header"
   for name in "${MODEL_FILES[@]}"; do
+    # A fresh token per file: one download can outlast a token's hour.
+    write_auth_header
     object_url="$STORAGE_URL/b/$MODELS_BUCKET/o/$(url_encode "$MODELS_PATH/$name")"
     metadata=$(object_size_md5 "$object_url")
     read -r size md5 <<<"$metadata"
@@ -190,8 +329,14 @@ download_models() {
       continue
     fi
     log "downloading gs://$MODELS_BUCKET/$MODELS_PATH/$name ($size bytes)"
+    # The partial file stays across failures and boots: the next try resumes it.
     partial="$MODELS_DIR/.$name.partial"
-    curl -sSf "${CURL_RETRY[@]}" -H @"$WORK_DIR/auth-header" -o "$partial" "$object_url?alt=media"
+    if [[ -f "$partial" && "$(stat -c %s "$partial")" -gt "$size" ]]; then
+      rm -f "$partial"
+    fi
+    if [[ ! -f "$partial" || "$(stat -c %s "$partial")" -lt "$size" ]]; then
+      gcs_get "$partial" "$object_url?alt=media" resume
+    fi
     if ! file_matches "$partial" "$size" "$md5"; then
       rm -f "$partial"
       log "downloaded $name does not match its size or MD5"
@@ -229,6 +374,9 @@ main() {
 
   step "start docker"
   systemctl enable --now docker
+
+  step "block the metadata server for containers"
+  block_metadata_for_containers
 
   step "add $SSH_USER to the docker group"
   join_docker_group
