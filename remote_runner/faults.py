@@ -166,15 +166,19 @@ def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: flo
     )
 
 
-def our_new_failure_flags(
+def our_failures(
     requests: Sequence[metrics.Request],
     operations: Sequence[metrics.Operation | None],
     threshold: float,
-) -> tuple[bool, ...]:
-    """Per request: does it open a new group of our definition (:func:`metrics.unique_failures`: per
-    operation and status, first group whose first body is similar enough)? For cumulative counts;
-    ``operations`` is each request's matched operation. The total equals ``unique_failures``'s."""
-    groups: dict[tuple[str, int], list[frozenset[str]]] = {}
+) -> tuple[tuple[metrics.FailureGroup, ...], tuple[bool, ...]]:
+    """Our definition (:func:`metrics.unique_failures`: 5xx grouped per operation and status, a body
+    joins the first group whose first body is similar enough) in one pass that also says, per
+    request, whether it opened a new group (for the cumulative series). ``operations`` is each
+    request's matched operation; the groups equal ``metrics.unique_failures``'s (a test checks)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"similarity threshold must be within [0, 1], got {threshold}")
+    groups: dict[tuple[str, int], list[tuple[frozenset[str], list[int]]]] = {}
+    order: list[tuple[str, int, list[int], str]] = []
     flags: list[bool] = []
     for r, op in zip(requests, operations, strict=True):
         if r.status is None or not 500 <= r.status < 600:
@@ -182,13 +186,19 @@ def our_new_failure_flags(
             continue
         key = str(op) if op is not None else f"{r.method.upper()} {r.path.split('?', 1)[0]}"
         tokens = metrics.normalise_body(r.response_body)
-        firsts = groups.setdefault((key, r.status), [])
-        if any(metrics.jaccard(first, tokens) >= threshold for first in firsts):
-            flags.append(False)
+        clusters = groups.setdefault((key, r.status), [])
+        for first, count in clusters:
+            if metrics.jaccard(first, tokens) >= threshold:
+                count[0] += 1
+                flags.append(False)
+                break
         else:
-            firsts.append(tokens)
+            count = [1]
+            clusters.append((tokens, count))
+            order.append((key, r.status, count, _text(r.response_body)[:300] if r.response_body else ""))
             flags.append(True)
-    return tuple(flags)
+    found = tuple(metrics.FailureGroup(key=k, status=st, count=c[0], example=ex) for k, st, c, ex in order)
+    return found, tuple(flags)
 
 
 # --- per-API analysis settings --------------------------------------------------------------------

@@ -254,19 +254,18 @@ def summarise(
         requests = kept
     matcher = metrics.operation_matcher(spec)
     counts = metrics.status_counts(requests)
-    covered = metrics.operations_covered(requests, matcher)
-    with_5xx = metrics.operations_with_5xx(requests, matcher)
-    failures = metrics.unique_failures(requests, matcher, failure_similarity)
-    # per request, for the cumulative series: matched operation (2xx and 5xx only), new group of
-    # ours, RESTgym bucket
-    ops = [
-        matcher.match(r.method, r.path)
-        if r.status is not None and (200 <= r.status < 300 or 500 <= r.status < 600)
-        else None
-        for r in requests
-    ]
-    new_failure = faults.our_new_failure_flags(requests, ops, failure_similarity)
+    # each request matched once (2xx and 5xx only: the metrics that need an operation); the same
+    # sets as metrics.operations_covered / operations_with_5xx, and ours groups as
+    # metrics.unique_failures (tests/results/test_faults.py checks both), without matching again
+    is_2xx = [r.status is not None and 200 <= r.status < 300 for r in requests]
     is_5xx = [r.status is not None and 500 <= r.status < 600 for r in requests]
+    ops = [
+        matcher.match(r.method, r.path) if good or bad else None
+        for r, good, bad in zip(requests, is_2xx, is_5xx, strict=True)
+    ]
+    covered = tuple(sorted({op for op, good in zip(ops, is_2xx, strict=True) if good and op is not None}))
+    with_5xx = tuple(sorted({op for op, bad in zip(ops, is_5xx, strict=True) if bad and op is not None}))
+    failures, new_failure = faults.our_failures(requests, ops, failure_similarity)
     restgym = faults.restgym_buckets(
         (r.response_body for r, bad in zip(requests, is_5xx, strict=True) if bad),
         analysis.fault_cleaning,
