@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from remote_runner.metrics import CoverageSample, Operation, Request
 

@@ -252,7 +252,12 @@ def default_analysis(api: str) -> Analysis:
     return RESTGYM_ANALYSIS.get(api, Analysis())
 
 
-_ANALYSIS_KEYS = ("fault_cleaning", "fault_similarity", "min_requests_per_minute", "min_requests_per_minute_by_tool")
+_ANALYSIS_KEYS = (
+    "fault_cleaning",
+    "fault_similarity",
+    "min_requests_per_minute",
+    "min_requests_per_minute_by_tool",
+)
 
 
 def parse_analysis(table: Mapping[str, object], where: str, default: Analysis) -> tuple[Analysis, list[str]]:
