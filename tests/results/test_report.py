@@ -276,3 +276,31 @@ def _tables(batch: Path) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
         else:
             i += 1
     return out
+
+
+def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
+    import scikit_posthocs as sp
+    from scipy.stats import friedmanchisquare, rankdata
+
+    md = (batch / "report.md").read_text()
+    section = md.split("### Ranks: Line coverage", 1)[1].split("###", 1)[0]
+    assert "2 APIs went in: petstore, shop." in section
+    tools = ["arat-rl", "llamaresttest", "schemathesis"]
+    table = np.array(
+        [[np.median(values(batch, api, t, "line_coverage")) for t in tools] for api in ("petstore", "shop")]
+    )
+    ref = friedmanchisquare(*table.T)
+    assert f"Friedman chi-square = {float(ref.statistic):.3f}, df = 2, p = {float(ref.pvalue):.3f}" in section
+    ranks = rankdata(-table, axis=1).mean(axis=0)
+    nemenyi = sp.posthoc_nemenyi_friedman(table).to_numpy()
+    for i, tool in enumerate(tools):
+        row = next(ln for ln in section.splitlines() if ln.startswith(f"| {tool} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{ranks[i]:.2f}"
+        header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
+        others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+        for other, cell in zip(others, cells[2:], strict=True):
+            j = tools.index(other)
+            p = float(nemenyi[i, j])
+            assert cell == ("-" if i == j else "<0.001" if p < 0.001 else f"{p:.3f}")
+    assert (batch / "cd-line_coverage.png").read_bytes().startswith(PNG_MAGIC)
