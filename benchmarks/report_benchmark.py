@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from remote_runner import report, results  # noqa: E402
 from tests.results.factory import PETSTORE_SPEC, synthetic_run  # noqa: E402
 
+TARGET_REPORT_MS = 10.0
 TOOLS = (("llamaresttest", 0.8), ("arat-rl", 0.6), ("evomaster", 0.5), ("schemathesis", 0.3))
 
 
@@ -80,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"write_batch_summary: {t3 - t2:8.2f} s total, {1000 * (t3 - t2) / n:7.2f} ms per run")
         print(f"build_report:        {t4 - t3:8.2f} s total, {1000 * (t4 - t3) / n:7.2f} ms per run")
         print(f"summary + report:    {t4 - t1:8.2f} s total, {1000 * (t4 - t1) / n:7.2f} ms per run")
+        per_run = 1000 * (t4 - t3) / n
+        verdict = "met" if per_run <= TARGET_REPORT_MS else "NOT met"
+        print(f"target (issue 14): build_report <= {TARGET_REPORT_MS:g} ms per run: {verdict}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

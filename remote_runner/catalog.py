@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remote_runner import faults
+
 INFRASTRUCTURE_IMAGE = "llamaresttest/infrastructure"
 #: BATCH/specifications/ holds the batch's spec copies, beside the BATCH/<api>/ run folders
 RESERVED_API_NAME = "specifications"
@@ -28,6 +30,7 @@ _API_KEYS: dict[str, type | tuple[type, ...]] = {
     "readiness_timeout": (int, float),
     "service_port": int,
     "demo": bool,
+    "analysis": dict,  # checked by faults.parse_analysis
 }
 _TOOL_KEYS: dict[str, type | tuple[type, ...]] = {"needs_models": bool}
 
@@ -43,6 +46,8 @@ class Api:
     demo: bool = False
     #: absolute path of the spec inside the API image, used when ``spec`` is not on disk
     spec_in_image: str | None = None
+    #: fault cleaning, RESTgym similarity threshold, verification thresholds (``[analysis]``)
+    analysis: faults.Analysis = field(default_factory=faults.Analysis)
 
     @property
     def image(self) -> str:
@@ -108,7 +113,7 @@ def _read_toml(
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}
     if isinstance(expected, tuple):
         return "a number"
     return names.get(expected, expected.__name__)
@@ -146,6 +151,10 @@ def load(root: Path) -> Catalog:
                 f"{folder / 'api.toml'}: spec_in_image must be an absolute path, got {in_image!r}"
             )
             in_image = None
+        analysis, analysis_problems = faults.parse_analysis(
+            meta.get("analysis", {}), str(folder / "api.toml"), faults.default_analysis(folder.name)
+        )
+        problems.extend(analysis_problems)
         apis[folder.name] = Api(
             name=folder.name,
             folder=folder,
@@ -155,6 +164,7 @@ def load(root: Path) -> Catalog:
             service_port=int(meta.get("service_port", 8080)),
             demo=bool(meta.get("demo", False)),
             spec_in_image=in_image,
+            analysis=analysis,
         )
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):

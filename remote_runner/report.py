@@ -9,7 +9,16 @@ HTML is self-contained apart from the PNG files next to it) and the PNG plots:
   (:mod:`remote_runner.stats`);
 - per API: coverage over time (line, branch, method), median line and IQR band per tool;
 - a bar chart of operations covered (median, IQR whiskers) per API and tool;
-- every failed or unverified run, with its reason; these runs are left out of the statistics.
+- every failed or unverified run, with its reason; these runs are left out of the statistics;
+- per API: every metric again at the API's smallest request count (the fewest requests of any
+  verified run of that API, rounded down to a row of the cumulative series, as RESTgym compares
+  tools) and the areas under the cumulative curves up to that count, with the same statistics;
+- across APIs, for two or more tools: mean ranks, the Friedman test, Nemenyi post-hoc p-values and a
+  critical-difference diagram per ranked metric, naming the APIs that went in.
+
+Both fault counts are shown: ours (per operation and status, normalised tokens, first similar group,
+Jaccard 0.8) and RESTgym's (one pool per run, per-API text cleaning and threshold;
+:mod:`remote_runner.faults`).
 
 The document is built once as a list of blocks and rendered twice (Markdown, HTML).
 """
@@ -27,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import stats
+from remote_runner import cumulative, stats
 from remote_runner.results import (
     find_run_dirs,
     journal_reasons,
@@ -44,7 +53,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("method_coverage", "Method coverage", "pct"),
     ("operations_covered", "Operations covered (2xx)", "num"),
     ("operations_5xx", "Operations with 5xx", "num"),
-    ("unique_failures", "Unique failures", "num"),
+    ("unique_failures", "Unique failures (ours)", "num"),
+    ("unique_failures_restgym", "Unique failures (RESTgym)", "num"),
     ("requests", "Requests", "num"),
     ("status_2xx", "2xx responses", "num"),
     ("status_4xx", "4xx responses", "num"),
@@ -54,6 +64,31 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("seconds_to_first_2xx", "Seconds to first 2xx", "num"),
     ("requests_to_first_2xx", "Requests to first 2xx", "num"),
 )
+# metrics of the cumulative series compared at the per-API smallest request count and as areas
+SERIES_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("line_coverage", "Line coverage", "pct"),
+    ("branch_coverage", "Branch coverage", "pct"),
+    ("method_coverage", "Method coverage", "pct"),
+    ("operations_covered", "Operations covered (2xx)", "num"),
+    ("operations_5xx", "Operations with 5xx", "num"),
+    ("unique_failures", "Unique failures (ours)", "num"),
+    ("unique_failures_restgym", "Unique failures (RESTgym)", "num"),
+    ("status_2xx", "2xx responses", "num"),
+    ("status_4xx", "4xx responses", "num"),
+    ("status_5xx", "5xx responses", "num"),
+    ("status_401", "401 responses", "num"),
+    ("status_403", "403 responses", "num"),
+)
+# ranked across APIs (higher is better), on each API's median over its verified runs
+RANK_METRICS: tuple[tuple[str, str], ...] = (
+    ("line_coverage", "Line coverage"),
+    ("branch_coverage", "Branch coverage"),
+    ("method_coverage", "Method coverage"),
+    ("operations_covered", "Operations covered (2xx)"),
+    ("unique_failures_restgym", "Unique failures (RESTgym)"),
+    ("unique_failures", "Unique failures (ours)"),
+)
+ALPHA = 0.05
 COVERAGE_KINDS = (("line", 1), ("branch", 2), ("method", 3))  # index into series rows
 FAILED_STATUSES = frozenset({"failed", "interrupted", "error", "aborted", "cancelled", "timeout", "oom"})
 UNFINISHED_STATUSES = frozenset({"pending", "running"})
@@ -72,6 +107,7 @@ class Run:
     series: tuple[tuple[float, float | None, float | None, float | None], ...]
     budget_seconds: float | None
     path: str
+    cumulative: tuple[dict[str, Any], ...] = ()  # rows of summary.json's cumulative series
 
     @property
     def failed(self) -> bool:
@@ -113,11 +149,17 @@ def load_runs(batch_dir: Path) -> list[Run]:
             for p in series_raw
             if isinstance(p, list) and len(p) >= 4 and _num(p[0]) is not None
         )
+        block = (summary.get("cumulative") or {}) if summary else {}
+        columns = block.get("columns") or []
+        rows = tuple(
+            dict(zip(columns, row, strict=False)) for row in block.get("rows") or [] if isinstance(row, list)
+        )
         runs.append(
             Run(
                 api=api,
                 tool=tool,
                 run=n,
+                cumulative=rows,
                 status=status,
                 verified=bool(row.get("verified")) and status.lower() not in FAILED_STATUSES,
                 reason=reason,
@@ -255,6 +297,76 @@ def pairwise(a: Sequence[Run], b: Sequence[Run], key: str) -> tuple[float, float
     return stats.mann_whitney_u(xa, xb).p_value, stats.a12(xa, xb)
 
 
+def _series_num(value: Any) -> float | None:
+    return None if isinstance(value, bool) else _num(value)
+
+
+def smallest_point(runs: Sequence[Run]) -> tuple[int | None, int | None]:
+    """(smallest request count of these runs, the series row the tools are compared at)."""
+    counts = [int(v) for r in runs if (v := r.values.get("requests")) is not None]
+    if not counts:
+        return None, None
+    smallest = min(counts)
+    return smallest, cumulative.comparison_point(smallest)
+
+
+def values_at(runs: Sequence[Run], point: int, key: str) -> list[float]:
+    """Each run's ``key`` at its series row of ``point`` requests (runs without one are skipped)."""
+    out = []
+    for r in runs:
+        row = cumulative.row_at(r.cumulative, point)
+        if row is not None and (v := _series_num(row.get(key))) is not None:
+            out.append(v)
+    return out
+
+
+def area_values(runs: Sequence[Run], point: int, key: str) -> list[float]:
+    out = []
+    for r in runs:
+        if cumulative.row_at(r.cumulative, point) is None:
+            continue
+        if (v := cumulative.areas(r.cumulative, point).get(key)) is not None:
+            out.append(v)
+    return out
+
+
+def _compare(xa: Sequence[float], xb: Sequence[float]) -> str:
+    if not xa or not xb:
+        return "-"
+    return f"p={_fmt_p(stats.mann_whitney_u(xa, xb).p_value)}, A12={stats.a12(xa, xb):.2f}"
+
+
+@dataclass(frozen=True)
+class Ranking:
+    metric: str
+    label: str
+    tools: tuple[str, ...]
+    apis: tuple[str, ...]  # the APIs that went in: every tool has a verified value there
+    left_out: tuple[str, ...]  # APIs without a value for some tool
+    result: stats.Friedman | None  # None with fewer than 2 tools or no API
+    nemenyi: tuple[tuple[float, ...], ...] = ()
+    critical_difference: float | None = None
+
+
+def rank_tools(groups: dict[str, dict[str, list[Run]]], key: str, label: str) -> Ranking:
+    """Friedman over APIs x tools on each (API, tool)'s median of ``key`` over verified runs."""
+    tools = tuple(sorted({t for by_tool in groups.values() for t in by_tool}))
+    apis, left_out, table = [], [], []
+    for api in sorted(groups):
+        medians = [metric_values(groups[api].get(t, []), key) for t in tools]
+        if all(medians):
+            apis.append(api)
+            table.append([stats.median(v) for v in medians])
+        else:
+            left_out.append(api)
+    if len(tools) < 2 or not table:
+        return Ranking(key, label, tools, tuple(apis), tuple(left_out), None)
+    result = stats.friedman(table)
+    p = stats.nemenyi(result.mean_ranks, result.blocks)
+    cd = stats.critical_difference(len(tools), result.blocks, ALPHA)
+    return Ranking(key, label, tools, tuple(apis), tuple(left_out), result, tuple(map(tuple, p)), cd)
+
+
 # --- plots ----------------------------------------------------------------------------------------
 
 
@@ -325,7 +437,7 @@ def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str
         ax.set_ylabel("% covered")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.91, wspace=0.25)  # not tight_layout: slow
     name = f"coverage-{_safe(api)}.png"
     fig.savefig(out_dir / name, dpi=80)
     plt.close(fig)
@@ -365,8 +477,54 @@ def plot_operations(groups: dict[str, dict[str, list[Run]]], out_dir: Path) -> s
     ax.set_title("Operations covered (verified runs)")
     ax.legend(fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.3, top=0.9)  # not tight_layout: slow
     name = "operations-covered.png"
+    fig.savefig(out_dir / name, dpi=80)
+    plt.close(fig)
+    return name
+
+
+def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
+    """cd-<metric>.png: Demsar's critical-difference diagram: the tools on the mean-rank axis (1 =
+    best, left), a bar as long as the critical difference, and thick lines joining tools whose mean
+    ranks differ by less than it (not significantly different by Nemenyi at ALPHA)."""
+    if ranking.result is None or ranking.critical_difference is None:
+        return None
+    ranks = ranking.result.mean_ranks
+    k = len(ranks)
+    order = sorted(range(k), key=lambda i: ranks[i])
+    cd = ranking.critical_difference
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.32 * k))
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-(k + 1.5), 2.2)
+    ax.axis("off")
+    ax.hlines(0, 1, k, color="black", linewidth=1)
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.25, color="black", linewidth=1)
+        ax.text(r, 0.45, str(r), ha="center", va="bottom", fontsize=9)
+    ax.hlines(1.6, 1, 1 + cd, color="tab:red", linewidth=2)
+    ax.text(1 + cd / 2, 1.75, f"CD = {cd:.2f}", ha="center", va="bottom", fontsize=9, color="tab:red")
+    for pos, i in enumerate(order):
+        y = -(pos + 1)
+        ax.vlines(ranks[i], y, 0, color="grey", linewidth=0.8)
+        ax.text(ranks[i] + 0.03, y, f"{ranking.tools[i]} ({ranks[i]:.2f})", va="center", fontsize=9)
+    # cliques: maximal runs of consecutive tools (by rank) within the critical difference
+    cliques: list[tuple[int, int]] = []
+    for a in range(k):
+        b = a
+        while b + 1 < k and ranks[order[b + 1]] - ranks[order[a]] < cd:
+            b += 1
+        if b > a and not any(c[0] <= a and b <= c[1] for c in cliques):
+            cliques.append((a, b))
+    for n, (a, b) in enumerate(cliques):
+        ax.hlines(-0.35 - 0.2 * n, ranks[order[a]] - 0.03, ranks[order[b]] + 0.03, color="black", linewidth=4)
+    ax.set_title(
+        f"{ranking.label}: mean ranks over {ranking.result.blocks} APIs (Nemenyi, alpha={ALPHA:g})",
+        fontsize=10,
+    )
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85)
+    name = f"cd-{_safe(ranking.metric)}.png"
     fig.savefig(out_dir / name, dpi=80)
     plt.close(fig)
     return name
@@ -389,7 +547,11 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
         + (f", {len(unfinished)} not finished. " if unfinished else ". ")
         + "Statistics use verified runs only; n is given per tool. Cells show median [Q1, Q3]. "
         "p: two-sided Mann-Whitney U; A12: Vargha-Delaney effect size of the first tool over the second "
-        "(0.5 = no difference, > 0.5 = first tool higher)."
+        "(0.5 = no difference, > 0.5 = first tool higher). Two fault counts are shown: "
+        "'Unique failures (ours)' groups 5xx bodies per operation and status (normalised tokens, "
+        "first similar group, Jaccard 0.8); 'Unique failures (RESTgym)' pools every 5xx body of a "
+        "run, cleans it per API and joins the most similar bucket at the API's threshold, as RESTgym "
+        "does; the ranks use both."
         + (f" Budget per run: {', '.join(f'{b:g}' for b in budgets)} s." if budgets else "")
     )
     groups: dict[str, dict[str, list[Run]]] = {}
@@ -427,11 +589,74 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                     cells.append("-" if res is None else f"p={_fmt_p(res[0])}, A12={res[1]:.2f}")
                 rows.append([label, *cells])
             doc.table(["metric", *[f"{a} vs {b}" for a, b in pairs]], rows)
+        smallest, point = smallest_point([r for rs in by_tool.values() for r in rs])
+        doc.heading(3, "At the smallest request count")
+        if point is None:
+            doc.para(
+                "No comparison at equal requests: "
+                + (
+                    "no verified run."
+                    if smallest is None
+                    else f"the smallest verified run sent {smallest} requests, fewer than one row of "
+                    f"the cumulative series ({cumulative.STEP})."
+                )
+            )
+        else:
+            doc.para(
+                f"Every tool at {point} requests: the smallest verified run of {api} sent {smallest} "
+                f"requests, rounded down to a row of the cumulative series (every {cumulative.STEP}). "
+                "Coverage is the sample nearest in time to that request. Areas: sum of the series' "
+                f"rows up to {point} requests (RESTgym's area under the curve)."
+            )
+            doc.table(
+                ["metric", *[f"{t} (n={len(values_at(by_tool[t], point, 'status_2xx'))})" for t in tools]],
+                [
+                    [label, *[describe(values_at(by_tool[t], point, key), kind) for t in tools]]
+                    for key, label, kind in SERIES_METRICS
+                ],
+            )
+            doc.table(
+                ["area under the curve", *tools],
+                [
+                    [label, *[describe(area_values(by_tool[t], point, key), "num") for t in tools]]
+                    for key, label, _kind in SERIES_METRICS
+                ],
+            )
+            if pairs:
+                doc.table(
+                    ["metric (at equal requests)", *[f"{a} vs {b}" for a, b in pairs]],
+                    [
+                        [
+                            label,
+                            *[
+                                _compare(values_at(by_tool[a], point, key), values_at(by_tool[b], point, key))
+                                for a, b in pairs
+                            ],
+                        ]
+                        for key, label, _kind in SERIES_METRICS
+                    ],
+                )
+                doc.table(
+                    ["area under the curve", *[f"{a} vs {b}" for a, b in pairs]],
+                    [
+                        [
+                            label,
+                            *[
+                                _compare(
+                                    area_values(by_tool[a], point, key), area_values(by_tool[b], point, key)
+                                )
+                                for a, b in pairs
+                            ],
+                        ]
+                        for key, label, _kind in SERIES_METRICS
+                    ],
+                )
         if plots:
             name = plot_coverage(api, by_tool, out_dir)
             if name:
                 doc.heading(3, "Coverage over time")
                 doc.image(name, f"{api} coverage over time")
+    add_rankings(doc, groups, out_dir, plots=plots)
     if plots:
         name = plot_operations(groups, out_dir)
         if name:
@@ -457,6 +682,58 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
     else:
         doc.para("None: every run is verified.")
     return doc
+
+
+def add_rankings(
+    doc: Doc, groups: dict[str, dict[str, list[Run]]], out_dir: Path, *, plots: bool = True
+) -> None:
+    """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram."""
+    tools = sorted({t for by_tool in groups.values() for t in by_tool})
+    doc.heading(2, "Ranks across APIs")
+    if len(tools) < 2:
+        doc.para("Ranking needs two or more tools; this batch has " + (tools[0] if tools else "none") + ".")
+        return
+    doc.para(
+        "Per metric, each API ranks the tools by their median over verified runs at the budget's end "
+        "(1 = best, i.e. highest; ties share the average rank). Friedman test over the APIs, Nemenyi "
+        f"post-hoc p-values, critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in "
+        "FuzzBench's reports). An API goes in when every tool has a verified value there."
+    )
+    for key, label in RANK_METRICS:
+        ranking = rank_tools(groups, key, label)
+        doc.heading(3, f"Ranks: {label}")
+        went_in = (
+            f"{len(ranking.apis)} APIs went in: {', '.join(ranking.apis)}."
+            if ranking.apis
+            else "No API went in."
+        )
+        if ranking.left_out:
+            went_in += f" Left out (a tool has no verified value): {', '.join(ranking.left_out)}."
+        if ranking.result is None:
+            doc.para(went_in)
+            continue
+        res = ranking.result
+        doc.para(
+            f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
+            f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
+            + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
+        )
+        order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
+        doc.table(
+            ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+            [
+                [
+                    ranking.tools[i],
+                    f"{res.mean_ranks[i]:.2f}",
+                    *["-" if i == j else _fmt_p(ranking.nemenyi[i][j]) for j in order],
+                ]
+                for i in order
+            ],
+        )
+        if plots:
+            name = plot_critical_difference(ranking, out_dir)
+            if name:
+                doc.image(name, f"critical-difference diagram: {label}")
 
 
 def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:

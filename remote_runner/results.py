@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import metrics, verification
+from remote_runner import cumulative, faults, metrics, verification
 from remote_runner.metrics import CoverageSample, Request
 from remote_runner.verification import Thresholds
 
@@ -52,6 +52,7 @@ SUMMARY_COLUMNS = (
     "operations_covered",
     "operations_5xx",
     "unique_failures",
+    "unique_failures_restgym",
     "line_coverage",
     "branch_coverage",
     "method_coverage",
@@ -235,12 +236,17 @@ def summarise(
     thresholds: Thresholds = verification.DEFAULT_THRESHOLDS,
     failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
     not_before: float | None = None,
+    analysis: faults.Analysis | None = None,
 ) -> dict[str, Any]:
     """The metrics and verification block of a run, from plain data (no files).
 
     Requests that arrived before ``not_before`` (the tool's start) are not the tool's: they are the
     runner's readiness probes through the same proxy. They are left out and counted apart. When the
-    runner's metadata shows an attempt whose tool never started, every request is a probe."""
+    runner's metadata shows an attempt whose tool never started, every request is a probe.
+
+    ``analysis`` (the API's ``[analysis]`` settings; generic defaults when ``None``) chooses the
+    cleaning and threshold of RESTgym's fault count (:mod:`remote_runner.faults`)."""
+    analysis = analysis or faults.Analysis()
     before = 0
     if not_before is not None:
         kept = [r for r in requests if r.started >= not_before]
@@ -248,9 +254,25 @@ def summarise(
         requests = kept
     matcher = metrics.operation_matcher(spec)
     counts = metrics.status_counts(requests)
-    covered = metrics.operations_covered(requests, matcher)
-    with_5xx = metrics.operations_with_5xx(requests, matcher)
-    failures = metrics.unique_failures(requests, matcher, failure_similarity)
+    # each request matched once (2xx and 5xx only: the metrics that need an operation); the same
+    # sets as metrics.operations_covered / operations_with_5xx, and ours groups as
+    # metrics.unique_failures (tests/results/test_faults.py checks both), without matching again
+    is_2xx = [r.status is not None and 200 <= r.status < 300 for r in requests]
+    is_5xx = [r.status is not None and 500 <= r.status < 600 for r in requests]
+    ops = [
+        matcher.match(r.method, r.path) if good or bad else None
+        for r, good, bad in zip(requests, is_2xx, is_5xx, strict=True)
+    ]
+    covered = tuple(sorted({op for op, good in zip(ops, is_2xx, strict=True) if good and op is not None}))
+    with_5xx = tuple(sorted({op for op, bad in zip(ops, is_5xx, strict=True) if bad and op is not None}))
+    failures, new_failure = faults.our_failures(requests, ops, failure_similarity)
+    restgym = faults.restgym_buckets(
+        (r.response_body for r, bad in zip(requests, is_5xx, strict=True) if bad),
+        analysis.fault_cleaning,
+        analysis.fault_similarity,
+    )
+    assignment = iter(restgym.assignment)
+    bucket_of = [next(assignment) if bad else None for bad in is_5xx]
     t0 = start
     if t0 is None and requests:
         t0 = min(r.started for r in requests)
@@ -260,6 +282,7 @@ def summarise(
     series = metrics.coverage_series(samples, t0)
     first = metrics.first_2xx(requests, t0)
     span = metrics.request_span(requests)
+    rows = cumulative.series(requests, ops, new_failure, bucket_of, samples, t0 or 0.0)
     verified, checks = verification.verify(
         requests=counts.requests,
         span_seconds=span,
@@ -281,6 +304,19 @@ def summarise(
             "unique": len(failures),
             "similarity_threshold": failure_similarity,
             "groups": [asdict(f) for f in failures],
+            "restgym": {
+                "unique": restgym.unique,
+                "cleaning": analysis.fault_cleaning,
+                "similarity_threshold": analysis.fault_similarity,
+                "buckets": [asdict(b) for b in restgym.buckets],
+            },
+        },
+        "cumulative": {
+            "step": cumulative.STEP,
+            "max_gap_seconds": cumulative.MAX_GAP_SECONDS,
+            "columns": list(cumulative.COLUMNS),
+            "rows": [list(row) for row in rows],
+            "rows_over_gap": sum(1 for row in rows if row[-1]),
         },
         "coverage": {
             "final": asdict(final) if final is not None else None,
@@ -322,10 +358,15 @@ def write_run_summary(
     spec_path: Path | None,
     budget_seconds: float,
     *,
-    thresholds: Thresholds = verification.DEFAULT_THRESHOLDS,
+    thresholds: Thresholds | None = None,
     failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
+    analysis: faults.Analysis | None = None,
 ) -> dict[str, Any]:
-    """Compute and write ``run_dir/summary.json``; returns what was written.
+    """Compute and write ``run_dir/summary.json`` and ``run_dir/cumulative.csv``; returns the summary.
+
+    ``analysis`` is the API's ``[analysis]`` settings (``catalog.Api.analysis``); without it,
+    RESTgym's values for a benchmark API of that name (:func:`faults.default_analysis`), else the
+    generic defaults. ``thresholds`` default to the analysis's for this (API, tool).
 
     Never fails on missing or damaged inputs (the problems are listed under ``problems``); only an
     unwritable run folder raises."""
@@ -336,6 +377,11 @@ def write_run_summary(
     spec, spec_problem = load_spec(spec_path)
     integrity = verification.database_integrity(run_dir / "traffic.sqlite")
     api, tool, n = run_identity(run_dir)
+    api_name = str(metadata.get("api") or api)
+    tool_name = str(metadata.get("tool") or tool)
+    analysis = analysis or faults.default_analysis(api_name)
+    if thresholds is None:
+        thresholds = analysis.thresholds_for(tool_name)
     tool_began = tool_start(metadata)
     if tool_began is None and "start_utc" in metadata:
         tool_began = math.inf  # the runner started this attempt but never its tool
@@ -349,11 +395,12 @@ def write_run_summary(
         integrity=integrity,
         thresholds=thresholds,
         failure_similarity=failure_similarity,
+        analysis=analysis,
     )
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION,
-        "api": str(metadata.get("api") or api),
-        "tool": str(metadata.get("tool") or tool),
+        "api": api_name,
+        "tool": tool_name,
         "run": metadata.get("run", n),
         "status": str(metadata.get("status") or "unknown"),
         "reason": metadata_reason(metadata),
@@ -362,8 +409,18 @@ def write_run_summary(
         **body,
         "problems": [p for p in (traffic_problem, coverage_problem, spec_problem) if p],
     }
+    _atomic_write(run_dir / "cumulative.csv", cumulative_csv(body["cumulative"]["rows"]))
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
     return summary
+
+
+def cumulative_csv(rows: Sequence[Sequence[Any]]) -> str:
+    """The cumulative series as CSV (header :data:`cumulative.COLUMNS`; empty cells for no value)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cumulative.COLUMNS)
+    writer.writerows([_fmt(v) for v in row] for row in rows)
+    return buf.getvalue()
 
 
 # --- the batch ------------------------------------------------------------------------------------
@@ -454,6 +511,7 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "operations_covered": ops.get("covered"),
         "operations_5xx": ops.get("with_5xx"),
         "unique_failures": (summary.get("failures") or {}).get("unique"),
+        "unique_failures_restgym": ((summary.get("failures") or {}).get("restgym") or {}).get("unique"),
         "line_coverage": cov.get("line"),
         "branch_coverage": cov.get("branch"),
         "method_coverage": cov.get("method"),

@@ -391,7 +391,7 @@ def run_batch(
             _hook(
                 f"{key.label}: results.write_run_summary",
                 lambda: importlib.import_module("remote_runner.results").write_run_summary(
-                    run_dir, spec_path, settings.budget_seconds
+                    run_dir, spec_path, settings.budget_seconds, analysis=catalog.apis[key.api].analysis
                 ),
             )
             if settings.upload is not None:

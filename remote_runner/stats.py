@@ -9,6 +9,22 @@ runs anywhere with the standard library; the tests check them against scipy on t
   one from the second (ties count half); 0.5 means no difference.
 - :func:`median`, :func:`quantile`, :func:`iqr`: linear interpolation between order statistics
   (numpy's default, "type 7").
+
+Across APIs (Demsar 2006, "Statistical comparisons of classifiers over multiple data sets", as in
+FuzzBench's reports):
+
+- :func:`friedman`: the Friedman test over a blocks x treatments table (APIs x tools), ranks within
+  each API (1 = the best, i.e. the largest value; ties share their average rank), chi-square with
+  ``k - 1`` degrees of freedom and the tie correction of ``scipy.stats.friedmanchisquare``;
+- :func:`nemenyi`: the Nemenyi post-hoc p-values of every pair of tools, from the mean ranks:
+  ``q = |R_i - R_j| / sqrt(k (k + 1) / (6 N))``, ``p = P(studentized range(k, inf) >= q sqrt 2)`` (as
+  ``scikit_posthocs.posthoc_nemenyi_friedman``);
+- :func:`critical_difference`: the smallest mean-rank difference Nemenyi calls significant at
+  ``alpha``, ``q_alpha sqrt(k (k + 1) / (6 N))`` with ``q_alpha`` the studentized range quantile over
+  sqrt 2 (1.960, 2.344, 2.569, 2.728 for k = 2..5 at 0.05; Demsar's table truncates 2.3437 to 2.343).
+
+The chi-square and studentized range distributions are computed here (regularised incomplete gamma;
+numerical integration over the normal density), checked against scipy in the tests.
 """
 
 from __future__ import annotations
@@ -140,3 +156,154 @@ def median(values: Sequence[float]) -> float:
 def iqr(values: Sequence[float]) -> tuple[float, float]:
     """(25th, 75th) percentiles."""
     return quantile(values, 0.25), quantile(values, 0.75)
+
+
+# --- across APIs: Friedman, Nemenyi, critical difference -------------------------------------------
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(X >= x) for a chi-square variable with ``df`` degrees of freedom: the regularised upper
+    incomplete gamma Q(df / 2, x / 2), by its series below a + 1 and its continued fraction above."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if x <= 0:
+        return 1.0
+    a, z = df / 2.0, x / 2.0
+    log_front = -z + a * math.log(z) - math.lgamma(a)
+    if z < a + 1:  # series for the lower function P
+        term = total = 1.0 / a
+        n = a
+        for _ in range(10_000):
+            n += 1
+            term *= z / n
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    # Lentz's continued fraction for Q
+    tiny = 1e-300
+    b = z + 1 - a
+    c = 1 / tiny
+    d = 1 / b
+    h = d
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return min(1.0, h * math.exp(log_front))
+
+
+def _phi(z: float) -> float:
+    return math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def _Phi(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+_SR_STEPS = 800  # Simpson intervals over [-9, 9]: absolute error far below 1e-9 for k <= 50
+
+
+def studentized_range_cdf(q: float, k: int) -> float:
+    """P(range of k standard normals <= q) (the studentized range with infinite degrees of freedom):
+    k * integral of phi(z) (Phi(z) - Phi(z - q))^(k - 1) dz, by Simpson's rule."""
+    if k < 2:
+        raise ValueError(f"the studentized range needs k >= 2, got {k}")
+    if q <= 0:
+        return 0.0
+    lo, hi = -9.0, 9.0
+    h = (hi - lo) / _SR_STEPS
+    total = 0.0
+    for i in range(_SR_STEPS + 1):
+        z = lo + i * h
+        f = _phi(z) * (_Phi(z) - _Phi(z - q)) ** (k - 1)
+        total += f * (1 if i in (0, _SR_STEPS) else 4 if i % 2 else 2)
+    return min(1.0, max(0.0, k * total * h / 3))
+
+
+def studentized_range_sf(q: float, k: int) -> float:
+    return 1.0 - studentized_range_cdf(q, k)
+
+
+def studentized_range_ppf(p: float, k: int) -> float:
+    """The q with P(range <= q) = p, by bisection."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be within (0, 1), got {p}")
+    lo, hi = 0.0, 1.0
+    while studentized_range_cdf(hi, k) < p:
+        hi *= 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if studentized_range_cdf(mid, k) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Friedman:
+    statistic: float  # chi-square, tie-corrected
+    p_value: float
+    mean_ranks: tuple[float, ...]  # per treatment (column); 1 = best
+    blocks: int  # N: APIs
+    treatments: int  # k: tools
+
+
+def _block_ranks(row: Sequence[float], higher_is_better: bool) -> tuple[list[float], list[int]]:
+    values = [-float(v) for v in row] if higher_is_better else [float(v) for v in row]
+    return _ranks(values)
+
+
+def friedman(table: Sequence[Sequence[float]], *, higher_is_better: bool = True) -> Friedman:
+    """Friedman test of ``table`` (one row per API, one column per tool, no missing values)."""
+    n = len(table)
+    if n < 1:
+        raise ValueError("the Friedman test needs at least one block (API)")
+    k = len(table[0])
+    if k < 2 or any(len(row) != k for row in table):
+        raise ValueError("every block needs the same number (at least 2) of treatments")
+    if any(math.isnan(float(v)) for row in table for v in row):
+        raise ValueError("the table must not contain NaN")
+    sums = [0.0] * k
+    tie_term = 0
+    for row in table:
+        ranks, ties = _block_ranks(row, higher_is_better)
+        for j, r in enumerate(ranks):
+            sums[j] += r
+        tie_term += sum(t**3 - t for t in ties)
+    mean_ranks = tuple(s / n for s in sums)
+    chi2 = 12 / (n * k * (k + 1)) * sum(s * s for s in sums) - 3 * n * (k + 1)
+    correction = 1 - tie_term / (n * k * (k * k - 1))
+    if correction <= 0:  # every API ties every tool: no evidence of any difference
+        return Friedman(0.0, 1.0, mean_ranks, n, k)
+    chi2 /= correction
+    return Friedman(chi2, chi2_sf(chi2, k - 1), mean_ranks, n, k)
+
+
+def nemenyi(mean_ranks: Sequence[float], blocks: int) -> list[list[float]]:
+    """Nemenyi post-hoc p-values (k x k, 1 on the diagonal) from the Friedman mean ranks."""
+    k = len(mean_ranks)
+    if k < 2 or blocks < 1:
+        raise ValueError("Nemenyi needs at least 2 treatments and 1 block")
+    scale = math.sqrt(k * (k + 1) / (6 * blocks))
+    out = [[1.0] * k for _ in range(k)]
+    for i in range(k):
+        for j in range(i + 1, k):
+            q = abs(mean_ranks[i] - mean_ranks[j]) / scale
+            out[i][j] = out[j][i] = studentized_range_sf(q * math.sqrt(2), k)
+    return out
+
+
+def critical_difference(k: int, blocks: int, alpha: float = 0.05) -> float:
+    """Nemenyi's critical difference of mean ranks at ``alpha``."""
+    q_alpha = studentized_range_ppf(1 - alpha, k) / math.sqrt(2)
+    return q_alpha * math.sqrt(k * (k + 1) / (6 * blocks))

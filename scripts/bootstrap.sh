@@ -11,6 +11,8 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+# Headless Chromium renders the HTML report in tests/results/test_report_render.py.
+command -v chromium >/dev/null || need_apt+=(chromium)
 # The virtualenv needs ensurepip, which Debian ships separately from python3.
 python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

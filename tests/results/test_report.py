@@ -14,9 +14,20 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from remote_runner import report, results
+from remote_runner.process import execute
 from tests.results.factory import PETSTORE_SPEC, Row, synthetic_run, write_metadata, write_traffic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# headless flags that work on this project's machines (../shared/ENVIRONMENT.md)
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +71,10 @@ def test_report_files(batch: Path) -> None:
     md = (batch / "report.md").read_text()
     html = (batch / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert sorted(images) == ["coverage-petstore.png", "coverage-shop.png", "operations-covered.png"]
+    cd = [f"cd-{key}.png" for key, _ in report.RANK_METRICS]
+    assert sorted(images) == sorted(
+        ["coverage-petstore.png", "coverage-shop.png", "operations-covered.png", *cd]
+    )
     for name in images:
         assert (batch / name).read_bytes().startswith(PNG_MAGIC)
         assert f'src="{name}"' in html
@@ -99,7 +113,7 @@ def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> Non
         ("Line coverage", "line_coverage"),
         ("Operations covered (2xx)", "operations_covered"),
         ("5xx responses", "status_5xx"),
-        ("Unique failures", "unique_failures"),
+        ("Unique failures (ours)", "unique_failures"),
     ):
         cells = (
             next(ln for ln in api_section.splitlines() if ln.startswith(f"| {label} |") and "p=" in ln)
@@ -190,3 +204,103 @@ def test_console_summary_table(batch: Path) -> None:
         ln.startswith("not in the statistics: petstore/schemathesis/run-7: failed: API not ready after 300 s")
         for ln in lines
     )
+
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images].map(i => ({
+    src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0, width: i.getBoundingClientRect().width
+  }));
+  const tables = [...document.querySelectorAll("table")].map(t => ({
+    rows: t.querySelectorAll("tbody tr").length, height: t.getBoundingClientRect().height
+  }));
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify({images, tables});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_html_report_renders_in_headless_chromium(batch: Path, tmp_path: Path) -> None:
+    """The report as a reader sees it: Debian's chromium loads report.html (a copy with a probe script
+    that records, after the load event, what the browser made of every image and table)."""
+    html = (batch / "report.html").read_text()
+    for png in batch.glob("*.png"):
+        (tmp_path / png.name).write_bytes(png.read_bytes())
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</body>", PROBE + "</body>"))
+    res = execute(
+        [
+            "chromium",
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        timeout=120,
+    )
+    assert res.ok, res.tail()
+    m = re.search(r'<pre id="probe">(.*?)</pre>', res.output, re.S)
+    assert m, res.output[-2000:]
+    seen = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    md = (batch / "report.md").read_text()
+    expected_images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert [i["src"] for i in seen["images"]] == expected_images
+    broken = [i["src"] for i in seen["images"] if not i["loaded"] or i["width"] <= 0]
+    assert not broken, f"images that did not load: {broken}"
+    # every table of the document is there, with all its rows, and takes room on the page
+    expected_rows = [len(rows) for kind, (header, rows) in _tables(batch)]
+    assert [t["rows"] for t in seen["tables"]] == expected_rows
+    assert all(t["height"] > 0 for t in seen["tables"])
+    # per API 7 (runs, metrics, pairs, at equal requests, areas, and their pairs), per ranked metric 1,
+    # the runs left out 1
+    assert len(seen["tables"]) == 2 * 7 + len(report.RANK_METRICS) + 1
+
+
+def _tables(batch: Path) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """The tables of report.md: (kind, (header, rows)) in order."""
+    out = []
+    lines = (batch / "report.md").read_text().splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            header = lines[i]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("| "):
+                rows.append([lines[i]])
+                i += 1
+            out.append(("table", ([header], rows)))
+        else:
+            i += 1
+    return out
+
+
+def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
+    import scikit_posthocs as sp
+    from scipy.stats import friedmanchisquare, rankdata
+
+    md = (batch / "report.md").read_text()
+    section = md.split("### Ranks: Line coverage", 1)[1].split("###", 1)[0]
+    assert "2 APIs went in: petstore, shop." in section
+    tools = ["arat-rl", "llamaresttest", "schemathesis"]
+    table = np.array(
+        [[np.median(values(batch, api, t, "line_coverage")) for t in tools] for api in ("petstore", "shop")]
+    )
+    ref = friedmanchisquare(*table.T)
+    assert f"Friedman chi-square = {float(ref.statistic):.3f}, df = 2, p = {float(ref.pvalue):.3f}" in section
+    ranks = rankdata(-table, axis=1).mean(axis=0)
+    nemenyi = sp.posthoc_nemenyi_friedman(table).to_numpy()
+    for i, tool in enumerate(tools):
+        row = next(ln for ln in section.splitlines() if ln.startswith(f"| {tool} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == f"{ranks[i]:.2f}"
+        header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
+        others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+        for other, cell in zip(others, cells[2:], strict=True):
+            j = tools.index(other)
+            p = float(nemenyi[i, j])
+            assert cell == ("-" if i == j else "<0.001" if p < 0.001 else f"{p:.3f}")
+    assert (batch / "cd-line_coverage.png").read_bytes().startswith(PNG_MAGIC)

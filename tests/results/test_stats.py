@@ -100,3 +100,58 @@ def test_bad_inputs() -> None:
         stats.mann_whitney_u([float("nan")], [1.0])
     with pytest.raises(ValueError):
         stats.median([])
+
+
+# --- across APIs: Friedman, Nemenyi, critical difference (against scipy and scikit-posthocs) ------
+
+
+def test_chi2_and_studentized_range_match_scipy() -> None:
+    import numpy as np
+    import scipy.stats as ss
+
+    for x, df in [(0.5, 1), (3.2, 2), (10.0, 3), (40.0, 7), (0.01, 4), (100.0, 2)]:
+        assert stats.chi2_sf(x, df) == pytest.approx(float(ss.chi2.sf(x, df)), rel=1e-9, abs=1e-15)
+    for q, k in [(2.77, 2), (3.31, 3), (3.63, 4), (1.0, 5), (5.0, 10)]:
+        ref = float(ss.studentized_range.sf(q, k, np.inf))
+        assert stats.studentized_range_sf(q, k) == pytest.approx(ref, abs=1e-9)
+    # Demsar (2006), table 5(a): q_0.05 for k = 2..5 (his 2.343 is 2.3437 truncated)
+    got = [stats.studentized_range_ppf(0.95, k) / 2**0.5 for k in (2, 3, 4, 5)]
+    assert got == pytest.approx([1.960, 2.3437, 2.569, 2.728], abs=1e-3)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_friedman_and_nemenyi_match_scipy_and_scikit_posthocs(seed: int) -> None:
+    import numpy as np
+    import scikit_posthocs as sp
+    import scipy.stats as ss
+
+    rng = np.random.default_rng(seed)
+    data = rng.random((7, 4)).round(1)  # rounding makes ties within APIs
+    res = stats.friedman(data.tolist())
+    ref = ss.friedmanchisquare(*data.T)
+    assert res.statistic == pytest.approx(float(ref.statistic), rel=1e-12)
+    assert res.p_value == pytest.approx(float(ref.pvalue), rel=1e-9)
+    # rank 1 = the highest value
+    ascending = ss.rankdata(-data, axis=1).mean(axis=0)
+    assert res.mean_ranks == pytest.approx(tuple(ascending))
+    ours = np.array(stats.nemenyi(res.mean_ranks, res.blocks))
+    theirs = sp.posthoc_nemenyi_friedman(data).to_numpy()
+    assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+def test_friedman_with_two_tools_and_full_ties() -> None:
+    # two tools: Friedman is the sign test's chi-square, df 1 (scipy refuses k < 3)
+    res = stats.friedman([[3, 1], [5, 2], [1, 4]])
+    n, k = 3, 2
+    sums = [1 + 1 + 2, 2 + 2 + 1]
+    chi2 = 12 / (n * k * (k + 1)) * sum(s * s for s in sums) - 3 * n * (k + 1)
+    assert res.statistic == pytest.approx(chi2) and res.mean_ranks == pytest.approx((4 / 3, 5 / 3))
+    tied = stats.friedman([[1, 1], [2, 2]])
+    assert tied.p_value == 1.0 and tied.mean_ranks == (1.5, 1.5)
+    with pytest.raises(ValueError):
+        stats.friedman([[1, 2], [3]])
+
+
+def test_critical_difference() -> None:
+    # Demsar's formula: q_alpha * sqrt(k (k + 1) / (6 N)); 4 tools over 10 APIs
+    assert stats.critical_difference(4, 10) == pytest.approx(2.569 * (4 * 5 / 60) ** 0.5, abs=2e-3)
