@@ -30,7 +30,11 @@ _API_KEYS: dict[str, type | tuple[type, ...]] = {
     "service_port": int,
     "demo": bool,
 }
-_TOOL_KEYS: dict[str, type | tuple[type, ...]] = {"needs_models": bool, "spec_format": str, "build_args": dict}
+_TOOL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "needs_models": bool,
+    "spec_format": str,
+    "build_args": dict,
+}
 #: the spec formats a tool may declare (``spec_format`` in tool.toml)
 OPENAPI3, SWAGGER2 = "openapi3", "swagger2"
 SPEC_FORMATS = (OPENAPI3, SWAGGER2)
@@ -122,7 +126,7 @@ _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def check_build_args(value: Any, where: str) -> tuple[dict[str, str], list[str]]:
     """Build arguments (a table of NAME = "value") and one problem per bad entry, naming ``where``."""
     if not isinstance(value, dict):
-        return {}, [f"{where}: build_args must be a table of NAME = \"value\", got {value!r}"]
+        return {}, [f'{where}: build_args must be a table of NAME = "value", got {value!r}']
     good: dict[str, str] = {}
     problems: list[str] = []
     for name, arg in value.items():

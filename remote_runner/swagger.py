@@ -106,7 +106,9 @@ def _parameter(doc: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, Any]
     param = dict(_resolve(doc, raw, "parameters"))
     if param.get("in") == "cookie":
         return None
-    out: dict[str, Any] = {k: v for k, v in param.items() if k not in ("schema", "content", "example", "style", "explode")}
+    out: dict[str, Any] = {
+        k: v for k, v in param.items() if k not in ("schema", "content", "example", "style", "explode")
+    }
     schema = _refs(_resolve_schema(doc, param.get("schema") or {}))
     for key in _PARAM_SCHEMA_KEYS:
         if key in schema:
@@ -180,7 +182,7 @@ def _responses(doc: Mapping[str, Any], raw: Mapping[str, Any], produces: list[st
                 item["schema"] = _refs(entry["schema"])
         if response.get("headers"):
             item["headers"] = {
-                n: {k: v for k, v in _refs((h.get("schema") or {})).items() if k in _PARAM_SCHEMA_KEYS}
+                n: {k: v for k, v in _refs(h.get("schema") or {}).items() if k in _PARAM_SCHEMA_KEYS}
                 or {"type": "string"}
                 for n, h in response["headers"].items()
             }
@@ -199,10 +201,15 @@ def _security(schemes: Mapping[str, Any]) -> dict[str, Any]:
         elif kind == "http":  # bearer: a header Swagger 2 can only name as an apiKey
             out[name] = {"type": "apiKey", "name": "Authorization", "in": "header"}
         elif kind == "oauth2":
-            flows = scheme.get("flows") or {}
+            flows: dict[str, Any] = dict(scheme.get("flows") or {})
             flow, data = next(iter(flows.items()), ("implicit", {}))
+            data = dict(data or {})
             names = {"authorizationCode": "accessCode", "clientCredentials": "application"}
-            entry = {"type": "oauth2", "flow": names.get(flow, flow), "scopes": data.get("scopes", {})}
+            entry: dict[str, Any] = {
+                "type": "oauth2",
+                "flow": names.get(flow, flow),
+                "scopes": data.get("scopes", {}),
+            }
             for key in ("authorizationUrl", "tokenUrl"):
                 if key in data:
                     entry[key] = data[key]
@@ -218,7 +225,10 @@ def convert(doc: Mapping[str, Any]) -> dict[str, Any]:
         return copy.deepcopy(dict(doc))
     if not is_openapi3(doc):
         raise ValueError("not an OpenAPI 3 document (no 'openapi: 3.x' key)")
-    out: dict[str, Any] = {"swagger": "2.0", "info": copy.deepcopy(doc.get("info") or {"title": "", "version": ""})}
+    out: dict[str, Any] = {
+        "swagger": "2.0",
+        "info": copy.deepcopy(doc.get("info") or {"title": "", "version": ""}),
+    }
     servers = doc.get("servers") or []
     url = str(servers[0].get("url", "")) if servers and isinstance(servers[0], Mapping) else ""
     if "://" in url:

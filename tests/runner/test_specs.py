@@ -99,7 +99,9 @@ def test_swagger2_copy_own_file_or_conversion(tmp_path: Path) -> None:
         (folder / f"{api}.yaml").write_text((real / f"{api}.yaml").read_text())
     cat = _catalog.load(root)
     batch = tmp_path / "batch"
-    copies, problems = _specs.collect(batch, cat, ["market", "restcountries"], None, formats={"openapi3", "swagger2"})  # type: ignore[arg-type]
+    copies, problems = _specs.collect(
+        batch, cat, ["market", "restcountries"], None, formats={"openapi3", "swagger2"}
+    )  # type: ignore[arg-type]
     assert not problems, problems
     assert copies["market"].name == "market-openapi.json"
     own = _specs.copy_for(batch, "market", "swagger2")

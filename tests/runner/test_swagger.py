@@ -75,7 +75,9 @@ def test_conversion_has_everything_restgym_swagger2_has(api: str) -> None:
             elif param.get("type") != got.get("type"):
                 problems.append(f"{where}: type {param.get('type')} != {got.get('type')}")
     assert not problems, "\n".join(problems)
-    assert checked > 0 or api == "languagetool" or not any(e["op"].get("parameters") for e in their_ops.values())
+    assert (
+        checked > 0 or api == "languagetool" or not any(e["op"].get("parameters") for e in their_ops.values())
+    )
 
 
 def test_refs_point_at_definitions_and_resolve() -> None:
@@ -87,7 +89,10 @@ def test_refs_point_at_definitions_and_resolve() -> None:
 
 
 def test_base_path_from_servers_and_basepath() -> None:
-    assert swagger.base_path({"openapi": "3.0.0", "servers": [{"url": "http://localhost:9/api/v1/"}]}) == "/api/v1"
+    assert (
+        swagger.base_path({"openapi": "3.0.0", "servers": [{"url": "http://localhost:9/api/v1/"}]})
+        == "/api/v1"
+    )
     assert swagger.base_path({"openapi": "3.0.0", "servers": [{"url": "/v2"}]}) == "/v2"
     assert swagger.base_path({"openapi": "3.0.0"}) == ""
     assert swagger.base_path({"swagger": "2.0", "basePath": "/"}) == ""

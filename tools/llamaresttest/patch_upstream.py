@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+_THREADS = 'n_threads=int(os.environ["LLAMA_THREADS"]), n_threads_batch=int(os.environ["LLAMA_THREADS"])'
 PATCHES = [
     (
         "    time_limit = 3600\n",
@@ -31,11 +32,11 @@ PATCHES = [
     ),
     (
         'llama_ex = Llama(model_path="../../../ex.gguf")',
-        'llama_ex = Llama(model_path="../../../ex.gguf", n_threads=int(os.environ["LLAMA_THREADS"]), n_threads_batch=int(os.environ["LLAMA_THREADS"]))',
+        f'llama_ex = Llama(model_path="../../../ex.gguf", {_THREADS})',
     ),
     (
         'llama_ipd = Llama(model_path="../../../ipd.gguf")',
-        'llama_ipd = Llama(model_path="../../../ipd.gguf", n_threads=int(os.environ["LLAMA_THREADS"]), n_threads_batch=int(os.environ["LLAMA_THREADS"]))',
+        f'llama_ipd = Llama(model_path="../../../ipd.gguf", {_THREADS})',
     ),
 ]
 
