@@ -12,6 +12,7 @@ each batch before the first experiment (:mod:`remote_runner.specs`).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,14 @@ _API_KEYS: dict[str, type | tuple[type, ...]] = {
     "demo": bool,
     "analysis": dict,  # checked by faults.parse_analysis
 }
-_TOOL_KEYS: dict[str, type | tuple[type, ...]] = {"needs_models": bool}
+_TOOL_KEYS: dict[str, type | tuple[type, ...]] = {
+    "needs_models": bool,
+    "spec_format": str,
+    "build_args": dict,
+}
+#: the spec formats a tool may declare (``spec_format`` in tool.toml)
+OPENAPI3, SWAGGER2 = "openapi3", "swagger2"
+SPEC_FORMATS = (OPENAPI3, SWAGGER2)
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,11 @@ class Tool:
     name: str
     folder: Path
     needs_models: bool = False
+    #: the spec format the tool reads: "openapi3" (default) or "swagger2" (the runner hands it that)
+    spec_format: str = OPENAPI3
+    #: ``[build_args]`` of tool.toml: ``docker build --build-arg`` for the tool's image (settings'
+    #: ``tool_build_args`` override them per tool)
+    build_args: tuple[tuple[str, str], ...] = ()
 
     @property
     def image(self) -> str:
@@ -110,6 +123,25 @@ def _read_toml(
         else:
             good[key] = value
     return good
+
+
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_build_args(value: Any, where: str) -> tuple[dict[str, str], list[str]]:
+    """Build arguments (a table of NAME = "value") and one problem per bad entry, naming ``where``."""
+    if not isinstance(value, dict):
+        return {}, [f'{where}: build_args must be a table of NAME = "value", got {value!r}']
+    good: dict[str, str] = {}
+    problems: list[str] = []
+    for name, arg in value.items():
+        if not _ARG_NAME.match(str(name)):
+            problems.append(f"{where}: build argument name {name!r} is not a valid ARG name")
+        elif isinstance(arg, bool) or not isinstance(arg, str | int | float):
+            problems.append(f"{where}: build argument {name} must be a string, got {arg!r}")
+        else:
+            good[str(name)] = str(arg)
+    return good, problems
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -168,9 +200,22 @@ def load(root: Path) -> Catalog:
         )
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):
-        meta = _read_toml(folder / "tool.toml", _TOOL_KEYS, problems)
+        toml_path = folder / "tool.toml"
+        meta = _read_toml(toml_path, _TOOL_KEYS, problems)
+        spec_format = str(meta.get("spec_format", OPENAPI3))
+        if spec_format not in SPEC_FORMATS:
+            problems.append(
+                f"{toml_path}: spec_format must be one of {', '.join(SPEC_FORMATS)}, got {spec_format!r}"
+            )
+            spec_format = OPENAPI3
+        build_args, arg_problems = check_build_args(meta.get("build_args", {}), str(toml_path))
+        problems += arg_problems
         tools[folder.name] = Tool(
-            name=folder.name, folder=folder, needs_models=bool(meta.get("needs_models", False))
+            name=folder.name,
+            folder=folder,
+            needs_models=bool(meta.get("needs_models", False)),
+            spec_format=spec_format,
+            build_args=tuple(sorted(build_args.items())),
         )
     infra = root / "infrastructure"
     return Catalog(

@@ -243,14 +243,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
     if not settings.build:
-        wanted = images.targets(cat, selection.apis, selection.tools)
+        wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
         missing = [f"image {t.image} missing" for t in wanted if docker.image_id(t.image) is None]
         if missing:
             _problems_out("cannot start: build the images, or run without --no-build", missing)
             return EXIT_BAD_INPUT
     else:
         failed = images.build(
-            images.targets(cat, selection.apis, selection.tools),
+            images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool),
             docker,
             only_missing=True,
             say=lambda m: print(m, file=sys.stderr),
@@ -262,7 +262,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # image when the catalog has no file), so no manual extraction step is needed on the VM.
     fresh = not place.batch_dir.exists()
     batch_specs, spec_problems = specs.collect(
-        place.batch_dir, cat, selection.apis, docker, labels=dict(settings.labels)
+        place.batch_dir,
+        cat,
+        selection.apis,
+        docker,
+        labels=dict(settings.labels),
+        formats={cat.tools[t].spec_format for t in selection.tools},
     )
     if spec_problems:
         if fresh:  # leave no half-made batch folder behind: nothing was started
@@ -306,9 +311,15 @@ def _print_closing_summary(batch_dir: Path) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     root = args.catalog
     problems: list[str] = []
-    if root is None and args.config:
+    tool_args: dict[str, dict[str, str]] = {}
+    if args.config:
         config, problems = load_config(args.config)
-        root = (args.config.resolve().parent / str(config.get("catalog", "."))).resolve()
+        if root is None:
+            root = (args.config.resolve().parent / str(config.get("catalog", "."))).resolve()
+        if "tool_build_args" in config:
+            configured, more = merge({"tool_build_args": config["tool_build_args"]}, {})
+            problems += more
+            tool_args = configured.build_args_by_tool
     cat = catalog_mod.load(root or Path("."))
     problems += list(cat.problems)
     docker = Docker()
@@ -318,7 +329,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.only:
         apis, tools, more = images.select_only(cat, args.only)
         problems += more
-        build_targets = images.targets(cat, apis, tools)
+        build_targets = images.targets(cat, apis, tools, tool_args)
         if "infrastructure" in args.only and cat.infrastructure is not None and not apis:
             build_targets.insert(
                 0,
@@ -327,7 +338,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                 ),
             )
     else:
-        build_targets = images.targets(cat, sorted(cat.apis), sorted(cat.tools))
+        build_targets = images.targets(cat, sorted(cat.apis), sorted(cat.tools), tool_args)
     if problems:
         _problems_out("cannot build: fix these and run again", problems)
         return EXIT_BAD_INPUT

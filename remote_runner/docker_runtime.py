@@ -71,8 +71,14 @@ def version_cmd() -> list[str]:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
-def build_cmd(image: str, context: Path, labels: Mapping[str, str] | None = None) -> list[str]:
+def build_cmd(
+    image: str,
+    context: Path,
+    labels: Mapping[str, str] | None = None,
+    build_args: Mapping[str, str] | None = None,
+) -> list[str]:
     # --force-rm: a failed step's intermediate container is removed too, not left behind
+    args = [a for k, v in sorted((build_args or {}).items()) for a in ("--build-arg", f"{k}={v}")]
     return [
         "docker",
         "build",
@@ -81,6 +87,7 @@ def build_cmd(image: str, context: Path, labels: Mapping[str, str] | None = None
         "-t",
         image,
         *label_args(labels or {}),
+        *args,
         str(context),
     ]
 
@@ -223,8 +230,14 @@ class Docker:
             f"or scripts/bootstrap.sh) and check you may use it\n    {result.tail(3)}"
         )
 
-    def build(self, image: str, context: Path, labels: Mapping[str, str] | None = None) -> ProcessResult:
-        return self._execute(build_cmd(image, context, labels), timeout=3 * 3600)
+    def build(
+        self,
+        image: str,
+        context: Path,
+        labels: Mapping[str, str] | None = None,
+        build_args: Mapping[str, str] | None = None,
+    ) -> ProcessResult:
+        return self._execute(build_cmd(image, context, labels, build_args), timeout=3 * 3600)
 
     def image_id(self, image: str) -> str | None:
         result = self._execute(image_id_cmd(image), timeout=60)

@@ -35,6 +35,9 @@ from remote_runner.docker_runtime import (
 from remote_runner.plan import RunKey
 
 PROXY_PORT = 9090
+#: the API container's network alias on its experiment's own network: the tool's HOST, whatever the
+#: container's name (names reach 61 characters; urllib3 refuses host labels over 63)
+API_ALIAS = "api"
 TOOL_STOP_GRACE = 5.0
 POLL_SECONDS = 1.0
 PROBE_INTERVAL = 0.5
@@ -64,6 +67,10 @@ class ExperimentSpec:
     coverage_interval: float = 5.0
     models_dir: Path = Path("/opt/llamaresttest/models")
     extra_labels: tuple[tuple[str, str], ...] = ()
+    #: the spec in the tool's format (``Tool.spec_format``); None: ``spec_file``
+    tool_spec_file: Path | None = None
+    #: the base path of that spec (Swagger 2 ``basePath`` / OpenAPI 3 ``servers[0]``), "" for none
+    base_path: str = ""
 
     @property
     def base_name(self) -> str:
@@ -105,7 +112,7 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         name=api_name,
         image=spec.api.image,
         network=network,
-        aliases=(api_name,),
+        aliases=(api_name, API_ALIAS),
         labels=spec.labels("api"),
         env={**common_env, "COVERAGE_INTERVAL": f"{spec.coverage_interval:g}"},
         mounts=(Mount(spec.run_dir.resolve(), "/results"),),
@@ -113,13 +120,15 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         cpuset=spec.api_cpuset,
         memory_bytes=spec.memory_bytes,
     )
-    spec_file = spec.spec_file.resolve()
+    spec_file = (spec.tool_spec_file or spec.spec_file).resolve()
     mounts = [Mount(spec_file, f"/specifications/{spec_file.name}", read_only=True)]
     tool_env = {
         **common_env,
-        "HOST": api_name,
+        "HOST": API_ALIAS,
         "PORT": str(PROXY_PORT),
+        "BASE_URL": f"http://{API_ALIAS}:{PROXY_PORT}{spec.base_path}",
         "SPEC": f"/specifications/{spec_file.name}",
+        "SPEC_FORMAT": spec.tool.spec_format,
         "CPUS": f"{spec.cpus:g}",
     }
     if spec.tool.needs_models:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from remote_runner import metrics
 from remote_runner.verification import Thresholds
@@ -222,12 +222,7 @@ class Analysis:
 
     def thresholds_for(self, tool: str, base: Thresholds | None = None) -> Thresholds:
         """Verification thresholds of this API with ``tool`` (the other checks from ``base``)."""
-        base = base or Thresholds()
-        return Thresholds(
-            min_requests_per_minute=self.min_requests_per_minute_for(tool),
-            min_span_fraction=base.min_span_fraction,
-            min_samples_per_minute=base.min_samples_per_minute,
-        )
+        return replace(base or Thresholds(), min_requests_per_minute=self.min_requests_per_minute_for(tool))
 
 
 #: RESTgym's values for the 11 benchmark APIs (sources in the module docstring); the api.toml files

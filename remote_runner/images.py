@@ -5,7 +5,7 @@ The build context of each image is its own folder."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +22,18 @@ class BuildTarget:
     kind: str  # "infrastructure", "api" or "tool"
     image: str
     context: Path
+    #: ``--build-arg``s (a tool's ``[build_args]``, overridden by settings' ``tool_build_args``)
+    build_args: tuple[tuple[str, str], ...] = ()
 
 
-def targets(catalog: Catalog, apis: Iterable[str], tools: Iterable[str]) -> list[BuildTarget]:
-    """Build order: infrastructure, APIs, tools (pure)."""
+def targets(
+    catalog: Catalog,
+    apis: Iterable[str],
+    tools: Iterable[str],
+    tool_build_args: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[BuildTarget]:
+    """Build order: infrastructure, APIs, tools (pure). ``tool_build_args`` (settings, per tool) win
+    over the same names in the tool's own ``[build_args]``."""
     out: list[BuildTarget] = []
     api_list, tool_list = list(apis), list(tools)
     if catalog.infrastructure is not None and api_list:
@@ -33,7 +41,10 @@ def targets(catalog: Catalog, apis: Iterable[str], tools: Iterable[str]) -> list
             BuildTarget("infrastructure", "infrastructure", INFRASTRUCTURE_IMAGE, catalog.infrastructure)
         )
     out += [BuildTarget(n, "api", catalog.apis[n].image, catalog.apis[n].folder) for n in api_list]
-    out += [BuildTarget(n, "tool", catalog.tools[n].image, catalog.tools[n].folder) for n in tool_list]
+    for n in tool_list:
+        tool = catalog.tools[n]
+        args = {**dict(tool.build_args), **dict((tool_build_args or {}).get(n, {}))}
+        out.append(BuildTarget(n, "tool", tool.image, tool.folder, tuple(sorted(args.items()))))
     return out
 
 
@@ -69,7 +80,7 @@ def build(
             problems.append(f"{target.image}: not built, because {INFRASTRUCTURE_IMAGE} failed")
             continue
         say(f"building {target.image} from {target.context}")
-        result = docker.build(target.image, target.context)
+        result = docker.build(target.image, target.context, build_args=dict(target.build_args))
         if result.ok:
             log.info("built %s", target.image)
             continue

@@ -108,6 +108,9 @@ class Run:
     budget_seconds: float | None
     path: str
     cumulative: tuple[dict[str, Any], ...] = ()  # rows of summary.json's cumulative series
+    #: the tool's restarts and their reasons (summary.json ``tool_restarts`` / ``tool_crashes``)
+    tool_restarts: int = 0
+    crash_reasons: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -167,6 +170,12 @@ def load_runs(batch_dir: Path) -> list[Run]:
                 series=series,
                 budget_seconds=_num(summary.get("budget_seconds")) if summary else None,
                 path=str(run_dir.relative_to(batch_dir)),
+                tool_restarts=int(summary.get("tool_restarts") or 0) if summary else 0,
+                crash_reasons=tuple(
+                    str(c.get("reason", "")) for c in summary.get("tool_crashes") or [] if isinstance(c, dict)
+                )
+                if summary
+                else (),
             )
         )
     seen = {(r.api, r.tool, r.run) for r in runs}
@@ -681,6 +690,16 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
         )
     else:
         doc.para("None: every run is verified.")
+    restarted = [r for r in runs if r.tool_restarts]
+    if restarted:
+        doc.heading(2, "Tool restarts")
+        doc.table(
+            ["api", "tool", "run", "restarts", "crash reasons"],
+            [
+                [r.api, r.tool, str(r.run), str(r.tool_restarts), "; ".join(dict.fromkeys(r.crash_reasons))]
+                for r in restarted
+            ],
+        )
     return doc
 
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, faults, metrics, verification
+from remote_runner import cumulative, faults, metrics, tool_log, verification
 from remote_runner.metrics import CoverageSample, Request
 from remote_runner.verification import Thresholds
 
@@ -61,6 +61,7 @@ SUMMARY_COLUMNS = (
     "requests_per_minute",
     "request_span_fraction",
     "coverage_samples_per_minute",
+    "tool_restarts",
     "run_dir",
 )
 
@@ -144,6 +145,19 @@ def read_coverage(csv_path: Path) -> tuple[list[CoverageSample], str | None]:
             except (KeyError, TypeError, ValueError):
                 bad += 1
     return samples, (f"{bad} malformed coverage rows skipped" if bad else None)
+
+
+def read_tool_log(path: Path) -> tuple[tool_log.ToolReport, str | None]:
+    """What the tool reported in its log (:mod:`remote_runner.tool_log`), and a problem (None if
+    all is well; a missing log is no problem: the tool may never have started)."""
+    if not path.is_file():
+        return tool_log.ToolReport(), None
+    try:
+        report = tool_log.parse_text(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError as exc:
+        return tool_log.ToolReport(), f"cannot read tool log: {exc}"
+    bad = len(report.unreadable)
+    return report, (f"{bad} unreadable marker lines in the tool log" if bad else None)
 
 
 def load_spec(spec_path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
@@ -237,6 +251,7 @@ def summarise(
     failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
     not_before: float | None = None,
     analysis: faults.Analysis | None = None,
+    tool_report: tool_log.ToolReport | None = None,
 ) -> dict[str, Any]:
     """The metrics and verification block of a run, from plain data (no files).
 
@@ -290,8 +305,13 @@ def summarise(
         budget_seconds=budget_seconds,
         integrity=integrity,
         thresholds=thresholds,
+        restarts=len(tool_report.restarts) if tool_report else 0,
+        restart_reasons=tuple(r.reason for r in tool_report.restarts) if tool_report else (),
     )
     return {
+        # the tool's restarts (crash, then started again by its entrypoint) and why, from its log
+        "tool_restarts": len(tool_report.restarts) if tool_report else 0,
+        "tool_crashes": [r.as_dict() for r in tool_report.restarts] if tool_report else [],
         "requests": asdict(counts),
         "operations": {
             "total": len(matcher.operations) if spec is not None else None,
@@ -361,12 +381,14 @@ def write_run_summary(
     thresholds: Thresholds | None = None,
     failure_similarity: float = metrics.DEFAULT_FAILURE_SIMILARITY,
     analysis: faults.Analysis | None = None,
+    max_tool_restarts: int | None = None,
 ) -> dict[str, Any]:
     """Compute and write ``run_dir/summary.json`` and ``run_dir/cumulative.csv``; returns the summary.
 
     ``analysis`` is the API's ``[analysis]`` settings (``catalog.Api.analysis``); without it,
     RESTgym's values for a benchmark API of that name (:func:`faults.default_analysis`), else the
-    generic defaults. ``thresholds`` default to the analysis's for this (API, tool).
+    generic defaults. ``thresholds`` default to the analysis's for this (API, tool), with
+    ``max_tool_restarts`` (the batch's setting) when given.
 
     Never fails on missing or damaged inputs (the problems are listed under ``problems``); only an
     unwritable run folder raises."""
@@ -376,12 +398,14 @@ def write_run_summary(
     samples, coverage_problem = read_coverage(run_dir / "coverage" / "series.csv")
     spec, spec_problem = load_spec(spec_path)
     integrity = verification.database_integrity(run_dir / "traffic.sqlite")
+    tool_report, log_problem = read_tool_log(run_dir / "logs" / "tool.log")
     api, tool, n = run_identity(run_dir)
     api_name = str(metadata.get("api") or api)
     tool_name = str(metadata.get("tool") or tool)
     analysis = analysis or faults.default_analysis(api_name)
     if thresholds is None:
-        thresholds = analysis.thresholds_for(tool_name)
+        base = None if max_tool_restarts is None else Thresholds(max_tool_restarts=max_tool_restarts)
+        thresholds = analysis.thresholds_for(tool_name, base)
     tool_began = tool_start(metadata)
     if tool_began is None and "start_utc" in metadata:
         tool_began = math.inf  # the runner started this attempt but never its tool
@@ -396,6 +420,7 @@ def write_run_summary(
         thresholds=thresholds,
         failure_similarity=failure_similarity,
         analysis=analysis,
+        tool_report=tool_report,
     )
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION,
@@ -407,7 +432,7 @@ def write_run_summary(
         "budget_seconds": budget_seconds,
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
-        "problems": [p for p in (traffic_problem, coverage_problem, spec_problem) if p],
+        "problems": [p for p in (traffic_problem, coverage_problem, spec_problem, log_problem) if p],
     }
     _atomic_write(run_dir / "cumulative.csv", cumulative_csv(body["cumulative"]["rows"]))
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
@@ -520,6 +545,7 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "requests_per_minute": checks.get("requests_per_minute", {}).get("measured"),
         "request_span_fraction": checks.get("request_span", {}).get("measured"),
         "coverage_samples_per_minute": checks.get("coverage_samples_per_minute", {}).get("measured"),
+        "tool_restarts": summary.get("tool_restarts"),
     }
 
 

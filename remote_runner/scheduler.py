@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import admission, clock, journal, plan
+from remote_runner import specs as specs_mod
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome, set_aside
@@ -359,6 +360,9 @@ def run_batch(
             if attempt > 1:
                 set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
             sets = [admission.cpuset_arg(s) if s else None for s in reservation.cpusets]
+            # the spec in the tool's format (specs.collect made it before the batch started)
+            tool = catalog.tools[key.tool]
+            tool_spec = specs_mod.copy_for(batch_dir, key.api, tool.spec_format) or specs[key.api]
             spec = ExperimentSpec(
                 batch=batch_dir.name,
                 batch_id=batch_id,
@@ -373,6 +377,8 @@ def run_batch(
                 tool_cpuset=sets[1],
                 memory_bytes=settings.memory_bytes,
                 spec_file=specs[key.api],
+                tool_spec_file=tool_spec,
+                base_path=specs_mod.base_path_of(tool_spec),
                 stop_grace_seconds=settings.stop_grace_seconds,
                 coverage_interval=settings.coverage_interval,
                 models_dir=settings.models_dir,
@@ -391,7 +397,11 @@ def run_batch(
             _hook(
                 f"{key.label}: results.write_run_summary",
                 lambda: importlib.import_module("remote_runner.results").write_run_summary(
-                    run_dir, spec_path, settings.budget_seconds, analysis=catalog.apis[key.api].analysis
+                    run_dir,
+                    spec_path,
+                    settings.budget_seconds,
+                    analysis=catalog.apis[key.api].analysis,
+                    max_tool_restarts=settings.max_tool_restarts,
                 ),
             )
             if settings.upload is not None:

@@ -91,6 +91,14 @@ class Settings:
     skip_broken_apis: bool = False
     #: extra labels on every container and network (e.g. to find a batch's containers with your tools)
     labels: tuple[tuple[str, str], ...] = ()
+    #: per tool, build arguments over the tool's own ``[build_args]`` (e.g. a mirror of its source)
+    tool_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    #: a run whose tool restarted more often than this fails verification (see verification.py)
+    max_tool_restarts: int = 3
+
+    @property
+    def build_args_by_tool(self) -> dict[str, dict[str, str]]:
+        return {tool: dict(args) for tool, args in self.tool_build_args}
 
     @property
     def memory_bytes(self) -> int:
@@ -102,10 +110,12 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, Path):
                 value = str(value)
-            elif isinstance(value, tuple) and f.name != "labels":
+            elif isinstance(value, tuple) and f.name not in ("labels", "tool_build_args"):
                 value = list(value)
             elif f.name == "labels":
                 value = dict(value)
+            elif f.name == "tool_build_args":
+                value = {tool: dict(args) for tool, args in value}
             elif isinstance(value, Upload):
                 value = {"bucket": value.bucket, "path": value.path}
             out[f.name] = value
@@ -139,6 +149,23 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             return value
         if key in ("apis", "tools"):
             return _names(value, key, problems)
+        if key == "max_tool_restarts":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"expected a whole number of restarts (0 or more), got {value!r}")
+            return value
+        if key == "tool_build_args":
+            if isinstance(value, tuple):
+                return value
+            if not isinstance(value, Mapping):
+                raise ValueError(f'expected {{"<tool>": {{"ARG": "value"}}}}, got {value!r}')
+            from remote_runner.catalog import check_build_args
+
+            out = []
+            for tool, table in sorted(value.items()):
+                args, bad = check_build_args(table, f"tool_build_args.{tool}")
+                problems.extend(bad)
+                out.append((str(tool), tuple(sorted(args.items()))))
+            return tuple(out)
         if key in ("runs", "max_attempts"):
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise ValueError(f"expected a whole number, got {value!r}")

@@ -5,7 +5,12 @@
   ``min_span_fraction`` of the budget (90 %);
 - coverage was sampled often enough for curves: at least ``min_samples_per_minute`` samples per
   budget-minute (12, i.e. every 5 s);
-- the traffic database is intact: SQLite's ``PRAGMA integrity_check`` answers ``ok``.
+- the traffic database is intact: SQLite's ``PRAGMA integrity_check`` answers ``ok``;
+- the tool ran as one process, as its authors ran it: it restarted (crashed and was started again
+  by its entrypoint, ``TOOL_RESTART`` lines of :mod:`remote_runner.tool_log`) at most
+  ``max_tool_restarts`` times (3: a tool in a crash loop, like LlamaRestTest on specs it cannot
+  read, restarts every few seconds, far above that; a rare crash late in an hour-long run, whose
+  restart costs a model reload of tens of seconds, is tolerated, and is recorded all the same).
 
 Each check reports its measured value, its threshold and pass/fail; a run is verified when all pass.
 The checks are pure except :func:`database_integrity`, which opens the file read-only.
@@ -24,6 +29,7 @@ class Thresholds:
     min_requests_per_minute: float = 130.0
     min_span_fraction: float = 0.9
     min_samples_per_minute: float = 12.0
+    max_tool_restarts: int = 3
 
 
 DEFAULT_THRESHOLDS = Thresholds()
@@ -103,6 +109,17 @@ def database_integrity(db_path: Path) -> Check:
     return integrity_result(answer)
 
 
+def tool_restarts(restarts: int, threshold: int, reasons: tuple[str, ...] = ()) -> Check:
+    distinct = list(dict.fromkeys(reasons))
+    return Check(
+        "tool_restarts",
+        passed=restarts <= threshold,
+        measured=restarts,
+        threshold=threshold,
+        detail=("; ".join(distinct[:3]) + (" ..." if len(distinct) > 3 else "")) if distinct else "",
+    )
+
+
 def verify(
     *,
     requests: int,
@@ -111,6 +128,8 @@ def verify(
     budget_seconds: float,
     integrity: Check,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    restarts: int = 0,
+    restart_reasons: tuple[str, ...] = (),
 ) -> tuple[bool, tuple[Check, ...]]:
     """All checks of one run; the run is verified when every check passed."""
     checks = (
@@ -118,5 +137,6 @@ def verify(
         request_span(span_seconds, budget_seconds, thresholds.min_span_fraction),
         coverage_samples_per_minute(coverage_samples, budget_seconds, thresholds.min_samples_per_minute),
         integrity,
+        tool_restarts(restarts, thresholds.max_tool_restarts, restart_reasons),
     )
     return all(c.passed for c in checks), checks

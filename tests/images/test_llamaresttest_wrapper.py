@@ -85,6 +85,9 @@ def main():
     start_time = time.time()
     time_limit = 3600
     iteration = 0
+    for _param in params:
+        if _param in parameter['description'] and _param != parameter['name']:
+            pass
 
 if __name__ == "__main__":
     llama_ex = Llama(model_path="../../../ex.gguf")
@@ -95,9 +98,13 @@ if __name__ == "__main__":
 
 def test_patch_applies_budget_and_threads() -> None:
     patched = load_patcher().patch(UPSTREAM_SHAPE)
-    assert 'time_limit = float(os.environ.get("TIME_BUDGET", "3600"))' in patched
+    # one absolute deadline for the whole run, not upstream's clock started after the models load
+    assert 'time_limit = float(os.environ["TOOL_DEADLINE"]) - start_time' in patched
     assert "time_limit = 3600" not in patched
     assert patched.count('n_threads=int(os.environ["LLAMA_THREADS"])') == 2
+    assert patched.count('n_threads_batch=int(os.environ["LLAMA_THREADS"])') == 2
+    # a parameter without a description no longer crashes it (KeyError: 'description')
+    assert "parameter.get('description', '')" in patched and "parameter['description']" not in patched
     compile(patched, "llamarest.py", "exec")
 
 

@@ -343,7 +343,7 @@ def test_tool_image_contract(folder: Path) -> None:
     copied = [s for i in df.final.of("COPY") for s in copy_sources(i)]
     assert script.name in " ".join(copied)
     meta = toml(folder / "tool.toml")
-    assert set(meta) <= {"needs_models"}
+    assert set(meta) <= {"needs_models", "spec_format", "build_args"}
     # Offline builds read wheels from the context; the folder exists even when empty.
     if (folder / "requirements.txt").is_file():
         assert any("wheelhouse" in s for s in copied), "installs must be able to use the wheelhouse"

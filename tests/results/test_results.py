@@ -41,12 +41,12 @@ def test_verification_thresholds_at_their_boundaries() -> None:
         requests=130, span_seconds=54.0, coverage_samples=12, budget_seconds=60.0, integrity=ok
     )
     assert verified, cs
-    assert [c.measured for c in cs] == [130.0, 0.9, 12.0, "ok"]
+    assert [c.measured for c in cs] == [130.0, 0.9, 12.0, "ok", 0]
     verified, cs = verification.verify(
         requests=129, span_seconds=53.9, coverage_samples=11, budget_seconds=60.0, integrity=ok
     )
     assert not verified
-    assert [c.passed for c in cs] == [False, False, False, True]
+    assert [c.passed for c in cs] == [False, False, False, True, True]
     loose = Thresholds(min_requests_per_minute=100, min_span_fraction=0.5, min_samples_per_minute=1)
     verified, _ = verification.verify(
         requests=101,

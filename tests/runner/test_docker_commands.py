@@ -153,7 +153,8 @@ def test_parse_inspect_output():
 def test_experiment_containers_follow_the_contract(tmp_path: Path):
     api, tool = container_specs(spec(tmp_path), "the-net")
     assert api.name == "lrt-01234567-blog-llamaresttest-r2-a1-api" and tool.name.endswith("-tool")
-    assert api.aliases == (api.name,) and api.network == tool.network == "the-net"
+    # the short alias "api" is the tool's HOST whatever the container's name
+    assert api.aliases == (api.name, "api") and api.network == tool.network == "the-net"
     assert api.env == {
         "API": "blog",
         "TOOL": "llamaresttest",
@@ -163,7 +164,8 @@ def test_experiment_containers_follow_the_contract(tmp_path: Path):
     }
     assert api.mounts == (d.Mount((tmp_path / "results" / "run-2").resolve(), "/results"),)
     assert (api.cpuset, tool.cpuset, api.cpus) == ("0-7", "8-15", 8)
-    assert tool.env["HOST"] == api.name and tool.env["PORT"] == "9090"
+    assert tool.env["HOST"] == "api" and tool.env["PORT"] == "9090"
+    assert tool.env["BASE_URL"] == "http://api:9090" and tool.env["SPEC_FORMAT"] == "openapi3"
     assert tool.env["SPEC"] == "/specifications/blog-openapi.json" and tool.env["CPUS"] == "8"
     assert "MODELS_DIR" not in tool.env
     assert tool.mounts[0].read_only and tool.mounts[0].target == "/specifications/blog-openapi.json"
@@ -179,3 +181,21 @@ def test_experiment_containers_follow_the_contract(tmp_path: Path):
     assert tool.cpuset is None and tool.cpus == 0.5 and tool.env["CPUS"] == "0.5"
     assert tool.env["MODELS_DIR"] == "/models"
     assert d.Mount((tmp_path / "b" / "models").resolve(), "/models", True) in tool.mounts
+
+
+def test_tool_gets_the_spec_of_its_format_and_the_base_path(tmp_path: Path):
+    from dataclasses import replace
+
+    from remote_runner.catalog import Tool
+
+    swagger = tmp_path / "results" / "specifications" / "blog" / "swagger2" / "blog.yaml"
+    s = replace(
+        spec(tmp_path),
+        tool=Tool("llamaresttest", tmp_path, needs_models=True, spec_format="swagger2"),
+        tool_spec_file=swagger,
+        base_path="/api",
+    )
+    _, tool = container_specs(s, "the-net")
+    assert tool.env["SPEC"] == "/specifications/blog.yaml" and tool.env["SPEC_FORMAT"] == "swagger2"
+    assert tool.mounts[0].source == swagger.resolve()
+    assert tool.env["BASE_URL"] == "http://api:9090/api"

@@ -76,3 +76,41 @@ def test_an_api_with_no_spec_anywhere_is_a_problem(tmp_path: Path):
     (root / "apis" / "bare" / "Dockerfile").write_text("FROM x\n")
     copies, problems = specs.collect(tmp_path / "batch", catalog.load(root), ["bare"], no_engine(tmp_path))
     assert copies == {} and len(problems) == 1 and "spec_in_image" in problems[0]
+
+
+def test_swagger2_copy_own_file_or_conversion(tmp_path: Path) -> None:
+    """A batch with a swagger2 tool keeps a Swagger 2 copy beside the OpenAPI 3 one: the API's own
+    specifications/<api>.yaml when it is Swagger 2, else our conversion (restcountries' is OpenAPI 3)."""
+    import json as _json
+
+    import yaml as _yaml
+
+    from remote_runner import catalog as _catalog
+    from remote_runner import specs as _specs
+    from remote_runner import swagger as _swagger
+
+    real = Path(__file__).resolve().parents[3] / "shared" / "benchmark-specs"
+    root = tmp_path / "catalog"
+    for api in ("market", "restcountries"):
+        folder = root / "apis" / api / "specifications"
+        folder.mkdir(parents=True)
+        (folder.parent / "Dockerfile").write_text("FROM scratch\n")
+        (folder / f"{api}-openapi.json").write_text((real / f"{api}-openapi.json").read_text())
+        (folder / f"{api}.yaml").write_text((real / f"{api}.yaml").read_text())
+    cat = _catalog.load(root)
+    batch = tmp_path / "batch"
+    copies, problems = _specs.collect(
+        batch, cat, ["market", "restcountries"], None, formats={"openapi3", "swagger2"}
+    )  # type: ignore[arg-type]
+    assert not problems, problems
+    assert copies["market"].name == "market-openapi.json"
+    own = _specs.copy_for(batch, "market", "swagger2")
+    assert own is not None and own.name == "market.yaml"
+    assert _swagger.is_swagger2(_yaml.safe_load(own.read_text()))
+    converted = _specs.copy_for(batch, "restcountries", "swagger2")
+    assert converted is not None and converted.name == "restcountries-swagger2.json"
+    assert _json.loads(converted.read_text())["swagger"] == "2.0"
+    assert _specs.kept_copy(_specs.spec_folder(batch, "restcountries")).name == "restcountries-openapi.json"
+    only3 = tmp_path / "batch3"
+    _specs.collect(only3, cat, ["market"], None, formats={"openapi3"})  # type: ignore[arg-type]
+    assert _specs.copy_for(only3, "market", "swagger2") is None

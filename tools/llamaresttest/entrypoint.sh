@@ -60,7 +60,8 @@ start=$(date +%s)
 budget=${TIME_BUDGET%.*}
 deadline=$((start + budget))
 min_run=${MIN_RUN_SECONDS:-30}   # loading both models alone takes tens of seconds
-base_url="http://$HOST:$PORT"
+export TOOL_DEADLINE=$deadline   # one absolute deadline for every run (patched into upstream's clock)
+base_url=${BASE_URL:-http://$HOST:$PORT}   # the runner's BASE_URL carries the spec's base path
 child=0
 stopping=0
 runs=0
@@ -81,7 +82,8 @@ while [ "$stopping" -eq 0 ]; do
   [ "$left" -ge "$min_run" ] || break
   runs=$((runs + 1))
   log "run $runs with ${left}s left"
-  TIME_BUDGET=$left python3 "$upstream/llamarest.py" "$SPEC" "$base_url" &
+  runlog=$(mktemp)
+  TIME_BUDGET=$left python3 "$upstream/llamarest.py" "$SPEC" "$base_url" > >(tee "$runlog") 2>&1 &
   child=$!
   while :; do
     wait "$child"
@@ -90,6 +92,19 @@ while [ "$stopping" -eq 0 ]; do
   done
   child=0
   log "run $runs exited with $rc"
+  if [ "$stopping" -eq 0 ] && [ "$(( deadline - $(date +%s) ))" -ge "$min_run" ]; then
+    # ended before the deadline: a restart, on record for the runner (remote_runner/tool_log.py)
+    sleep 0.2   # let tee flush
+    python3 - "$runs" "$rc" "$runlog" <<'PY'
+import json, sys
+lines = [l.rstrip("\n") for l in open(sys.argv[3], encoding="utf-8", errors="replace")][-10:]
+reason = next((l for l in reversed(lines) if l.strip()), "") or f"exit {sys.argv[2]}"
+if not any(reason.startswith(p) for p in ("Traceback",)) and ":" not in reason:
+    reason = f"exit {sys.argv[2]}: {reason}"
+print("TOOL_RESTART " + json.dumps({"run": int(sys.argv[1]), "exit": int(sys.argv[2]), "reason": reason, "tail": lines}), flush=True)
+PY
+  fi
+  rm -f "$runlog"
   [ "$rc" -eq 0 ] || [ "$stopping" -eq 1 ] || sleep 1
 done
 log "done after $runs runs"
