@@ -150,8 +150,13 @@ def test_arat_rl_falls_back_to_host_and_port_and_names_what_is_missing(tmp_path:
     home.mkdir()
     (home / "arat-rl.py").write_text("import sys; print('ARGS', *sys.argv[1:])\n")
     res, _ = run_script(
-        ARAT / "entrypoint.sh", tmp_path, "bash", ARAT_RL_HOME=str(home), STATE_DIR=str(tmp_path / "s"),
-        TIME_BUDGET="2", MIN_RUN_SECONDS="1",
+        ARAT / "entrypoint.sh",
+        tmp_path,
+        "bash",
+        ARAT_RL_HOME=str(home),
+        STATE_DIR=str(tmp_path / "s"),
+        TIME_BUDGET="2",
+        MIN_RUN_SECONDS="1",
     )
     assert res.ok, res.output
     assert f"ARGS {tmp_path / 'spec.json'} http://api:9090 " in res.output
@@ -160,8 +165,13 @@ def test_arat_rl_falls_back_to_host_and_port_and_names_what_is_missing(tmp_path:
     oas3 = tmp_path / "oas3.json"
     oas3.write_text('{"openapi": "3.0.0", "paths": {}}')
     warned, _ = run_script(
-        ARAT / "entrypoint.sh", tmp_path, "bash", ARAT_RL_HOME=str(home), STATE_DIR=str(tmp_path / "w"),
-        SPEC=str(oas3), TIME_BUDGET="0",
+        ARAT / "entrypoint.sh",
+        tmp_path,
+        "bash",
+        ARAT_RL_HOME=str(home),
+        STATE_DIR=str(tmp_path / "w"),
+        SPEC=str(oas3),
+        TIME_BUDGET="0",
     )
     assert warned.ok and "does not look like Swagger 2.0" in warned.output
 
