@@ -184,6 +184,7 @@ def test_api_ports_and_metadata_agree(folder: Path) -> None:
         "readiness_timeout",
         "service_port",
         "demo",
+        "analysis",
     }
     assert meta["service_port"] == int(env["SERVICE_PORT"])
     assert meta["service_port"] == (8081 if folder.name == "languagetool" else 8080)
