@@ -35,6 +35,8 @@ from remote_runner.docker_runtime import (
 from remote_runner.plan import RunKey
 
 PROXY_PORT = 9090
+#: the run folder's subfolder mounted read-write into the tool container, and where it is mounted
+TOOL_OUTPUT_DIR, TOOL_OUTPUT_MOUNT = "tool-output", "/tool-output"
 #: the API container's network alias on its experiment's own network: the tool's HOST, whatever the
 #: container's name (names reach 61 characters; urllib3 refuses host labels over 63)
 API_ALIAS = "api"
@@ -121,7 +123,11 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         memory_bytes=spec.memory_bytes,
     )
     spec_file = (spec.tool_spec_file or spec.spec_file).resolve()
-    mounts = [Mount(spec_file, f"/specifications/{spec_file.name}", read_only=True)]
+    mounts = [
+        Mount(spec_file, f"/specifications/{spec_file.name}", read_only=True),
+        # what the tool itself writes (e.g. EvoMaster's generated tests) ends up in the run folder
+        Mount((spec.run_dir / TOOL_OUTPUT_DIR).resolve(), TOOL_OUTPUT_MOUNT),
+    ]
     tool_env = {
         **common_env,
         "HOST": API_ALIAS,
@@ -130,6 +136,7 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         "SPEC": f"/specifications/{spec_file.name}",
         "SPEC_FORMAT": spec.tool.spec_format,
         "CPUS": f"{spec.cpus:g}",
+        "TOOL_OUTPUT": TOOL_OUTPUT_MOUNT,
     }
     if spec.tool.needs_models:
         mounts.append(Mount(spec.models_dir.resolve(), "/models", read_only=True))
@@ -221,6 +228,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     logs_dir = spec.run_dir / "logs"
     logs_dir.mkdir(exist_ok=True)
+    (spec.run_dir / TOOL_OUTPUT_DIR).mkdir(exist_ok=True)
     network = f"{spec.base_name}-net"
     api_c, tool_c = container_specs(spec, network)
     meta: dict[str, Any] = {

@@ -171,6 +171,9 @@ def test_experiment_containers_follow_the_contract(tmp_path: Path):
     assert tool.mounts[0].read_only and tool.mounts[0].target == "/specifications/blog-openapi.json"
     # the batch's own copy of the spec, not the catalog's file
     assert tool.mounts[0].source == (tmp_path / "results" / "specifications" / "blog" / "blog-openapi.json")
+    # the tool's own output goes into the run folder, writable; nothing else of the run folder is visible
+    out = d.Mount((tmp_path / "results" / "run-2" / "tool-output").resolve(), "/tool-output")
+    assert tool.mounts[1] == out and not out.read_only and tool.env["TOOL_OUTPUT"] == "/tool-output"
     for c, role in ((api, "api"), (tool, "tool")):
         assert c.labels["llamaresttest.batch"] == "batch-20261129T230000Z"
         assert c.labels["llamaresttest.api"] == "blog" and c.labels["llamaresttest.tool"] == "llamaresttest"

@@ -4,7 +4,7 @@
 # the container started, as RESTgym-style tool images loop their tool until the budget ends. Each
 # run gets the time left minus STOP_MARGIN as --maxTime (EvoMaster writes its tests and reports
 # after the search), and its own output folder OUTPUT_DIR/run-<k> (OUTPUT_DIR defaults to
-# /results/evomaster, the run folder when the runner mounts it there). A run that ends before the
+# $TOOL_OUTPUT/evomaster: TOOL_OUTPUT is the run folder's tool-output/, mounted by the runner). A run that ends before the
 # deadline is started again, with one line per restart:
 #   TOOL_RESTART {"run": k, "exit": code, "reason": "<last line>", "tail": [last 10 lines]}
 # EvoMaster has no request count of its own that this script reads: no TOOL_REQUESTS line.
@@ -34,7 +34,7 @@ min_run=${MIN_RUN_SECONDS:-10}
 # EvoMaster takes the base path from the schema (basePath / servers) and the host from this URL,
 # as ARAT-RL's authors ran it (run_tool.py: --bbTargetUrl http://localhost:PORT).
 target="http://$HOST:$PORT"
-out_root=${OUTPUT_DIR:-/results/evomaster}
+out_root=${OUTPUT_DIR:-${TOOL_OUTPUT:-/tmp}/evomaster}
 mkdir -p "$out_root" || die "cannot create OUTPUT_DIR $out_root"
 state=${STATE_DIR:-/tmp/evomaster-bb}
 mkdir -p "$state"
