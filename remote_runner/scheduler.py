@@ -31,11 +31,12 @@ import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import admission, clock, journal, plan
+from remote_runner import admission, clock, exit_codes, journal, plan
+from remote_runner import lock as batch_lock
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome, set_aside
@@ -244,21 +245,41 @@ RESUMABLE_KEYS = (
 class BatchPlace:
     batch_dir: Path
     resume: bool
+    #: the folder was named (``--batch`` or the config file): shared on purpose, the lock decides
+    named: bool = False
+    #: True once :func:`claim` made the folder for this runner (nothing else is in it yet)
+    created: bool = False
 
 
 def place_batch(settings: Settings) -> BatchPlace:
     """Where the batch lives: ``--batch NAME`` resumes it; ``batch`` in the config file creates it when
-    absent, else resumes it; neither: a new ``batch-<UTC stamp>``."""
+    absent, else resumes it; neither: a new ``batch-<UTC stamp>`` (made unique by :func:`claim`)."""
     results = settings.results
     if settings.batch:
         folder = results / settings.batch
-        return BatchPlace(folder, resume=(folder / "plan.json").is_file())
-    name = f"batch-{clock.batch_stamp()}"
-    folder, n = results / name, 1
-    while folder.exists():
-        n += 1
-        folder = results / f"{name}-{n}"
-    return BatchPlace(folder, resume=False)
+        return BatchPlace(folder, resume=(folder / "plan.json").is_file(), named=True)
+    return BatchPlace(results / f"batch-{clock.batch_stamp()}", resume=False)
+
+
+def claim(place: BatchPlace) -> BatchPlace:
+    """Makes the batch folder. A new unnamed batch gets a folder no other runner has: ``mkdir`` is
+    atomic, so of two runners started in the same second one gets ``batch-<stamp>`` and the other
+    ``batch-<stamp>-2``. A named batch's folder is shared on purpose: the lock decides who runs it."""
+    folder = place.batch_dir
+    if place.named or place.resume:
+        existed = folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        return replace(place, created=not existed)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    base, n = folder, 1
+    while True:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+            continue
+        return replace(place, batch_dir=folder, created=True)
 
 
 def stored_settings(batch_dir: Path, current: Settings) -> Settings:
@@ -301,16 +322,61 @@ def run_batch(
     specs: Mapping[str, Path],
     machine: Machine | None = None,
 ) -> int:
-    """Creates or resumes the batch and runs it. Returns the exit code (0 done, 143 stopped).
+    """Creates or resumes the batch and runs it under the batch's lock (:mod:`remote_runner.lock`;
+    raises :class:`remote_runner.lock.BatchBusy` when another runner holds it). Returns the exit code
+    (:mod:`remote_runner.exit_codes`).
 
     ``specs``: each API's spec as copied into the batch (:func:`remote_runner.specs.collect`); the
     tools get these copies and the run summaries read them."""
+    place.batch_dir.mkdir(parents=True, exist_ok=True)
+    with batch_lock.hold(place.batch_dir):
+        return _run_batch_locked(
+            settings, catalog, apis, tools, place, stop, docker, specs=specs, machine=machine
+        )
+
+
+def rebuild_missing_summaries(
+    batch_dir: Path, jour: journal.Journal, specs: Mapping[str, Path], budget_seconds: float
+) -> list[RunKey]:
+    """Idempotent finishing: a run's ``summary.json`` is derived state. Every finished run (succeeded
+    or failed) whose folder lacks it (runner killed between the journal's update and the hook) gets it
+    rebuilt from what the run left. Returns the runs rebuilt."""
+    results = importlib.import_module("remote_runner.results")
+    rebuilt: list[RunKey] = []
+    for row in jour.runs():
+        if row.status not in journal.FINISHED:
+            continue
+        run_dir = batch_dir / row.key.rel_dir
+        if not run_dir.is_dir() or (run_dir / "summary.json").is_file():
+            continue
+        spec_path = specs.get(row.key.api)
+
+        def rebuild(d: Path = run_dir, sp: Path | None = spec_path) -> bool:
+            results.write_run_summary(d, sp, budget_seconds)
+            return True
+
+        if _hook(f"{row.key.label}: rebuilding summary.json", rebuild):
+            rebuilt.append(row.key)
+    return rebuilt
+
+
+def _run_batch_locked(
+    settings: Settings,
+    catalog: Catalog,
+    apis: tuple[str, ...],
+    tools: tuple[str, ...],
+    place: BatchPlace,
+    stop: threading.Event,
+    docker: Any,
+    *,
+    specs: Mapping[str, Path],
+    machine: Machine | None = None,
+) -> int:
     import psutil
 
     from remote_runner import experiment
 
     batch_dir = place.batch_dir
-    batch_dir.mkdir(parents=True, exist_ok=True)
     handler = attach_log(batch_dir)
     jour = journal.Journal(batch_dir / "journal.sqlite")
     try:
@@ -339,6 +405,13 @@ def run_batch(
         if requeued:
             log.info(
                 "re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued)
+            )
+        rebuilt = rebuild_missing_summaries(batch_dir, jour, specs, settings.budget_seconds)
+        if rebuilt:
+            log.info(
+                "rebuilt summary.json of %d finished runs: %s",
+                len(rebuilt),
+                ", ".join(k.label for k in rebuilt),
             )
 
         cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
@@ -414,12 +487,12 @@ def run_batch(
                 settings.results,
                 batch_dir.name,
             )
-            return 143
+            return exit_codes.STOPPED
         jour.set_meta("finished", repr(clock.now()))
         counts = jour.counts()
         log.info("batch done: %s", json.dumps(counts))
         _finish_batch(batch_dir, settings, jour)
-        return 0
+        return exit_codes.DONE_WITH_FAILURES if counts.get(journal.FAILED) else exit_codes.DONE
     finally:
         jour.close()
         logging.getLogger("remote_runner").removeHandler(handler)
