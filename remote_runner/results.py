@@ -317,6 +317,21 @@ def run_identity(run_dir: Path) -> tuple[str, str, int | None]:
     return run_dir.parent.parent.name, run_dir.parent.name, int(m.group(1)) if m else None
 
 
+def _tool_requests(log_path: Path) -> dict[str, int] | None:
+    """The tool's own final request count from its log (``TOOL_REQUESTS``), or None when it reports
+    none (most tools) or there is no log."""
+    from remote_runner import tool_log
+
+    try:
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    report = tool_log.parse_text(text)
+    if report.requests is None:
+        return None
+    return {"sent": report.requests.sent, "answered": report.requests.answered}
+
+
 def write_run_summary(
     run_dir: Path,
     spec_path: Path | None,
@@ -350,6 +365,11 @@ def write_run_summary(
         thresholds=thresholds,
         failure_similarity=failure_similarity,
     )
+    tool_requests = _tool_requests(run_dir / "logs" / "tool.log")
+    if tool_requests is not None:
+        check = verification.recorded_requests(body["requests"]["requests"], tool_requests["sent"])
+        body["verification"]["checks"].append(check.as_dict())
+        body["verification"]["verified"] = bool(body["verification"]["verified"] and check.passed)
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION,
         "api": str(metadata.get("api") or api),
@@ -360,6 +380,7 @@ def write_run_summary(
         "budget_seconds": budget_seconds,
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
+        "tool_requests": tool_requests,
         "problems": [p for p in (traffic_problem, coverage_problem, spec_problem) if p],
     }
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")
