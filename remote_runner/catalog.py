@@ -81,6 +81,21 @@ class Catalog:
     tools: dict[str, Tool] = field(default_factory=dict)
     infrastructure: Path | None = None  # the folder, when it has a Dockerfile
     problems: tuple[str, ...] = ()  # metadata files that could not be read
+    #: the same problems by entry: (("api"|"tool", name) or None for the catalog as a whole, problem)
+    entry_problems: tuple[tuple[tuple[str, str] | None, str], ...] = ()
+
+    def split_problems(self, apis: tuple[str, ...], tools: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """``(stopping, warnings)``: a broken metadata file of an API or tool the batch does not use
+        is only a warning; everything else stops the batch. Catalogs built without ``entry_problems``
+        treat every problem as stopping."""
+        if not self.entry_problems:
+            return list(self.problems), []
+        used = {("api", a) for a in apis} | {("tool", t) for t in tools}
+        stopping = [p for entry, p in self.entry_problems if entry is None or entry in used]
+        warnings = [
+            f"{p} (not used by this batch: ignored)" for e, p in self.entry_problems if e and e not in used
+        ]
+        return stopping, warnings
 
 
 def _read_toml(
@@ -125,6 +140,11 @@ def load(root: Path) -> Catalog:
     root = root.resolve()
     problems: list[str] = []
     apis: dict[str, Api] = {}
+    entries: list[tuple[tuple[str, str] | None, str]] = []
+
+    def owned(entry: tuple[str, str]) -> None:
+        entries.extend((entry, p) for p in problems[len(entries) :])
+
     for folder in _folders(root / "apis"):
         meta = _read_toml(folder / "api.toml", _API_KEYS, problems)
         timeout = float(meta.get("readiness_timeout", 300.0))
@@ -156,12 +176,14 @@ def load(root: Path) -> Catalog:
             demo=bool(meta.get("demo", False)),
             spec_in_image=in_image,
         )
+        owned(("api", folder.name))
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):
         meta = _read_toml(folder / "tool.toml", _TOOL_KEYS, problems)
         tools[folder.name] = Tool(
             name=folder.name, folder=folder, needs_models=bool(meta.get("needs_models", False))
         )
+        owned(("tool", folder.name))
     infra = root / "infrastructure"
     return Catalog(
         root=root,
@@ -169,4 +191,5 @@ def load(root: Path) -> Catalog:
         tools=tools,
         infrastructure=infra if (infra / "Dockerfile").is_file() else None,
         problems=tuple(problems),
+        entry_problems=tuple(entries),
     )

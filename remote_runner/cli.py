@@ -203,6 +203,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     machine = machine_facts(docker.engine_problem())
     selection, more = validate(settings, cat, machine)
     problems += more
+    for warning in cat.split_problems(selection.apis, selection.tools)[1]:
+        print(f"warning: {warning}", file=sys.stderr)
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT

@@ -272,8 +272,8 @@ def writable(folder: Path) -> str | None:
 
 def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tuple[Selection, list[str]]:
     """Every problem that would stop a batch, found before anything starts."""
-    problems = list(catalog.problems)
     selection = select(settings, catalog)
+    problems, _warnings = catalog.split_problems(selection.apis, selection.tools)
     problems.extend(selection.problems)
     need_cpus = 2 * settings.cpus_per_container
     if need_cpus > machine.cpus:
