@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})",
     )
     run.add_argument(
+        "--min-free-disk",
+        metavar="SIZE",
+        help=f"free space the results disk must keep to admit a run, 0 = off (default: {d.min_free_disk})",
+    )
+    run.add_argument(
         "--max-attempts",
         metavar="N",
         help=f"attempts per run before it is marked failed (default: {d.max_attempts})",
@@ -136,6 +141,7 @@ FLAG_KEYS = (
     "cpus_per_container",
     "memory_per_container",
     "min_free_cpus",
+    "min_free_disk",
     "max_attempts",
     "batch",
     "models_dir",

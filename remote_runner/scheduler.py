@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import traceback
 import uuid
@@ -35,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import admission, clock, exit_codes, journal, plan
+from remote_runner import admission, clock, disk, exit_codes, journal, plan
 from remote_runner import lock as batch_lock
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
@@ -104,6 +105,7 @@ class Scheduler:
         stop: threading.Event,
         before_retry: Callable[[RunKey, int], None] | None = None,
         on_finished: Callable[[RunKey, Outcome, str], None] | None = None,
+        disk_check: Callable[[], str | None] | None = None,
     ) -> None:
         self.journal = jour
         self.ledger = Ledger(machine)
@@ -115,7 +117,14 @@ class Scheduler:
         self.stop = stop
         self.before_retry = before_retry
         self.on_finished = on_finished
+        #: None while the results disk keeps its floor, else the line that says it does not
+        self.disk_check = disk_check
+        #: set when a disk filled up (or fell below its floor with nothing running): the batch ends
+        #: with the disk-full exit code once its running experiments are done
+        self.disk_full: str | None = None
         self.wake = threading.Event()
+        #: set when nothing more may start (a disk filled up) while running experiments go on
+        self.stop_admitting = threading.Event()
         self.done: queue.Queue[RunKey] = queue.Queue()
         self.workers: dict[RunKey, threading.Thread] = {}
         self.timeline = Timeline([], [])
@@ -133,11 +142,39 @@ class Scheduler:
         try:
             outcome = self.start(key, reservation, attempt)
         except Exception as exc:  # a bug or a full disk must not take the batch down
-            log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
-            outcome = Outcome(FAILED, f"runner error: {exc}")
+            if disk.is_disk_full(exc):
+                outcome = Outcome(INTERRUPTED, f"disk full: {exc}")
+            else:
+                log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
+                outcome = Outcome(FAILED, f"runner error: {exc}")
         finally:
             with self._under_way_lock:
                 self._under_way.discard(key)
+        if outcome.status != SUCCEEDED and disk.says_disk_full(outcome.reason):
+            # the results disk or Docker's: not the experiment's failure; kept as interrupted
+            outcome = Outcome(INTERRUPTED, outcome.reason, outcome.metadata)
+            self.disk_full = self.disk_full or f"{key.label} attempt {attempt}: {outcome.reason}"
+            self.stop_admitting.set()
+        try:
+            final = self._record(key, attempt, outcome)
+        except Exception as exc:
+            if not disk.is_disk_full(exc):
+                raise
+            # the journal's own disk is full: its transaction was rolled back, so the run still reads
+            # "running" and a resume re-queues it (an interrupted attempt, not a failed one)
+            self.disk_full = self.disk_full or f"journal: {exc}"
+            self.stop_admitting.set()
+            self.wake.set()
+            return  # _record's own clean-up has released the run's reservation
+        if self.on_finished is not None and final in journal.FINISHED:
+            try:
+                self.on_finished(key, outcome, final)
+            except Exception:
+                log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
+        self.wake.set()  # the batch may be complete now that the hooks are done
+
+    def _record(self, key: RunKey, attempt: int, outcome: Outcome) -> str:
+        """Commits the attempt's end to the journal; returns the run's status now."""
         final = outcome.status
         try:
             if outcome.status == SUCCEEDED:
@@ -161,12 +198,7 @@ class Scheduler:
             self.timeline.ends.append((clock.monotonic(), key))
             self.done.put(key)
             self.wake.set()
-        if self.on_finished is not None and final in journal.FINISHED:
-            try:
-                self.on_finished(key, outcome, final)
-            except Exception:
-                log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
-        self.wake.set()  # the batch may be complete now that the hooks are done
+        return final
 
     def _reap(self) -> None:
         while True:
@@ -189,6 +221,21 @@ class Scheduler:
             pending = self.journal.runs(journal.PENDING)
             if not pending and not self.workers:
                 return True
+            if self.stop_admitting.is_set():
+                if not self.workers:
+                    break
+                clock.wait(self.wake, 1.0)
+                continue
+            low = self.disk_check() if (pending and self.disk_check is not None) else None
+            if low is not None:
+                if low != last_reason:
+                    log.warning("paused: %s", low)
+                last_reason = low
+                if not self.workers:  # nothing running will free space: end, resumable
+                    self.disk_full = low
+                    break
+                clock.wait(self.wake, 1.0)
+                continue
             if pending:
                 candidates = [Candidate(r.key, self.request_for(r.key)) for r in pending]
                 decision = admission.decide(self.ledger, candidates, self.measure(), self.policy)
@@ -477,9 +524,21 @@ def _run_batch_locked(
             stop=stop,
             before_retry=before_retry,
             on_finished=_guarded(on_finished),
+            disk_check=lambda: (
+                disk.below_floor(batch_dir, settings.min_free_disk_bytes)
+                if settings.min_free_disk_bytes > 0
+                else None
+            ),
         )
         completed = scheduler.run()
         sampler.close()
+        if scheduler.disk_full is not None:
+            line = scheduler.disk_full
+            if not line.startswith("disk full: ") or " free" not in line:
+                line = disk.full_message(batch_dir, line)
+            log.error("%s", line)
+            print(line, file=sys.stderr)
+            return exit_codes.DISK_FULL
         if not completed:
             log.info(
                 "stopped: running experiments were stopped and marked interrupted; resume with "
