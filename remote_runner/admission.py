@@ -142,7 +142,9 @@ def measured_ok(
     """None when the measurement agrees, else why not. Runs admitted earlier in the same decision are
     not visible in the measurement yet, so their reservations are subtracted from it."""
     free_cpus = measurement.free_cpus - sum(r.cpus for r in admitted)
-    if free_cpus + _EPS < policy.min_free_cpus:
+    # min_free_cpus 0 switches the measured CPU gate off: measured minus admitted may go negative
+    # while a just-started run is not yet visible in the measurement, and must not hold a run back.
+    if policy.min_free_cpus > 0 and free_cpus + _EPS < policy.min_free_cpus:
         return f"measured free CPUs {free_cpus:.2f} < min_free_cpus {policy.min_free_cpus:g}"
     free_memory = measurement.available_memory - sum(r.memory_bytes for r in admitted)
     if free_memory < req.total_memory:

@@ -99,6 +99,21 @@ class Catalog:
     tools: dict[str, Tool] = field(default_factory=dict)
     infrastructure: Path | None = None  # the folder, when it has a Dockerfile
     problems: tuple[str, ...] = ()  # metadata files that could not be read
+    #: the same problems by entry: (("api"|"tool", name) or None for the catalog as a whole, problem)
+    entry_problems: tuple[tuple[tuple[str, str] | None, str], ...] = ()
+
+    def split_problems(self, apis: tuple[str, ...], tools: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """``(stopping, warnings)``: a broken metadata file of an API or tool the batch does not use
+        is only a warning; everything else stops the batch. Catalogs built without ``entry_problems``
+        treat every problem as stopping."""
+        if not self.entry_problems:
+            return list(self.problems), []
+        used = {("api", a) for a in apis} | {("tool", t) for t in tools}
+        stopping = [p for entry, p in self.entry_problems if entry is None or entry in used]
+        warnings = [
+            f"{p} (not used by this batch: ignored)" for e, p in self.entry_problems if e and e not in used
+        ]
+        return stopping, warnings
 
 
 def _read_toml(
@@ -162,6 +177,11 @@ def load(root: Path) -> Catalog:
     root = root.resolve()
     problems: list[str] = []
     apis: dict[str, Api] = {}
+    entries: list[tuple[tuple[str, str] | None, str]] = []
+
+    def owned(entry: tuple[str, str]) -> None:
+        entries.extend((entry, p) for p in problems[len(entries) :])
+
     for folder in _folders(root / "apis"):
         meta = _read_toml(folder / "api.toml", _API_KEYS, problems)
         timeout = float(meta.get("readiness_timeout", 300.0))
@@ -198,6 +218,7 @@ def load(root: Path) -> Catalog:
             spec_in_image=in_image,
             analysis=analysis,
         )
+        owned(("api", folder.name))
     tools: dict[str, Tool] = {}
     for folder in _folders(root / "tools"):
         toml_path = folder / "tool.toml"
@@ -217,6 +238,7 @@ def load(root: Path) -> Catalog:
             spec_format=spec_format,
             build_args=tuple(sorted(build_args.items())),
         )
+        owned(("tool", folder.name))
     infra = root / "infrastructure"
     return Catalog(
         root=root,
@@ -224,4 +246,5 @@ def load(root: Path) -> Catalog:
         tools=tools,
         infrastructure=infra if (infra / "Dockerfile").is_file() else None,
         problems=tuple(problems),
+        entry_problems=tuple(entries),
     )

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import catalog as catalog_mod
-from remote_runner import images, scheduler, specs
+from remote_runner import exit_codes, images, scheduler, specs
+from remote_runner import lock as batch_lock
 from remote_runner.docker_runtime import Docker
 from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
 
-EXIT_BAD_INPUT = 2
-EXIT_BUILD_FAILED = 1
+EXIT_BAD_INPUT = exit_codes.BAD_INPUT
+EXIT_BUILD_FAILED = exit_codes.BUILD_FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         "--min-free-cpus",
         metavar="CPUS",
         help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})",
+    )
+    run.add_argument(
+        "--min-free-disk",
+        metavar="SIZE",
+        help=f"free space the results disk must keep to admit a run, 0 = off (default: {d.min_free_disk})",
     )
     run.add_argument(
         "--max-attempts",
@@ -167,6 +173,7 @@ FLAG_KEYS = (
     "cpus_per_container",
     "memory_per_container",
     "min_free_cpus",
+    "min_free_disk",
     "max_attempts",
     "batch",
     "models_dir",
@@ -239,6 +246,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     machine = machine_facts(docker.engine_problem())
     selection, more = validate(settings, cat, machine)
     problems += more
+    for warning in cat.split_problems(selection.apis, selection.tools)[1]:
+        print(f"warning: {warning}", file=sys.stderr)
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
@@ -258,9 +267,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         if failed:
             _problems_out("image build failed", failed)
             return EXIT_BUILD_FAILED
+    # One runner per batch: the folder is made atomically and locked before anything is written in it
+    # (spec copies, journal, orphan clean-up); a second runner refuses here, naming the first.
+    place = scheduler.claim(place)
+    try:
+        with batch_lock.hold(place.batch_dir):
+            return _run_locked(settings, cat, selection, place, docker)
+    except batch_lock.BatchBusy as exc:  # the folder is the live runner's: leave it exactly as it is
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return exit_codes.BATCH_BUSY
+
+
+def _run_locked(
+    settings: Settings, cat: Any, selection: Any, place: scheduler.BatchPlace, docker: Docker
+) -> int:
+    if place.named and not place.resume and (place.batch_dir / "plan.json").is_file():
+        print(
+            f"cannot start: batch {place.batch_dir.name} was created by another runner meanwhile; "
+            "run the same command again to resume it",
+            file=sys.stderr,
+        )
+        return exit_codes.BATCH_BUSY
     # Before the first experiment: the batch's own copy of every selected API's spec (out of the API
     # image when the catalog has no file), so no manual extraction step is needed on the VM.
-    fresh = not place.batch_dir.exists()
+    fresh = place.created
     batch_specs, spec_problems = specs.collect(
         place.batch_dir,
         cat,

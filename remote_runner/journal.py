@@ -11,6 +11,7 @@ failed ones, which alone count against ``max_attempts``.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -91,8 +92,15 @@ class Journal:
                 self._db.execute(sql, tuple(params))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
+
+    def _rollback(self) -> None:
+        """Rolls back only a transaction still open: SQLite ends it by itself on some errors (a
+        failed COMMIT on a full disk), and a second error here would hide the first (SQLITE_FULL)."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _event(self, key: RunKey | None, event: str, detail: str | None = None) -> None:
         self._write(
@@ -123,12 +131,16 @@ class Journal:
     def add_runs(self, keys: Iterable[RunKey]) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            for position, key in enumerate(keys):
-                self._db.execute(
-                    "INSERT OR IGNORE INTO runs (api, tool, repetition, position) VALUES (?, ?, ?, ?)",
-                    (key.api, key.tool, key.repetition, position),
-                )
-            self._db.execute("COMMIT")
+            try:
+                for position, key in enumerate(keys):
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO runs (api, tool, repetition, position) VALUES (?, ?, ?, ?)",
+                        (key.api, key.tool, key.repetition, position),
+                    )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     def runs(self, status: str | None = None) -> list[RunRow]:
         sql = f"SELECT {_COLUMNS} FROM runs"

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from remote_runner import exit_codes
 from remote_runner.plan import RunKey
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def check(
     return verdicts
 
 
-EXIT_BROKEN = 3  # run_batch's exit code when the preflight stops the batch
+EXIT_BROKEN = exit_codes.PREFLIGHT_FAILED  # run_batch's exit code when the preflight stops the batch
 
 
 def gate(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import html
 import itertools
+import json
 import math
 import sys
 from collections.abc import Sequence
@@ -125,11 +126,69 @@ def _num(value: Any) -> float | None:
     return None
 
 
+# Fields of summary.json the report reads, and the JSON types they must have (None allowed where the
+# run may lack the figure). A summary that breaks one is damaged: named, never counted as verified.
+_SUMMARY_TYPES: tuple[tuple[tuple[str, ...], tuple[type, ...], bool], ...] = (
+    (("status",), (str,), False),
+    (("budget_seconds",), (int, float), True),
+    (("verification",), (dict,), False),
+    (("verification", "verified"), (bool,), False),
+    (("verification", "checks"), (list,), False),
+    (("requests",), (dict,), False),
+    (("requests", "requests"), (int,), False),
+    (("coverage",), (dict,), False),
+    (("coverage", "series"), (list,), False),
+    (("operations",), (dict,), False),
+    (("operations", "covered"), (int,), False),
+)
+
+
+def summary_problem(summary: Any) -> str | None:
+    """Why a parsed summary.json cannot be trusted (wrong shape or field types), or None (pure)."""
+    if not isinstance(summary, dict):
+        return f"expected a JSON object, found {type(summary).__name__}"
+    for path, types, nullable in _SUMMARY_TYPES:
+        value: Any = summary
+        for part in path:
+            if not isinstance(value, dict) or part not in value:
+                return f"field {'.'.join(path)} missing"
+            value = value[part]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) and bool not in types:
+            return f"field {'.'.join(path)} is a boolean, expected {' or '.join(t.__name__ for t in types)}"
+        if not isinstance(value, types):
+            return (
+                f"field {'.'.join(path)} is {type(value).__name__}, "
+                f"expected {' or '.join(t.__name__ for t in types)}"
+            )
+    return None
+
+
+def read_summary(path: Path) -> tuple[dict[str, Any], str | None]:
+    """``(summary, problem)``: ``({}, "no summary.json")`` when absent; ``({}, "damaged ...")`` naming
+    the file and the error when it cannot be read, parsed or type-checked."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, "no summary.json"
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"damaged {path}: cannot read it ({exc})"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return {}, f"damaged {path}: not valid JSON ({exc})"
+    problem = summary_problem(data)
+    if problem is not None:
+        return {}, f"damaged {path}: {problem}"
+    return data, None
+
+
 def load_runs(batch_dir: Path) -> list[Run]:
     runs = []
     for run_dir in find_run_dirs(batch_dir):
         api, tool, n = run_identity(run_dir)
-        summary = read_json(run_dir / "summary.json")
+        summary, summary_issue = read_summary(run_dir / "summary.json")
         metadata = read_json(run_dir / "metadata.json")
         row = summary_row(summary) if summary else {}
         status = str(metadata.get("status") or summary.get("status") or "unknown")
@@ -140,7 +199,9 @@ def load_runs(batch_dir: Path) -> list[Run]:
             for c in checks
             if isinstance(c, dict) and not c.get("passed")
         ]
-        if not summary:
+        if summary_issue is not None and summary_issue.startswith("damaged"):
+            reason = f"{summary_issue}; {reason}" if reason else summary_issue
+        elif not summary:
             reason = reason or "no summary.json"
         elif failed_checks and not reason:
             reason = "; ".join(failed_checks)
@@ -688,6 +749,8 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                 for r in excluded
             ],
         )
+    elif not runs:
+        doc.para("This batch has no runs yet: nothing to report.")
     else:
         doc.para("None: every run is verified.")
     restarted = [r for r in runs if r.tool_restarts]
@@ -818,6 +881,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.batch_dir.is_dir():
         print(f"report: {args.batch_dir} is not a directory", file=sys.stderr)
         return 2
+    runs = load_runs(args.batch_dir)
+    if not runs:
+        print(
+            f"report: {args.batch_dir} holds no runs (no run folders and no journal entries): "
+            "nothing to report; is this a batch folder?",
+            file=sys.stderr,
+        )
+        return 1
     md = build_report(args.batch_dir, args.out)
+    for r in runs:
+        if r.reason.startswith("damaged"):
+            print(f"report: {r.path}: {r.reason}", file=sys.stderr)
     print(f"wrote {md} and {md.with_suffix('.html')}")
     return 0

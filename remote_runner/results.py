@@ -373,6 +373,13 @@ def run_identity(run_dir: Path) -> tuple[str, str, int | None]:
     return run_dir.parent.parent.name, run_dir.parent.name, int(m.group(1)) if m else None
 
 
+def _tool_requests(report: tool_log.ToolReport) -> dict[str, int] | None:
+    """The tool's own final request count (``TOOL_REQUESTS``), or None when it reports none."""
+    if report.requests is None:
+        return None
+    return {"sent": report.requests.sent, "answered": report.requests.answered}
+
+
 def write_run_summary(
     run_dir: Path,
     spec_path: Path | None,
@@ -422,6 +429,11 @@ def write_run_summary(
         analysis=analysis,
         tool_report=tool_report,
     )
+    tool_requests = _tool_requests(tool_report)
+    if tool_requests is not None:
+        check = verification.recorded_requests(body["requests"]["requests"], tool_requests["sent"])
+        body["verification"]["checks"].append(check.as_dict())
+        body["verification"]["verified"] = bool(body["verification"]["verified"] and check.passed)
     summary: dict[str, Any] = {
         "version": SUMMARY_VERSION,
         "api": api_name,
@@ -432,6 +444,7 @@ def write_run_summary(
         "budget_seconds": budget_seconds,
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
+        "tool_requests": tool_requests,
         "problems": [p for p in (traffic_problem, coverage_problem, spec_problem, log_problem) if p],
     }
     _atomic_write(run_dir / "cumulative.csv", cumulative_csv(body["cumulative"]["rows"]))

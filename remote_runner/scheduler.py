@@ -27,15 +27,17 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import admission, clock, journal, plan
+from remote_runner import admission, clock, disk, exit_codes, journal, plan
+from remote_runner import lock as batch_lock
 from remote_runner import specs as specs_mod
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
@@ -104,6 +106,7 @@ class Scheduler:
         stop: threading.Event,
         before_retry: Callable[[RunKey, int], None] | None = None,
         on_finished: Callable[[RunKey, Outcome, str], None] | None = None,
+        disk_check: Callable[[], str | None] | None = None,
     ) -> None:
         self.journal = jour
         self.ledger = Ledger(machine)
@@ -115,7 +118,14 @@ class Scheduler:
         self.stop = stop
         self.before_retry = before_retry
         self.on_finished = on_finished
+        #: None while the results disk keeps its floor, else the line that says it does not
+        self.disk_check = disk_check
+        #: set when a disk filled up (or fell below its floor with nothing running): the batch ends
+        #: with the disk-full exit code once its running experiments are done
+        self.disk_full: str | None = None
         self.wake = threading.Event()
+        #: set when nothing more may start (a disk filled up) while running experiments go on
+        self.stop_admitting = threading.Event()
         self.done: queue.Queue[RunKey] = queue.Queue()
         self.workers: dict[RunKey, threading.Thread] = {}
         self.timeline = Timeline([], [])
@@ -133,11 +143,39 @@ class Scheduler:
         try:
             outcome = self.start(key, reservation, attempt)
         except Exception as exc:  # a bug or a full disk must not take the batch down
-            log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
-            outcome = Outcome(FAILED, f"runner error: {exc}")
+            if disk.is_disk_full(exc):
+                outcome = Outcome(INTERRUPTED, f"disk full: {exc}")
+            else:
+                log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
+                outcome = Outcome(FAILED, f"runner error: {exc}")
         finally:
             with self._under_way_lock:
                 self._under_way.discard(key)
+        if outcome.status != SUCCEEDED and disk.says_disk_full(outcome.reason):
+            # the results disk or Docker's: not the experiment's failure; kept as interrupted
+            outcome = Outcome(INTERRUPTED, outcome.reason, outcome.metadata)
+            self.disk_full = self.disk_full or f"{key.label} attempt {attempt}: {outcome.reason}"
+            self.stop_admitting.set()
+        try:
+            final = self._record(key, attempt, outcome)
+        except Exception as exc:
+            if not disk.is_disk_full(exc):
+                raise
+            # the journal's own disk is full: its transaction was rolled back, so the run still reads
+            # "running" and a resume re-queues it (an interrupted attempt, not a failed one)
+            self.disk_full = self.disk_full or f"journal: {exc}"
+            self.stop_admitting.set()
+            self.wake.set()
+            return  # _record's own clean-up has released the run's reservation
+        if self.on_finished is not None and final in journal.FINISHED:
+            try:
+                self.on_finished(key, outcome, final)
+            except Exception:
+                log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
+        self.wake.set()  # the batch may be complete now that the hooks are done
+
+    def _record(self, key: RunKey, attempt: int, outcome: Outcome) -> str:
+        """Commits the attempt's end to the journal; returns the run's status now."""
         final = outcome.status
         try:
             if outcome.status == SUCCEEDED:
@@ -161,12 +199,7 @@ class Scheduler:
             self.timeline.ends.append((clock.monotonic(), key))
             self.done.put(key)
             self.wake.set()
-        if self.on_finished is not None and final in journal.FINISHED:
-            try:
-                self.on_finished(key, outcome, final)
-            except Exception:
-                log.error("%s: after-run hooks failed\n%s", key.label, traceback.format_exc())
-        self.wake.set()  # the batch may be complete now that the hooks are done
+        return final
 
     def _reap(self) -> None:
         while True:
@@ -189,6 +222,21 @@ class Scheduler:
             pending = self.journal.runs(journal.PENDING)
             if not pending and not self.workers:
                 return True
+            if self.stop_admitting.is_set():
+                if not self.workers:
+                    break
+                clock.wait(self.wake, 1.0)
+                continue
+            low = self.disk_check() if (pending and self.disk_check is not None) else None
+            if low is not None:
+                if low != last_reason:
+                    log.warning("paused: %s", low)
+                last_reason = low
+                if not self.workers:  # nothing running will free space: end, resumable
+                    self.disk_full = low
+                    break
+                clock.wait(self.wake, 1.0)
+                continue
             if pending:
                 candidates = [Candidate(r.key, self.request_for(r.key)) for r in pending]
                 decision = admission.decide(self.ledger, candidates, self.measure(), self.policy)
@@ -245,21 +293,41 @@ RESUMABLE_KEYS = (
 class BatchPlace:
     batch_dir: Path
     resume: bool
+    #: the folder was named (``--batch`` or the config file): shared on purpose, the lock decides
+    named: bool = False
+    #: True once :func:`claim` made the folder for this runner (nothing else is in it yet)
+    created: bool = False
 
 
 def place_batch(settings: Settings) -> BatchPlace:
     """Where the batch lives: ``--batch NAME`` resumes it; ``batch`` in the config file creates it when
-    absent, else resumes it; neither: a new ``batch-<UTC stamp>``."""
+    absent, else resumes it; neither: a new ``batch-<UTC stamp>`` (made unique by :func:`claim`)."""
     results = settings.results
     if settings.batch:
         folder = results / settings.batch
-        return BatchPlace(folder, resume=(folder / "plan.json").is_file())
-    name = f"batch-{clock.batch_stamp()}"
-    folder, n = results / name, 1
-    while folder.exists():
-        n += 1
-        folder = results / f"{name}-{n}"
-    return BatchPlace(folder, resume=False)
+        return BatchPlace(folder, resume=(folder / "plan.json").is_file(), named=True)
+    return BatchPlace(results / f"batch-{clock.batch_stamp()}", resume=False)
+
+
+def claim(place: BatchPlace) -> BatchPlace:
+    """Makes the batch folder. A new unnamed batch gets a folder no other runner has: ``mkdir`` is
+    atomic, so of two runners started in the same second one gets ``batch-<stamp>`` and the other
+    ``batch-<stamp>-2``. A named batch's folder is shared on purpose: the lock decides who runs it."""
+    folder = place.batch_dir
+    if place.named or place.resume:
+        existed = folder.is_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        return replace(place, created=not existed)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    base, n = folder, 1
+    while True:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            n += 1
+            folder = base.with_name(f"{base.name}-{n}")
+            continue
+        return replace(place, batch_dir=folder, created=True)
 
 
 def stored_settings(batch_dir: Path, current: Settings) -> Settings:
@@ -302,16 +370,61 @@ def run_batch(
     specs: Mapping[str, Path],
     machine: Machine | None = None,
 ) -> int:
-    """Creates or resumes the batch and runs it. Returns the exit code (0 done, 143 stopped).
+    """Creates or resumes the batch and runs it under the batch's lock (:mod:`remote_runner.lock`;
+    raises :class:`remote_runner.lock.BatchBusy` when another runner holds it). Returns the exit code
+    (:mod:`remote_runner.exit_codes`).
 
     ``specs``: each API's spec as copied into the batch (:func:`remote_runner.specs.collect`); the
     tools get these copies and the run summaries read them."""
+    place.batch_dir.mkdir(parents=True, exist_ok=True)
+    with batch_lock.hold(place.batch_dir):
+        return _run_batch_locked(
+            settings, catalog, apis, tools, place, stop, docker, specs=specs, machine=machine
+        )
+
+
+def rebuild_missing_summaries(
+    batch_dir: Path, jour: journal.Journal, specs: Mapping[str, Path], budget_seconds: float
+) -> list[RunKey]:
+    """Idempotent finishing: a run's ``summary.json`` is derived state. Every finished run (succeeded
+    or failed) whose folder lacks it (runner killed between the journal's update and the hook) gets it
+    rebuilt from what the run left. Returns the runs rebuilt."""
+    results = importlib.import_module("remote_runner.results")
+    rebuilt: list[RunKey] = []
+    for row in jour.runs():
+        if row.status not in journal.FINISHED:
+            continue
+        run_dir = batch_dir / row.key.rel_dir
+        if not run_dir.is_dir() or (run_dir / "summary.json").is_file():
+            continue
+        spec_path = specs.get(row.key.api)
+
+        def rebuild(d: Path = run_dir, sp: Path | None = spec_path) -> bool:
+            results.write_run_summary(d, sp, budget_seconds)
+            return True
+
+        if _hook(f"{row.key.label}: rebuilding summary.json", rebuild):
+            rebuilt.append(row.key)
+    return rebuilt
+
+
+def _run_batch_locked(
+    settings: Settings,
+    catalog: Catalog,
+    apis: tuple[str, ...],
+    tools: tuple[str, ...],
+    place: BatchPlace,
+    stop: threading.Event,
+    docker: Any,
+    *,
+    specs: Mapping[str, Path],
+    machine: Machine | None = None,
+) -> int:
     import psutil
 
     from remote_runner import experiment
 
     batch_dir = place.batch_dir
-    batch_dir.mkdir(parents=True, exist_ok=True)
     handler = attach_log(batch_dir)
     jour = journal.Journal(batch_dir / "journal.sqlite")
     try:
@@ -347,6 +460,13 @@ def run_batch(
         if requeued:
             log.info(
                 "re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued)
+            )
+        rebuilt = rebuild_missing_summaries(batch_dir, jour, specs, settings.budget_seconds)
+        if rebuilt:
+            log.info(
+                "rebuilt summary.json of %d finished runs: %s",
+                len(rebuilt),
+                ", ".join(k.label for k in rebuilt),
             )
 
         cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
@@ -421,9 +541,21 @@ def run_batch(
             stop=stop,
             before_retry=before_retry,
             on_finished=_guarded(on_finished),
+            disk_check=lambda: (
+                disk.below_floor(batch_dir, settings.min_free_disk_bytes)
+                if settings.min_free_disk_bytes > 0
+                else None
+            ),
         )
         completed = scheduler.run()
         sampler.close()
+        if scheduler.disk_full is not None:
+            line = scheduler.disk_full
+            if not line.startswith("disk full: ") or " free" not in line:
+                line = disk.full_message(batch_dir, line)
+            log.error("%s", line)
+            print(line, file=sys.stderr)
+            return exit_codes.DISK_FULL
         if not completed:
             log.info(
                 "stopped: running experiments were stopped and marked interrupted; resume with "
@@ -431,12 +563,12 @@ def run_batch(
                 settings.results,
                 batch_dir.name,
             )
-            return 143
+            return exit_codes.STOPPED
         jour.set_meta("finished", repr(clock.now()))
         counts = jour.counts()
         log.info("batch done: %s", json.dumps(counts))
         _finish_batch(batch_dir, settings, jour)
-        return 0
+        return exit_codes.DONE_WITH_FAILURES if counts.get(journal.FAILED) else exit_codes.DONE
     finally:
         jour.close()
         logging.getLogger("remote_runner").removeHandler(handler)

@@ -39,6 +39,20 @@ def parse_duration(text: str | float | int) -> float:
     return value
 
 
+def parse_disk_size(text: str | int) -> int:
+    """Bytes from ``"0"``, ``"500m"``, ``"2g"`` (like :func:`parse_memory`, without its 6m minimum)."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a size: {text!r}")
+    if isinstance(text, int) or str(text).strip() == "0":
+        if int(text) < 0:
+            raise ValueError(f"size {text!r} is negative")
+        return int(text)
+    match = _MEMORY.match(str(text))
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 0, 500m or 2g)")
+    return int(float(match.group(1)) * _BYTES[match.group(2).lower()])
+
+
 def parse_memory(text: str | int) -> int:
     """Bytes from ``"16g"``, ``"512m"``, ``"64M"`` or a plain number of bytes; ValueError otherwise."""
     if isinstance(text, bool):
@@ -76,6 +90,9 @@ class Settings:
     cpus_per_container: float = 8.0
     memory_per_container: str = "16g"
     min_free_cpus: float = 14.0
+    #: free space the results disk must keep: below it nothing more is admitted (the batch pauses,
+    #: and ends with the disk-full exit code once its running experiments are done); "0" switches it off
+    min_free_disk: str = "1g"
     max_attempts: int = 3
     models_dir: Path = Path("/opt/llamaresttest/models")
     upload: Upload | None = None
@@ -103,6 +120,10 @@ class Settings:
     @property
     def memory_bytes(self) -> int:
         return parse_memory(self.memory_per_container)
+
+    @property
+    def min_free_disk_bytes(self) -> int:
+        return parse_disk_size(self.min_free_disk)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -184,6 +205,9 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             return amount
         if key == "memory_per_container":
             parse_memory(value)
+            return str(value)
+        if key == "min_free_disk":
+            parse_disk_size(value)
             return str(value)
         if key == "upload":
             if value is None:
@@ -305,8 +329,8 @@ def writable(folder: Path) -> str | None:
 
 def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tuple[Selection, list[str]]:
     """Every problem that would stop a batch, found before anything starts."""
-    problems = list(catalog.problems)
     selection = select(settings, catalog)
+    problems, _warnings = catalog.split_problems(selection.apis, selection.tools)
     problems.extend(selection.problems)
     need_cpus = 2 * settings.cpus_per_container
     if need_cpus > machine.cpus:

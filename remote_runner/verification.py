@@ -140,3 +140,16 @@ def verify(
         tool_restarts(restarts, thresholds.max_tool_restarts, restart_reasons),
     )
     return all(c.passed for c in checks), checks
+
+
+def recorded_requests(rows: int, sent: int) -> Check:
+    """Rows vs the tool's own count (``TOOL_REQUESTS sent=<n>``, :mod:`remote_runner.tool_log`): every
+    request the tool sent through the proxy must have its row, so rows short of it fail the run (the
+    proxy forwarded requests it did not record). More rows than sent is fine: retries and redirects."""
+    return Check(
+        "recorded_requests",
+        passed=rows >= sent,
+        measured=rows,
+        threshold=sent,
+        detail=f"{rows} rows recorded for the {sent} requests the tool says it sent",
+    )

@@ -50,6 +50,76 @@ OPERATOR_ONLY_PACKAGES = frozenset({"pulumi", "pulumi-gcp", "pulumi-docker", "pu
 
 FIXED_MTIME = 0
 
+# Files that look like secrets: the bundle refuses to build while any sits in the bundled folders
+# (secrets reach the VM only as Pulumi secrets, never inside the archive). Names, case-insensitive.
+SECRET_NAMES = (
+    ".env",
+    ".env.*",
+    "*.env",
+    ".netrc",
+    "_netrc",
+    ".npmrc",
+    ".pypirc",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*token*",
+    "*secret*",
+    "credentials*.json",
+    "*service-account*.json",
+    "*service_account*.json",
+    ".git-credentials",
+)
+# Contents that give a secret away whatever the file is called (read from the first 64 KiB).
+SECRET_MARKERS = (
+    (re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"), "a private key"),
+    (re.compile(rb'"type"\s*:\s*"service_account"'), "a Google service-account key"),
+    (re.compile(rb"^\s*machine\s+\S+\s+login\s", re.MULTILINE), "netrc credentials"),
+)
+
+
+class SecretInBundle(ValueError):
+    """Files that look like secrets sit in the bundled folders; nothing was built."""
+
+    def __init__(self, findings: list[tuple[str, str]]) -> None:
+        lines = "\n".join(f"  - {path}: {why}" for path, why in findings)
+        super().__init__(
+            f"refusing to build the runner bundle: {len(findings)} file(s) look like secrets:\n{lines}\n"
+            "move them out of remote_runner/, apis/, tools/ and infrastructure/ (pass secrets as "
+            "Pulumi secrets: docs/deploy.md)"
+        )
+        self.findings = findings
+
+
+def secret_reason(name: str, head: bytes) -> str | None:
+    """Why a file named ``name`` starting with ``head`` looks like a secret, or None (pure)."""
+    lower = name.lower()
+    for pattern in SECRET_NAMES:
+        if fnmatch.fnmatch(lower, pattern):
+            return f"its name matches {pattern!r}"
+    for marker, what in SECRET_MARKERS:
+        if marker.search(head):
+            return f"it holds {what}"
+    return None
+
+
+def find_secrets(root: Path, files: Iterable[str]) -> list[tuple[str, str]]:
+    found = []
+    for rel in files:
+        with (root / rel).open("rb") as f:
+            head = f.read(65536)
+        why = secret_reason(rel.rsplit("/", 1)[-1], head)
+        if why is not None:
+            found.append((rel, why))
+    return found
+
 
 @dataclass(frozen=True)
 class Bundle:
@@ -142,6 +212,9 @@ def _parent_dirs(paths: Iterable[str]) -> list[str]:
 def archive_bytes(root: Path, settings: Mapping[str, Any]) -> tuple[bytes, tuple[str, ...]]:
     """The archive's bytes and its sorted list of files (pure apart from reading ``root``)."""
     files = collect_files(root)
+    secrets = find_secrets(root, files)
+    if secrets:
+        raise SecretInBundle(secrets)
     extra: dict[str, bytes] = {EXPERIMENT_FILE: experiment_json(settings)}
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():

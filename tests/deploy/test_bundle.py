@@ -8,6 +8,8 @@ import os
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from stacks.bundle import (
     EXPERIMENT_FILE,
     REQUIREMENTS_FILE,
@@ -144,3 +146,30 @@ def test_runner_requirements_of_this_project_leave_out_the_operator_side() -> No
     names = {r.split(">")[0].split("<")[0].split("=")[0].strip().lower() for r in reqs}
     assert "psutil" in names and "tenacity" in names
     assert not names & {"pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-tls", "paramiko"}
+
+
+def test_planted_secret_files_are_refused_each_named(tmp_path: Path) -> None:
+    from stacks.bundle import SecretInBundle
+
+    root = make_tree(tmp_path / "src")
+    planted = {
+        "apis/demo/.env": "DB_PASSWORD=hunter2\n",
+        "tools/st/id_ed25519": "not a key by content, but by name\n",
+        "infrastructure/deploy-key.txt": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbg==\n",
+        "remote_runner/sa.json": '{"type": "service_account", "private_key_id": "x"}\n',
+        "tools/st/.netrc": "machine example.org login me password pw\n",
+        "tools/st/api_token.txt": "ghp_x\n",
+    }
+    for name, text in planted.items():
+        (root / name).write_text(text)
+    with pytest.raises(SecretInBundle) as caught:
+        archive_bytes(root, SETTINGS)
+    assert sorted(path for path, _ in caught.value.findings) == sorted(planted)
+    message = str(caught.value)
+    for name in planted:
+        assert name in message
+    assert "holds a private key" in message and "service-account" in message
+    for name in planted:
+        (root / name).unlink()
+    data, files = archive_bytes(root, SETTINGS)  # without them the same tree builds
+    assert "remote_runner/cli.py" in files and data

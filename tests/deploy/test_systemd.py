@@ -94,8 +94,13 @@ def test_service_manager_commands() -> None:
 
 
 def test_unit_exit_codes_match_the_runners() -> None:
-    """The runner exits 143 after a clean SIGTERM stop (resumable) and 2 on bad settings."""
+    """remote_runner.exit_codes: 143 stopped cleanly and 3 done with failed runs are not failures;
+    2 bad settings, 4 batch held by another runner, 6 disk full and 7 broken APIs are not worth a restart."""
+    from remote_runner import exit_codes
+
     unit = directives(systemd.render_unit())
-    assert unit["Service.SuccessExitStatus"] == ["143"]
-    assert unit["Service.RestartPreventExitStatus"] == ["2"]
+    assert unit["Service.SuccessExitStatus"] == [f"{exit_codes.STOPPED} {exit_codes.DONE_WITH_FAILURES}"]
+    assert unit["Service.RestartPreventExitStatus"] == [
+        f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} {exit_codes.PREFLIGHT_FAILED}"
+    ]
     assert unit["Service.Restart"] == ["on-failure"]

@@ -148,7 +148,8 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     empty = tmp_path / "batch-empty"
     empty.mkdir()
     md = report.build_report(empty).read_text()
-    assert "0 runs" in md and "None: every run is verified." in md
+    assert "0 runs" in md and "This batch has no runs yet: nothing to report." in md
+    assert "every run is verified" not in md
     failed = tmp_path / "batch-failed"
     write_metadata(failed / "api" / "tool" / "run-1", status="failed", reason="image build failed")
     conn = sqlite3.connect(failed / "journal.sqlite")
@@ -304,3 +305,41 @@ def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
             p = float(nemenyi[i, j])
             assert cell == ("-" if i == j else "<0.001" if p < 0.001 else f"{p:.3f}")
     assert (batch / "cd-line_coverage.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_damaged_summaries_are_named_with_file_and_error_and_never_verified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    batch = tmp_path / "batch-damaged"
+    good = batch / "petstore" / "st" / "run-1"
+    synthetic_run(good, seed=1, budget=60, rate=3, skill=0.8)
+    results.write_run_summary(good, None, 60)
+    assert report.load_runs(batch)[0].verified  # the control: an intact summary counts
+    torn = batch / "petstore" / "st" / "run-2"
+    synthetic_run(torn, seed=2, budget=60, rate=3, skill=0.8)
+    results.write_run_summary(torn, None, 60)
+    (torn / "summary.json").write_text((torn / "summary.json").read_text()[:200])  # cut mid-write
+    typed = batch / "petstore" / "st" / "run-3"
+    synthetic_run(typed, seed=3, budget=60, rate=3, skill=0.8)
+    summary = results.write_run_summary(typed, None, 60)
+    summary["verification"]["verified"] = "yes"  # a string where a boolean belongs
+    (typed / "summary.json").write_text(json.dumps(summary))
+    runs = {r.run: r for r in report.load_runs(batch)}
+    assert runs[1].verified and not runs[2].verified and not runs[3].verified
+    assert runs[2].reason.startswith(f"damaged {torn / 'summary.json'}: not valid JSON")
+    assert runs[3].reason.startswith(f"damaged {typed / 'summary.json'}: field verification.verified is str")
+    assert not runs[2].failed and not runs[3].failed  # damaged is not "failed": the run itself may be fine
+    assert report.main([str(batch)]) == 0
+    err = capsys.readouterr().err
+    assert "run-2: damaged" in err and "run-3: damaged" in err
+    md = (batch / "report.md").read_text()
+    assert "3 runs: 1 verified, 2 unverified, 0 failed." in md
+    assert "field verification.verified is str, expected bool" in md
+
+
+def test_report_on_nothing_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "batch-empty"
+    empty.mkdir()
+    assert report.main([str(empty)]) == 1
+    assert "holds no runs" in capsys.readouterr().err
+    assert not (empty / "report.md").exists()

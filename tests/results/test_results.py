@@ -249,3 +249,28 @@ def test_only_5xx_bodies_are_read(tmp_path: Path) -> None:
     assert problem is None
     assert [(r.status, r.response_body, r.path) for r in reqs] == [(200, b"", "/a"), (503, b"oops", "/a")]
     assert reqs[1].query == "x=1"  # a path recorded with its query string is split
+
+
+def test_rows_short_of_the_tools_own_count_fail_verification(tmp_path: Path, spec_file: Path) -> None:
+    run_dir = tmp_path / "batch" / "petstore" / "good" / "run-1"
+    synthetic_run(run_dir, seed=1, budget=60, rate=3, skill=0.8)  # 180 recorded rows
+    (run_dir / "logs").mkdir(exist_ok=True)
+    log = run_dir / "logs" / "tool.log"
+    log.write_text("TOOL_REQUESTS sent=100 answered=100\nTOOL_REQUESTS sent=180 answered=179\n")
+    s = results.write_run_summary(run_dir, spec_file, 60)
+    assert s["tool_requests"] == {"sent": 180, "answered": 179}  # the last line wins
+    assert checks(s)["recorded_requests"]["passed"] is True
+    assert s["verification"]["verified"] is True
+    log.write_text("TOOL_REQUESTS sent=183 answered=183\n")  # 3 requests forwarded without a row
+    s = results.write_run_summary(run_dir, spec_file, 60)
+    assert checks(s)["recorded_requests"] == {
+        "name": "recorded_requests",
+        "passed": False,
+        "measured": 180,
+        "threshold": 183,
+        "detail": "180 rows recorded for the 183 requests the tool says it sent",
+    }
+    assert s["verification"]["verified"] is False
+    log.write_text("a tool that does not count\n")
+    s = results.write_run_summary(run_dir, spec_file, 60)
+    assert s["tool_requests"] is None and "recorded_requests" not in checks(s)

@@ -70,6 +70,17 @@ def test_measurement_must_agree_and_counts_what_this_pass_admitted():
     assert [r.run for r in low_memory.admitted] == [0]  # 32 GiB each; 40 GiB available
 
 
+def test_min_free_cpus_0_switches_the_measured_cpu_gate_off():
+    ledger = Ledger(Machine(cpus=2, memory_bytes=8 * GIB))
+    req = Request(cpus=0.25, memory_bytes=64 * 1024**2)
+    cands = [Candidate(i, req) for i in range(4)]
+    # a busy machine (0.1 CPUs measured free): the second run of the pass would make it negative
+    off = decide(ledger, cands, Measurement(free_cpus=0.1, available_memory=8 * GIB), Policy(0))
+    assert [r.run for r in off.admitted] == [0, 1, 2, 3] and off.held_back is None
+    on = decide(ledger, cands, Measurement(free_cpus=0.1, available_memory=8 * GIB), Policy(0.5))
+    assert on.admitted == () and on.held_back is not None
+
+
 def test_first_fit_skips_what_does_not_fit_and_takes_a_later_smaller_run():
     ledger = Ledger(Machine(cpus=4, memory_bytes=64 * GIB))
     big, small = Request(cpus=2, memory_bytes=GIB), Request(cpus=0.5, memory_bytes=GIB)

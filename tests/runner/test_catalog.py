@@ -88,3 +88,28 @@ def test_spec_in_image_must_be_an_absolute_path_string(tmp_path: Path):
     assert "spec_in_image must be a string, got 3" in text
     # a bad value is not taken: the spec then counts as missing, which validation reports too
     assert cat.apis["relative"].spec_in_image is None and cat.apis["relative"].spec_problem()
+
+
+def test_a_broken_api_toml_stops_only_batches_that_use_that_api(tmp_path: Path):
+    from remote_runner.settings import MachineFacts, Settings, validate
+
+    for name, toml in (("good", 'readiness_path = "/"\n'), ("broken", "readiness_path = [unclosed\n")):
+        folder = tmp_path / "apis" / name
+        folder.mkdir(parents=True)
+        (folder / "Dockerfile").write_text("FROM scratch\n")
+        (folder / "api.toml").write_text(toml)
+    (tmp_path / "tools" / "t").mkdir(parents=True)
+    (tmp_path / "tools" / "t" / "Dockerfile").write_text("FROM scratch\n")
+    cat = catalog.load(tmp_path)
+    stopping, warnings = cat.split_problems(("good",), ("t",))
+    assert stopping == []
+    assert len(warnings) == 1 and "broken/api.toml: cannot be read as TOML" in warnings[0]
+    assert "not used by this batch" in warnings[0]
+    stopping, warnings = cat.split_problems(("good", "broken"), ("t",))
+    assert len(stopping) == 1 and "broken/api.toml" in stopping[0] and warnings == []
+    machine = MachineFacts(cpus=2, memory_bytes=8 * 1024**3)
+    settings = Settings(catalog=tmp_path, results=tmp_path / "results", apis=("good",), tools=("t",))
+    _, problems = validate(settings, cat, machine)
+    assert not [p for p in problems if "apis/broken" in p], problems
+    _, problems = validate(Settings(catalog=tmp_path, results=tmp_path / "results"), cat, machine)
+    assert [p for p in problems if "broken/api.toml" in p], problems  # all APIs: the broken one is used
