@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import mannwhitneyu
 
-from remote_runner import report, results
+from remote_runner import exit_codes, report, results
 from remote_runner.process import execute
 from remote_runner.verification import Thresholds
 
@@ -90,7 +90,8 @@ def batch(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=900,
         cwd=ROOT,
     )
-    assert res.ok, res.tail(60)
+    # res-crash fails every run on purpose: the batch is done, with failed runs
+    assert res.returncode == exit_codes.DONE_WITH_FAILURES, res.tail(60)
     batches = sorted(out.glob("batch-*"))
     assert len(batches) == 1, res.tail()
     return batches[0]

@@ -388,6 +388,19 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
     results = tmp_path / "results"
     results.mkdir()
     site = ROOT / ".venv" / "lib" / "python3.11" / "site-packages"  # psutil for the container's python 3.11
+    # the engine the test talks to (DOCKER_HOST when set), mounted where the container's client looks
+    socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    # a network of the test's own: the default bridge (docker0) can vanish while another engine runs
+    network = f"lrt-test-runner-{tmp_path.name}"[:60]
+    made = subprocess.run(
+        ["docker", "network", "create", "--label", test_label, network],
+        env=runner_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
     res = subprocess.run(
         [
             "docker",
@@ -395,8 +408,10 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
             "--rm",
             "--label",
             test_label,
+            "--network",
+            network,
             "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
+            f"{socket}:/var/run/docker.sock",
             "-v",
             "/usr/bin/docker:/usr/bin/docker:ro",
             "-v",
