@@ -184,7 +184,7 @@ def test_api_ports_and_metadata_agree(folder: Path) -> None:
         "readiness_timeout",
         "service_port",
         "demo",
-        "analysis",
+        "analysis",  # issue 14's per-API fault analysis table
     }
     assert meta["service_port"] == int(env["SERVICE_PORT"])
     assert meta["service_port"] == (8081 if folder.name == "languagetool" else 8080)
@@ -349,12 +349,48 @@ def test_tool_image_contract(folder: Path) -> None:
     assert script.name in " ".join(copied)
     meta = toml(folder / "tool.toml")
     assert set(meta) <= {"needs_models", "spec_format", "build_args"}
-    # Offline builds read wheels from the context; the folder exists even when empty.
+    # Offline builds read wheels from the context; the folder exists even when empty. The stage that
+    # installs the requirements copies the wheelhouse (a builder stage of a multi-stage image).
     if (folder / "requirements.txt").is_file():
-        assert any("wheelhouse" in s for s in copied), "installs must be able to use the wheelhouse"
+        installing = [
+            s for s in df.stages if "-r /opt/tool/requirements.txt" in " ".join(i.args for i in s.of("RUN"))
+        ]
+        assert len(installing) == 1, "exactly one stage installs the requirements"
+        stage = installing[0]
+        assert any("wheelhouse" in s for i in stage.of("COPY") for s in copy_sources(i)), "no wheelhouse COPY"
         assert (folder / "wheelhouse").is_dir()
-        run = " ".join(i.args for i in df.final.of("RUN"))
-        assert "--no-index --find-links" in run and "-r /opt/tool/requirements.txt" in run
+        assert "--no-index --find-links" in " ".join(i.args for i in stage.of("RUN"))
+        if stage is not df.final:
+            assert not any("wheelhouse" in s for s in copied), "the wheelhouse layer stays in the builder"
+
+
+def test_llamaresttest_image_is_multi_stage_without_wheelhouse_compilers_or_git() -> None:
+    folder = ROOT / "tools" / "llamaresttest"
+    df = parse(folder / "Dockerfile")
+    # builder -> venv -> source -> final, in that order so `--target venv` builds no checkout
+    assert [(s.name, s.base) for s in df.stages] == [
+        ("builder", "debian:bookworm-slim"),
+        ("venv", "debian:bookworm-slim"),
+        ("source", "debian:bookworm-slim"),
+        (None, "venv"),
+    ]
+    _builder, venv, source, final = df.stages
+    words = [set(" ".join(i.args for i in s.of("RUN")).split()) for s in df.stages]
+    assert {"build-essential", "cmake", "ninja-build", "python3-dev"} <= words[0]
+    assert "git" in words[2]
+    for n, stage in ((1, venv), (3, final)):  # what the image holds: no compilers, git or wheelhouse
+        assert not words[n] & {"build-essential", "cmake", "ninja-build", "python3-dev", "git", "gcc"}
+        assert not any("wheelhouse" in s for i in stage.of("COPY") for s in copy_sources(i))
+    assert "python3" in words[1]
+    venv_copies = [(i.flags.get("from"), copy_sources(i)) for i in venv.of("COPY")]
+    assert ("builder", ["/opt/tool/venv"]) in venv_copies
+    final_copies = [(i.flags.get("from"), copy_sources(i)) for i in final.of("COPY")]
+    assert ("source", ["/opt/LlamaRestTest"]) in final_copies
+    assert all(src in {None, "source"} for src, _ in final_copies)
+    # the checkout is pinned; the repository is a build argument (mirrors, tool.toml's [build_args])
+    args = dict(i.args.split("=", 1) for i in source.of("ARG"))
+    assert args["LLAMARESTTEST_COMMIT"] == "69f2e95e78a9a58cf0492613cde94f90fe57ea61"
+    assert "LLAMARESTTEST_REPO" in args
 
 
 def test_llamaresttest_declares_models() -> None:
