@@ -35,7 +35,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from mitmproxy import ctx, http
 
@@ -76,7 +76,7 @@ def wire_text(raw: bytes) -> str:
 def headers_json(headers: Any) -> str:
     """Headers as a JSON object of the wire bytes (``wire_text``); repeated fields are joined with
     ', ' as HTTP allows."""
-    merged: Dict[str, str] = {}
+    merged: dict[str, str] = {}
     for raw_name, raw_value in headers.fields:
         name, value = wire_text(raw_name), wire_text(raw_value)
         merged[name] = f"{merged[name]}, {value}" if name in merged else value
@@ -91,7 +91,7 @@ def body_bytes(message: http.Message) -> bytes:
     return content
 
 
-def request_line(req: http.Request) -> Tuple[str, str, str]:
+def request_line(req: http.Request) -> tuple[str, str, str]:
     """Method, path and query (without ``?``) as wire text."""
     path, _, query = req.data.path.partition(b"?")
     return wire_text(req.data.method), wire_text(path), wire_text(query)
@@ -105,7 +105,7 @@ def refusal_body(reason: str) -> bytes:
 
 class TrafficRecorder:
     def __init__(self) -> None:
-        self.db: Optional[sqlite3.Connection] = None
+        self.db: sqlite3.Connection | None = None
         self.refusals = 0
 
     def load(self, loader: Any) -> None:
@@ -169,7 +169,7 @@ class TrafficRecorder:
                     WIRE,
                 ),
             )
-        except Exception as exc:  # noqa: BLE001 - whatever stops the insert, the request must not pass
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self.refuse(method, path, reason)
             flow.response = http.Response.make(

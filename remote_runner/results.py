@@ -96,7 +96,8 @@ def read_refused(db_path: Path) -> int | None:
     except sqlite3.Error:
         return None
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refused'").fetchone() is None:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refused'")
+        if found.fetchone() is None:
             return None
         return int(conn.execute("SELECT count(*) FROM refused").fetchone()[0])
     except sqlite3.Error:

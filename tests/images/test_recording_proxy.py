@@ -76,7 +76,11 @@ class Client:
         self.conn = http.client.HTTPConnection(ip, 9090, timeout=30)
 
     def send(
-        self, method: str, path: str, headers: list[tuple[bytes, bytes]] = (), body: bytes = b""  # type: ignore[assignment]
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[bytes, bytes]] = (),
+        body: bytes = b"",  # type: ignore[assignment]
     ) -> tuple[int, bytes]:
         """On the one keep-alive connection."""
         n = len(self.sent) + 1
@@ -95,7 +99,8 @@ class Client:
         """On a connection of its own, bytes the http.client would refuse (a non-UTF-8 path)."""
         n = len(self.sent) + 1
         self.sent[n] = {"method": method.decode("latin-1"), "target": target, "headers": [], "body": b""}
-        head = method + b" " + target + f" HTTP/1.1\r\nHost: api\r\n{MARK}: {n}\r\nConnection: close\r\n\r\n".encode()
+        fields = f"Host: api\r\n{MARK}: {n}\r\nConnection: close\r\n\r\n".encode()
+        head = method + b" " + target + b" HTTP/1.1\r\n" + fields
         with socket.create_connection((self.ip, 9090), timeout=30) as sock:
             sock.sendall(head)
             data = b""
