@@ -217,6 +217,10 @@ class Supervisor:
             "-p",
             str(cfg.proxy_port),
             "-q",
+            # mitmproxy's raw-TCP guess would pass M-SEARCH / X_Y connections unrecorded
+            # (traffic_addon.py says why)
+            "--set",
+            "rawtcp=false",
             "--set",
             f"traffic_db={cfg.results / 'traffic.sqlite'}",
         ]

@@ -1,13 +1,29 @@
 """mitmproxy addon: records every request and response into an SQLite database, durably.
 
 Loaded by the supervisor as ``mitmdump -s traffic_addon.py``. The schema is the contract of
-docs/contracts.md (table ``requests``). A row is inserted and committed when the request reaches the
-proxy, and completed (status, response, ``finished``) and committed when the response or the error
-arrives, so a request that reached the proxy is on disk even if the container is stopped while it is
-in flight. The database is in WAL mode: a committed transaction survives the death of this process
-(``docker stop``/SIGKILL); on a clean shutdown ``done`` checkpoints the WAL into the main file.
+docs/contracts.md (tables ``requests`` and ``refused``). A row is inserted and committed when the
+request reaches the proxy, and completed (status, response, ``finished``) and committed when the
+response or the error arrives, so a request that reached the proxy is on disk even if the container
+is stopped while it is in flight. The database is in WAL mode: a committed transaction survives the
+death of this process (``docker stop``/SIGKILL); on a clean shutdown ``done`` checkpoints the WAL
+into the main file.
 
-Times are UTC epoch seconds (mitmproxy's own timestamps, taken from ``time.time()``).
+Nothing is forwarded unrecorded:
+- Text columns of new rows (``wire = 'latin-1'``) hold the bytes as they came over the wire, decoded
+  as ISO-8859-1 (one code point per byte), so any method token, path or header byte is stored and
+  ``text.encode('latin-1')`` gives the original bytes back. (mitmproxy's own ``str`` views decode
+  with ``surrogateescape``: a latin-1 header byte becomes a lone surrogate that SQLite refuses.)
+- A request that cannot be recorded (the insert fails: disk full, a damaged database, not yet
+  open) is answered 502 by the proxy with a body saying why, never forwarded, and counted in the
+  table ``refused`` (and on stderr, should that insert fail too).
+- mitmproxy 8.x (``addons/next_layer.py``) treats a connection whose first three bytes are not
+  letters as raw TCP when the option ``rawtcp`` is on (its default): ``M-SEARCH`` or ``X_Y`` went
+  through as TCP, no HTTP hook was called, and every later request on that keep-alive connection too.
+  ``running`` switches ``rawtcp`` off (the supervisor also passes ``--set rawtcp=false``), so such
+  connections are parsed as HTTP; a TCP flow that still appears is killed and counted in ``refused``.
+
+Times are UTC epoch seconds (mitmproxy's own timestamps, taken from ``time.time()``). Runs on
+Python >= 3.8 and mitmproxy >= 8.0 (selfcheck.py).
 """
 
 from __future__ import annotations
@@ -16,12 +32,16 @@ import json
 import logging
 import os
 import sqlite3
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http
 
 log = logging.getLogger(__name__)
+
+WIRE = "latin-1"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -35,15 +55,30 @@ CREATE TABLE IF NOT EXISTS requests (
     request_body BLOB,
     status INTEGER,
     response_headers TEXT,
-    response_body BLOB
-)
+    response_body BLOB,
+    wire TEXT
+);
+CREATE TABLE IF NOT EXISTS refused (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 
 
+def wire_text(raw: bytes) -> str:
+    """Bytes as text that SQLite and JSON always accept, losslessly: one code point per byte."""
+    return raw.decode(WIRE)
+
+
 def headers_json(headers: Any) -> str:
-    """Headers as a JSON object; repeated fields are joined with ', ' as HTTP allows."""
+    """Headers as a JSON object of the wire bytes (``wire_text``); repeated fields are joined with
+    ', ' as HTTP allows."""
     merged: dict[str, str] = {}
-    for name, value in headers.items(multi=True):
+    for raw_name, raw_value in headers.fields:
+        name, value = wire_text(raw_name), wire_text(raw_value)
         merged[name] = f"{merged[name]}, {value}" if name in merged else value
     return json.dumps(merged, ensure_ascii=False)
 
@@ -56,9 +91,22 @@ def body_bytes(message: http.Message) -> bytes:
     return content
 
 
+def request_line(req: http.Request) -> tuple[str, str, str]:
+    """Method, path and query (without ``?``) as wire text."""
+    path, _, query = req.data.path.partition(b"?")
+    return wire_text(req.data.method), wire_text(path), wire_text(query)
+
+
+def refusal_body(reason: str) -> bytes:
+    return f"recording proxy refused this request: it could not be recorded ({reason})\n".encode(
+        "utf-8", "replace"
+    )
+
+
 class TrafficRecorder:
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None
+        self.refusals = 0
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -69,33 +117,66 @@ class TrafficRecorder:
         )
 
     def running(self) -> None:
+        # see the module docstring: without this, M-SEARCH / X_Y connections bypass every hook
+        ctx.options.update(rawtcp=False)
         path = Path(ctx.options.traffic_db)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: every commit is in the WAL file when COMMIT returns, so the death of
         # this process loses nothing; only a power cut could lose the last transactions.
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(SCHEMA)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        cols = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+        if "wire" not in cols:  # a database written by an older image: its rows keep wire NULL
+            db.execute("ALTER TABLE requests ADD COLUMN wire TEXT")
+        self.db = db
         log.info("recording traffic into %s", path)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def refuse(self, method: str, path: str, reason: str) -> None:
+        self.refusals += 1
+        print(
+            f"traffic_addon: refused #{self.refusals} {method!r} {path!r}: {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.db is None:
             return
+        try:
+            self.db.execute(
+                "INSERT INTO refused (at, method, path, reason) VALUES (?, ?, ?, ?)",
+                (time.time(), method, path, reason),
+            )
+        except sqlite3.Error as exc:
+            print(f"traffic_addon: refusal not stored: {exc}", file=sys.stderr, flush=True)
+
+    def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        path, _, query = req.path.partition("?")
-        cur = self.db.execute(
-            "INSERT INTO requests (started, method, path, query, request_headers, request_body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                req.timestamp_start,
-                req.method.upper(),
-                path,
-                query,
-                headers_json(req.headers),
-                body_bytes(req),
-            ),
-        )
+        method, path, query = request_line(req)
+        try:
+            if self.db is None:
+                raise RuntimeError("the traffic database is not open")
+            cur = self.db.execute(
+                "INSERT INTO requests (started, method, path, query, request_headers, request_body,"
+                " wire) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    req.timestamp_start,
+                    method,
+                    path,
+                    query,
+                    headers_json(req.headers),
+                    body_bytes(req),
+                    WIRE,
+                ),
+            )
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.refuse(method, path, reason)
+            flow.response = http.Response.make(
+                502, refusal_body(reason), {"Content-Type": "text/plain; charset=utf-8"}
+            )
+            flow.metadata["traffic_refused"] = True
+            return
         flow.metadata["traffic_row"] = cur.lastrowid
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -103,24 +184,36 @@ class TrafficRecorder:
         if self.db is None or row is None or flow.response is None:
             return
         resp = flow.response
-        self.db.execute(
-            "UPDATE requests SET finished = ?, status = ?, response_headers = ?, response_body = ?"
-            " WHERE id = ?",
-            (
-                resp.timestamp_end or resp.timestamp_start,
-                resp.status_code,
-                headers_json(resp.headers),
-                body_bytes(resp),
-                row,
-            ),
-        )
+        try:
+            self.db.execute(
+                "UPDATE requests SET finished = ?, status = ?, response_headers = ?,"
+                " response_body = ? WHERE id = ?",
+                (
+                    resp.timestamp_end or resp.timestamp_start,
+                    resp.status_code,
+                    headers_json(resp.headers),
+                    body_bytes(resp),
+                    row,
+                ),
+            )
+        except sqlite3.Error as exc:  # the request is recorded; only its answer is missing
+            log.error("response of row %s not recorded: %s", row, exc)
 
     def error(self, flow: http.HTTPFlow) -> None:
         row = flow.metadata.get("traffic_row")
         if self.db is None or row is None:
             return
         when = flow.error.timestamp if flow.error is not None else None
-        self.db.execute("UPDATE requests SET finished = ? WHERE id = ? AND finished IS NULL", (when, row))
+        try:
+            self.db.execute("UPDATE requests SET finished = ? WHERE id = ? AND finished IS NULL", (when, row))
+        except sqlite3.Error as exc:
+            log.error("error of row %s not recorded: %s", row, exc)
+
+    def tcp_start(self, flow: Any) -> None:
+        """A raw TCP connection cannot be recorded as requests: killed and counted."""
+        peer = getattr(flow.client_conn, "peername", None)
+        self.refuse("TCP", str(peer), "raw TCP connection (not HTTP); closed")
+        flow.kill()
 
     def done(self) -> None:
         if self.db is None:

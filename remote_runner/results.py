@@ -69,6 +69,43 @@ SUMMARY_COLUMNS = (
 # --- reading the run folder -----------------------------------------------------------------------
 
 
+def _wire_text(value: object, wire: object) -> str:
+    """A text column of ``requests`` as text. Rows of the current addon (``wire = 'latin-1'``) hold
+    the wire bytes one code point per byte: re-encoded and read as UTF-8 (undecodable bytes become
+    U+FFFD). Older rows (no ``wire``) hold the text as mitmproxy decoded it; a BLOB is read as UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    text = str(value)
+    if wire == "latin-1":
+        try:
+            return text.encode("latin-1").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return text
+    return text
+
+
+def read_refused(db_path: Path) -> int | None:
+    """How many requests the recording proxy refused because it could not record them (table
+    ``refused``, docs/contracts.md); None when the database or the table is absent (older images)."""
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refused'")
+        if found.fetchone() is None:
+            return None
+        return int(conn.execute("SELECT count(*) FROM refused").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
 def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
     """The ``requests`` table in arrival order, and a problem description (``None`` if all is well).
 
@@ -84,7 +121,7 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
         cols = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         if not cols:
             return [], "traffic database has no requests table"
-        wanted = ["started", "finished", "method", "path", "query", "status"]
+        wanted = ["started", "finished", "method", "path", "query", "status", "wire"]
         select = ", ".join(c if c in cols else "NULL" for c in wanted)
         # only 5xx bodies are used (unique failures): an hour of traffic can hold gigabytes of bodies
         if {"status", "response_body"} <= cols:
@@ -98,9 +135,9 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
     finally:
         conn.close()
     out: list[Request] = []
-    for started, finished, method, path, query, status, body in rows:
-        raw_path = str(path or "/")
-        q = str(query or "")
+    for started, finished, method, path, query, status, wire, body in rows:
+        raw_path = _wire_text(path, wire) or "/"
+        q = _wire_text(query, wire)
         if "?" in raw_path:
             raw_path, _, q2 = raw_path.partition("?")
             q = q or q2
@@ -110,7 +147,7 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
             Request(
                 started=float(started or 0.0),
                 finished=float(finished) if finished is not None else None,
-                method=str(method or "GET").upper(),
+                method=(_wire_text(method, wire) or "GET").upper(),
                 path=raw_path,
                 query=q,
                 status=int(status) if status is not None else None,
@@ -430,6 +467,13 @@ def write_run_summary(
         tool_report=tool_report,
     )
     tool_requests = _tool_requests(tool_report)
+    proxy_refused = read_refused(run_dir / "traffic.sqlite")
+    refused_problem = (
+        f"the recording proxy refused {proxy_refused} request(s) it could not record"
+        " (answered 502; table refused of traffic.sqlite says why)"
+        if proxy_refused
+        else None
+    )
     if tool_requests is not None:
         check = verification.recorded_requests(body["requests"]["requests"], tool_requests["sent"])
         body["verification"]["checks"].append(check.as_dict())
@@ -445,7 +489,10 @@ def write_run_summary(
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
         "tool_requests": tool_requests,
-        "problems": [p for p in (traffic_problem, coverage_problem, spec_problem, log_problem) if p],
+        "proxy_refused": proxy_refused,
+        "problems": [
+            p for p in (traffic_problem, refused_problem, coverage_problem, spec_problem, log_problem) if p
+        ],
     }
     _atomic_write(run_dir / "cumulative.csv", cumulative_csv(body["cumulative"]["rows"]))
     _atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=False) + "\n")

@@ -28,3 +28,11 @@ def demo_images(docker_engine: str, project_root: Path) -> dict[str, float]:
         assert res.ok, f"building {image} failed:\n{res.tail(40)}"
     print(f"build seconds: {seconds}")
     return seconds
+
+
+@pytest.fixture(scope="session")
+def recording_images(docker_engine: str, project_root: Path) -> None:
+    """The infrastructure image and the demo API on it (no tool image: no wheelhouse needed)."""
+    for image, context in IMAGES[:2]:
+        res = execute(["docker", "build", "-q", "-t", image, context], cwd=project_root, timeout=900)
+        assert res.ok, f"building {image} failed:\n{res.tail(40)}"
