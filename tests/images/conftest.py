@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from remote_runner.process import execute
+from tests.images.standin_images import build_all_standins
 
 IMAGES = [
     ("llamaresttest/infrastructure", "infrastructure"),
@@ -36,3 +37,10 @@ def recording_images(docker_engine: str, project_root: Path) -> None:
     for image, context in IMAGES[:2]:
         res = execute(["docker", "build", "-q", "-t", image, context], cwd=project_root, timeout=900)
         assert res.ok, f"building {image} failed:\n{res.tail(40)}"
+
+
+@pytest.fixture(scope="session")
+def benchmark_images(docker_engine: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Every benchmark API image built on its stand-in (tests/images/standin_images.py), once per
+    session: api -> the build output."""
+    return build_all_standins(tmp_path_factory.mktemp("standins"))

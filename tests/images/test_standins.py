@@ -1,77 +1,49 @@
-"""The benchmark API Dockerfiles, unchanged, built against stand-ins for the published images (made
-here from tests/images/standin/, tagged restgym/<api>-api:1.0.0 locally, with the real specs from
-../shared/benchmark-specs): the build-time self-check passes on a complete stand-in and fails the
-build with one message naming everything missing on an incomplete one."""
+"""The 11 benchmark API Dockerfiles, unchanged, built against stand-ins for the published images
+(tests/images/standin/: one shared base with Debian's MariaDB and a mongod stand-in, a thin layer per
+API, tagged restgym/<api>-api:1.0.0 locally, with the real specs from ../shared/benchmark-specs and
+an application.properties configured the way the real jar's is): the build-time self-check passes on
+every complete stand-in and fails the build with one message naming everything missing on an
+incomplete one. test_standin_batch.py then runs them through the runner."""
 
 from __future__ import annotations
 
-import shutil
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from remote_runner.process import execute
+from tests.images.standin_images import APIS, INFRASTRUCTURE, SPECS, build_api, standin
 
-ROOT = Path(__file__).resolve().parents[2]
-SPECS = ROOT.parent / "shared" / "benchmark-specs"
 pytestmark = [pytest.mark.docker]
 
 
-def standin(tmp: Path, api: str, properties: str, omit: str = "") -> str:
-    """Builds a stand-in for restgym/<api>-api:1.0.0 and returns its tag."""
-    context = tmp / f"standin-{api}"
-    shutil.copytree(ROOT / "tests" / "images" / "standin", context)
-    (context / "specifications").mkdir()
-    for name in (f"{api}-openapi.json", f"{api}.yaml"):
-        shutil.copy(SPECS / name, context / "specifications" / name)
-    (context / "application.properties").write_text(properties)
-    tag = f"restgym/{api}-api:1.0.0"
+@pytest.mark.parametrize("api", APIS)
+def test_every_api_dockerfile_builds_on_its_standin_and_passes_the_self_check(
+    benchmark_images: dict[str, str], api: str
+) -> None:
+    output = benchmark_images[api]
+    assert f"self-check of the {api} image: everything the recording layer needs is there" in output
     res = execute(
+        ["docker", "run", "--rm", "--entrypoint", "ls", f"llamaresttest/api-{api}", "/specifications"]
+    )
+    assert sorted(res.output.split()) == [f"{api}-openapi.json", f"{api}.yaml"]
+    real = hashlib.sha256((SPECS / f"{api}-openapi.json").read_bytes()).hexdigest()
+    inside = execute(
         [
             "docker",
-            "build",
-            "-q",
-            "-t",
-            tag,
-            "--build-arg",
-            f"API={api}",
-            "--build-arg",
-            f"OMIT={omit}",
-            str(context),
-        ],
-        timeout=300,
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sha256sum",
+            f"llamaresttest/api-{api}",
+            f"/specifications/{api}-openapi.json",
+        ]
     )
-    assert res.ok, res.tail(30)
-    return tag
+    assert inside.ok and inside.output.split()[0] == real, f"{api}: the image's spec is not the benchmark's"
 
 
-@pytest.fixture(scope="module")
-def infrastructure(docker_engine: str) -> str:
-    res = execute(
-        ["docker", "build", "-q", "-t", "llamaresttest/infrastructure", "infrastructure"],
-        cwd=ROOT,
-        timeout=900,
-    )
-    assert res.ok, res.tail(30)
-    return "llamaresttest/infrastructure"
-
-
-def build_api(api: str) -> tuple[bool, str]:
-    res = execute(
-        ["docker", "build", "--no-cache", "-t", f"llamaresttest/api-{api}", f"apis/{api}"],
-        cwd=ROOT,
-        timeout=300,
-    )
-    return res.ok, res.output
-
-
-def test_a_complete_standin_passes_the_self_check(infrastructure: str, tmp_path: Path) -> None:
-    standin(tmp_path, "ncs", "server.port=8080\n")
-    ok, output = build_api("ncs")
-    assert ok, output[-3000:]
-    assert "self-check of the ncs image: everything the recording layer needs is there" in output
-    res = execute(["docker", "run", "--rm", "--entrypoint", "ls", "llamaresttest/api-ncs", "/specifications"])
-    assert sorted(res.output.split()) == ["ncs-openapi.json", "ncs.yaml"]
+def test_the_ncs_image_runs_like_on_the_vm(benchmark_images: dict[str, str], tmp_path: Path) -> None:
     smoke_run_of_the_built_image("ncs", tmp_path / "smoke")
 
 
@@ -136,23 +108,37 @@ def smoke_run_of_the_built_image(api: str, results: Path) -> None:
 
 
 def test_an_incomplete_standin_fails_the_build_naming_everything_missing(
-    infrastructure: str, tmp_path: Path
+    benchmark_images: dict[str, str], tmp_path: Path
 ) -> None:
-    standin(tmp_path, "ncs", "server.port=8080\n", omit="classes specifications/ncs.yaml")
-    ok, output = build_api("ncs")
-    assert not ok
-    assert "self-check of the ncs image FAILED, 2 problem(s)" in output, output[-3000:]
-    assert "the classes folder /api/classes (COVERAGE_CLASSES) is missing" in output
-    assert "the spec /api/specifications/ncs.yaml is missing or empty" in output
+    try:
+        standin(tmp_path, "ncs", omit="classes specifications/ncs.yaml")
+        ok, output = build_api("ncs")
+        assert not ok
+        assert "self-check of the ncs image FAILED, 2 problem(s)" in output, output[-3000:]
+        assert "the classes folder /api/classes (COVERAGE_CLASSES) is missing" in output
+        assert "the spec /api/specifications/ncs.yaml is missing or empty" in output
+    finally:  # the complete stand-in back, for the tests that use the built images
+        standin(tmp_path / "again", "ncs")
+        assert build_api("ncs")[0]
 
 
 def test_a_database_api_checks_its_database_program_and_the_jars_config(
-    infrastructure: str, tmp_path: Path
+    benchmark_images: dict[str, str], tmp_path: Path
 ) -> None:
-    # configured like the real jar except for the port: our sidecar listens on 27019
-    standin(tmp_path, "person-controller", "spring.data.mongodb.uri=mongodb://localhost:27017/person\n")
-    ok, output = build_api("person-controller")
-    assert not ok
-    assert "self-check of the person-controller image FAILED, 2 problem(s)" in output, output[-3000:]
-    assert "sidecar mongodb: mongod is not in the image" in output
-    assert "contains '27019'" in output
+    # no mongod in the image (the bare infrastructure base), and configured like the real jar
+    # except for the port: our sidecar listens on 27019
+    try:
+        standin(
+            tmp_path,
+            "person-controller",
+            "spring.data.mongodb.uri=mongodb://localhost:27017/person\n",
+            base=INFRASTRUCTURE,
+        )
+        ok, output = build_api("person-controller")
+        assert not ok
+        assert "self-check of the person-controller image FAILED, 2 problem(s)" in output, output[-3000:]
+        assert "sidecar mongodb: mongod is not in the image" in output
+        assert "contains '27019'" in output
+    finally:
+        standin(tmp_path / "again", "person-controller")
+        assert build_api("person-controller")[0]
