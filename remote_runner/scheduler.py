@@ -90,9 +90,12 @@ class Sampler:
         self._closed.set()
 
 
-def backoff_delays(budget: float, first: float = 1.0, cap: float = 30.0) -> list[float]:
-    """The waits between engine checks: doubling from ``first`` up to ``cap``, adding up to exactly
+def backoff_delays(budget: float, first: float = 1.0, cap: float | None = None) -> list[float]:
+    """The waits between engine checks: doubling from ``first`` up to ``cap`` (default: a twentieth
+    of ``budget``, between 1 and 30 s, so an engine back soon is noticed soon), adding up to exactly
     ``budget`` seconds (the last one shortened), so the wait is bounded."""
+    if cap is None:
+        cap = min(30.0, max(1.0, budget / 20))
     delays: list[float] = []
     total, delay = 0.0, first
     while total < budget - 1e-9:
@@ -218,7 +221,7 @@ class Scheduler:
         engine_lost = outcome.status == INTERRUPTED and engine.is_engine_error(outcome.reason)
         if engine_lost and not self.engine_down.is_set():
             # not the experiment's failure: the attempt is not counted; the scheduler waits for the engine
-            self._engine_down_reason = f"{key.label} attempt {attempt}: {outcome.reason}"
+            self._engine_down_reason = f"{key.label} attempt {attempt}"
             self.engine_down.set()
         try:
             final = self._record(key, attempt, outcome)
@@ -326,7 +329,7 @@ class Scheduler:
         """Every experiment has ended: waits for the engine, cleans up, re-queues what the outage
         interrupted. False when the engine stayed away (``engine_unavailable`` says so) or on stop."""
         log.warning(
-            "docker engine unavailable (%s): nothing more is admitted; waiting up to %g s for it",
+            "docker engine unavailable since %s: nothing more is admitted; waiting up to %g s for it",
             self._engine_down_reason,
             self.engine_wait_seconds,
         )
@@ -347,7 +350,7 @@ class Scheduler:
                 self.recover()
             except engine.DockerError as exc:
                 if exc.engine_gone:  # gone again: wait again
-                    self._engine_down_reason = f"cleaning up: {engine.engine_gone_reason(exc.result.output)}"
+                    self._engine_down_reason = "the clean-up after the outage"
                     return True
                 raise
         requeued = self.journal.requeue_unfinished("interrupted by a Docker engine outage")
