@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"attempts per run before it is marked failed (default: {d.max_attempts})",
     )
+    run.add_argument(
+        "--engine-wait",
+        dest="engine_wait_seconds",
+        metavar="SECONDS",
+        help="how long to wait for a Docker engine that went away mid-batch before exiting 5 "
+        f"(default: {d.engine_wait_seconds:g})",
+    )
     run.add_argument("--batch", metavar="NAME", help="resume the batch with this folder name")
     run.add_argument(
         "--models-dir",
@@ -175,6 +182,7 @@ FLAG_KEYS = (
     "min_free_cpus",
     "min_free_disk",
     "max_attempts",
+    "engine_wait_seconds",
     "batch",
     "models_dir",
     "stop_grace_seconds",

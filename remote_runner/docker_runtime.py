@@ -199,11 +199,43 @@ def container_ip(inspect_output: str, network: str) -> str | None:
     return None
 
 
+#: what the docker client prints when no engine answers on its socket (the daemon stopped, restarting,
+#: or its socket gone); lower case. Seen with the 20.10 and 28.x clients against a stopped dockerd.
+_ENGINE_GONE_TEXTS = (
+    "cannot connect to the docker daemon",
+    "is the docker daemon running",
+    "error during connect",
+    "the daemon is shutting down",
+    "docker.sock: connect: no such file or directory",
+    "docker.sock: connect: connection refused",
+)
+#: the reason an attempt cut short by an engine outage is recorded with (it is interrupted, not failed)
+ENGINE_GONE_REASON = "docker engine unavailable"
+
+
+def is_engine_error(text: str | None) -> bool:
+    """True when a docker command's output (or a reason built from it) says the engine itself is
+    unreachable, as opposed to an error of the command (unknown image, name in use, ...)."""
+    lower = (text or "").lower()
+    return any(t in lower for t in _ENGINE_GONE_TEXTS) or lower.startswith(ENGINE_GONE_REASON)
+
+
+def engine_gone_reason(text: str) -> str:
+    """The one-line reason an attempt is interrupted with: the engine's error, without the noise."""
+    line = next((x.strip() for x in text.splitlines() if is_engine_error(x)), text.strip())
+    return f"{ENGINE_GONE_REASON}: {line}"[:300]
+
+
 class DockerError(RuntimeError):
     def __init__(self, what: str, result: ProcessResult) -> None:
         detail = "timed out" if result.timed_out else f"exit {result.returncode}"
         super().__init__(f"{what} failed ({detail}): {result.tail(10)}")
         self.result = result
+
+    @property
+    def engine_gone(self) -> bool:
+        """The engine did not answer (not the command's own failure)."""
+        return is_engine_error(self.result.output)
 
 
 # --- execution -----------------------------------------------------------------------------------
@@ -268,8 +300,9 @@ class Docker:
         )
 
     def logs(self, name: str) -> str:
-        result = self._execute(logs_cmd(name), timeout=120)
-        return result.output
+        """The container's log; raises DockerError when docker cannot give it (so an engine's
+        "Cannot connect" is never saved as the container's log)."""
+        return self._run(logs_cmd(name), timeout=120, what=f"reading the log of {name}")
 
     def remove(self, names: Sequence[str]) -> bool:
         return self._execute(rm_cmd(names), timeout=self.timeout).ok

@@ -30,6 +30,7 @@ from remote_runner.docker_runtime import (
     Docker,
     DockerError,
     Mount,
+    engine_gone_reason,
     own_container_id,
 )
 from remote_runner.plan import RunKey
@@ -223,6 +224,17 @@ def _state_of(states: list[ContainerState], name: str) -> ContainerState | None:
     return next((s for s in states if s.name == name), None)
 
 
+def _save_logs(docker: Docker, logs_dir: Path, containers: list[tuple[str, str]]) -> None:
+    """Saves ``<role>.log`` of each (name, role); a log docker cannot give is not written."""
+    for name, role in containers:
+        try:
+            (logs_dir / f"{role}.log").write_text(docker.logs(name), encoding="utf-8")
+        except DockerError as exc:
+            log.error("cannot read the %s log: %s", role, exc)
+        except OSError as exc:
+            log.error("cannot save %s log: %s", role, exc)
+
+
 def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
     """Runs one attempt of ``spec``. Never raises for Docker failures: they become the outcome."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
@@ -257,6 +269,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
     stopped_by: str | None = None
     final: list[ContainerState] = []
     docker_error: str | None = None
+    engine_gone: str | None = None  # the reason, when the Docker engine stopped answering
     try:
         docker.create_network(network, {**dict(spec.extra_labels), **spec.labels("network")})
         network_made = True
@@ -315,28 +328,38 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         final = docker.states(created)
     except (DockerError, RuntimeError) as exc:
         docker_error = str(exc)
-        log.error("%s attempt %d: %s", spec.key.label, spec.attempt, exc)
+        if isinstance(exc, DockerError) and exc.engine_gone:
+            engine_gone = engine_gone_reason(exc.result.output)
+        log.error("%s attempt %d: %s", spec.key.label, spec.attempt, engine_gone or exc)
     finally:
-        for name, role in ((api_c.name, "api"), (tool_c.name, "tool")):
-            if name in created:
+        if engine_gone:
+            # nothing answers: the scheduler waits for the engine and removes this attempt's containers
+            # and network by label once it is back (docker commands now would only fail)
+            log.warning(
+                "%s attempt %d: interrupted, its containers are removed by label once the engine is back",
+                spec.key.label,
+                spec.attempt,
+            )
+        else:
+            roles = ((api_c.name, "api"), (tool_c.name, "tool"))
+            _save_logs(docker, logs_dir, [(n, r) for n, r in roles if n in created])
+            if created and not final:
                 try:
-                    (logs_dir / f"{role}.log").write_text(docker.logs(name), encoding="utf-8")
-                except OSError as exc:
-                    log.error("cannot save %s log: %s", role, exc)
-        if created and not final:
-            try:
-                final = docker.states(created)
-            except DockerError:
-                final = []
-        if created:
-            docker.remove(created)
-        if connected and own:
-            docker.disconnect(network, own)
-        if network_made and not docker.remove_network(network):
-            log.error("could not remove network %s", network)
+                    final = docker.states(created)
+                except DockerError:
+                    final = []
+            if created:
+                docker.remove(created)
+            if connected and own:
+                docker.disconnect(network, own)
+            if network_made and not docker.remove_network(network):
+                log.error("could not remove network %s", network)
     api_s, tool_s = _state_of(final, api_c.name), _state_of(final, tool_c.name)
     reason: str | None
-    if docker_error and not interrupted:
+    if engine_gone:
+        # the engine went away: not the experiment's failure (the attempt is not counted)
+        status, reason = INTERRUPTED, engine_gone
+    elif docker_error and not interrupted:
         status, reason = FAILED, f"docker error: {docker_error}"
         if tool_s is not None and tool_s.oom_killed:
             status, reason = FAILED, "tool out of memory"

@@ -212,7 +212,7 @@ class Journal:
         )
         self._event(key, "interrupted", reason)
 
-    def requeue_unfinished(self) -> list[RunKey]:
+    def requeue_unfinished(self, detail: str = "runner was stopped during this run") -> list[RunKey]:
         """On resume: runs left running (runner killed) or interrupted go back to pending; an
         interruption is not a failed attempt."""
         with self._lock:
@@ -223,7 +223,7 @@ class Journal:
                     (key.api, key.tool, key.repetition),
                 )
         for key in keys:
-            self._event(key, "requeued", "runner was stopped during this run")
+            self._event(key, "requeued", detail)
         return keys
 
     def mark_uploaded(self, keys: Iterable[RunKey]) -> None:

@@ -18,6 +18,11 @@ Admission rules (the data is :class:`remote_runner.admission.Ledger`):
 5. A failed attempt goes back to pending until it has failed ``max_attempts`` times; an interrupted
    attempt (SIGTERM, runner killed) does not count. SIGTERM: nothing more is admitted, running
    experiments are stopped and marked interrupted.
+6. Docker engine outages: an attempt that ends because the engine stopped answering is interrupted,
+   not failed. Nothing more is admitted; once every running experiment has ended the scheduler waits
+   for the engine (:func:`wait_for_engine`, bounded by ``engine_wait_seconds``, one log line per
+   wait), removes the batch's leftovers by label, re-queues the interrupted runs and goes on. An engine
+   that never comes back ends the batch with :data:`remote_runner.exit_codes.ENGINE_UNAVAILABLE`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import admission, clock, disk, exit_codes, journal, plan
+from remote_runner import docker_runtime as engine
 from remote_runner import lock as batch_lock
 from remote_runner import specs as specs_mod
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
@@ -84,6 +90,47 @@ class Sampler:
         self._closed.set()
 
 
+def backoff_delays(budget: float, first: float = 1.0, cap: float | None = None) -> list[float]:
+    """The waits between engine checks: doubling from ``first`` up to ``cap`` (default: a twentieth
+    of ``budget``, between 1 and 30 s, so an engine back soon is noticed soon), adding up to exactly
+    ``budget`` seconds (the last one shortened), so the wait is bounded."""
+    if cap is None:
+        cap = min(30.0, max(1.0, budget / 20))
+    delays: list[float] = []
+    total, delay = 0.0, first
+    while total < budget - 1e-9:
+        step = min(delay, cap, budget - total)
+        delays.append(step)
+        total += step
+        delay = min(delay * 2, cap)
+    return delays
+
+
+def wait_for_engine(
+    problem: Callable[[], str | None], budget: float, stop: threading.Event, *, first: float = 1.0
+) -> tuple[bool, float, str | None]:
+    """Checks the engine (``problem()`` is None once it answers), waiting :func:`backoff_delays`
+    between checks and logging one line per wait. Returns (back, seconds waited, last problem); not
+    back when ``budget`` ran out or ``stop`` was set."""
+    begin = clock.monotonic()
+    last = problem()
+    for delay in backoff_delays(budget, first):
+        if last is None:
+            break
+        waited = clock.monotonic() - begin
+        log.warning(
+            "docker engine unavailable for %.0f s (giving up after %g s): next check in %.0f s: %s",
+            waited,
+            budget,
+            delay,
+            last.splitlines()[-1].strip() if last.strip() else last,
+        )
+        if clock.wait(stop, delay):
+            return False, clock.monotonic() - begin, last
+        last = problem()
+    return last is None, clock.monotonic() - begin, last
+
+
 @dataclass
 class Timeline:
     """When runs started and ended (monotonic seconds), for the benchmark and the log."""
@@ -107,6 +154,9 @@ class Scheduler:
         before_retry: Callable[[RunKey, int], None] | None = None,
         on_finished: Callable[[RunKey, Outcome, str], None] | None = None,
         disk_check: Callable[[], str | None] | None = None,
+        engine_problem: Callable[[], str | None] | None = None,
+        recover: Callable[[], None] | None = None,
+        engine_wait_seconds: float = 600.0,
     ) -> None:
         self.journal = jour
         self.ledger = Ledger(machine)
@@ -123,6 +173,16 @@ class Scheduler:
         #: set when a disk filled up (or fell below its floor with nothing running): the batch ends
         #: with the disk-full exit code once its running experiments are done
         self.disk_full: str | None = None
+        #: None while the engine answers, else how a running experiment found it gone
+        self.engine_problem = engine_problem
+        #: after an outage, once the engine is back: removes the batch's leftovers by label
+        self.recover = recover
+        self.engine_wait_seconds = engine_wait_seconds
+        #: set by the first attempt that lost the engine: nothing is admitted until it is back
+        self.engine_down = threading.Event()
+        self._engine_down_reason = ""
+        #: set when the engine did not come back within ``engine_wait_seconds``: the line to report
+        self.engine_unavailable: str | None = None
         self.wake = threading.Event()
         #: set when nothing more may start (a disk filled up) while running experiments go on
         self.stop_admitting = threading.Event()
@@ -145,6 +205,8 @@ class Scheduler:
         except Exception as exc:  # a bug or a full disk must not take the batch down
             if disk.is_disk_full(exc):
                 outcome = Outcome(INTERRUPTED, f"disk full: {exc}")
+            elif isinstance(exc, engine.DockerError) and exc.engine_gone:
+                outcome = Outcome(INTERRUPTED, engine.engine_gone_reason(exc.result.output))
             else:
                 log.error("%s attempt %d: runner error\n%s", key.label, attempt, traceback.format_exc())
                 outcome = Outcome(FAILED, f"runner error: {exc}")
@@ -156,6 +218,11 @@ class Scheduler:
             outcome = Outcome(INTERRUPTED, outcome.reason, outcome.metadata)
             self.disk_full = self.disk_full or f"{key.label} attempt {attempt}: {outcome.reason}"
             self.stop_admitting.set()
+        engine_lost = outcome.status == INTERRUPTED and engine.is_engine_error(outcome.reason)
+        if engine_lost and not self.engine_down.is_set():
+            # not the experiment's failure: the attempt is not counted; the scheduler waits for the engine
+            self._engine_down_reason = f"{key.label} attempt {attempt}"
+            self.engine_down.set()
         try:
             final = self._record(key, attempt, outcome)
         except Exception as exc:
@@ -219,6 +286,13 @@ class Scheduler:
                 self.workers.pop(key).join()
             if self.stop.is_set():
                 break
+            if self.engine_down.is_set():
+                if self.workers:  # they notice the engine is gone on their next docker call
+                    clock.wait(self.wake, 1.0)
+                    continue
+                if not self._outlast_engine_outage():
+                    break
+                continue
             pending = self.journal.runs(journal.PENDING)
             if not pending and not self.workers:
                 return True
@@ -250,6 +324,44 @@ class Scheduler:
             clock.wait(self.wake, 1.0)
         self._drain()
         return False
+
+    def _outlast_engine_outage(self) -> bool:
+        """Every experiment has ended: waits for the engine, cleans up, re-queues what the outage
+        interrupted. False when the engine stayed away (``engine_unavailable`` says so) or on stop."""
+        log.warning(
+            "docker engine unavailable since %s: nothing more is admitted; waiting up to %g s for it",
+            self._engine_down_reason,
+            self.engine_wait_seconds,
+        )
+        problem = self.engine_problem or (lambda: None)
+        back, waited, last = wait_for_engine(problem, self.engine_wait_seconds, self.stop)
+        if not back:
+            if not self.stop.is_set():
+                detail = (last or "").strip().splitlines()
+                self.engine_unavailable = (
+                    f"docker engine unavailable: no answer for {waited:.0f} s (engine_wait_seconds "
+                    f"{self.engine_wait_seconds:g}): {detail[-1] if detail else 'no detail'}; start the "
+                    "engine and resume the batch"
+                )
+            return False
+        log.info("docker engine is back after %.0f s: removing this batch's leftovers by label", waited)
+        if self.recover is not None:
+            try:
+                self.recover()
+            except engine.DockerError as exc:
+                if exc.engine_gone:  # gone again: wait again
+                    self._engine_down_reason = "the clean-up after the outage"
+                    return True
+                raise
+        requeued = self.journal.requeue_unfinished("interrupted by a Docker engine outage")
+        if requeued:
+            log.info(
+                "re-queued %d runs interrupted by the engine outage: %s",
+                len(requeued),
+                ", ".join(k.label for k in requeued),
+            )
+        self.engine_down.clear()
+        return True
 
     def _launch(self, reservation: Reservation) -> None:
         key = reservation.run
@@ -451,11 +563,7 @@ def _run_batch_locked(
         jour.set_meta("finished", "")
         log.info("%s batch %s in %s", "resuming" if place.resume else "starting", batch_dir.name, batch_dir)
 
-        containers, networks = docker.remove_labelled(f"llamaresttest.batch_id={batch_id}")
-        if containers or networks:
-            log.info(
-                "removed %d orphan containers and %d networks of this batch", len(containers), len(networks)
-            )
+        _remove_leftovers(docker, batch_id)
         requeued = jour.requeue_unfinished()
         if requeued:
             log.info(
@@ -546,9 +654,16 @@ def _run_batch_locked(
                 if settings.min_free_disk_bytes > 0
                 else None
             ),
+            engine_problem=docker.engine_problem,
+            recover=lambda: _remove_leftovers(docker, batch_id),
+            engine_wait_seconds=settings.engine_wait_seconds,
         )
         completed = scheduler.run()
         sampler.close()
+        if scheduler.engine_unavailable is not None:
+            log.error("%s", scheduler.engine_unavailable)
+            print(scheduler.engine_unavailable, file=sys.stderr)
+            return exit_codes.ENGINE_UNAVAILABLE
         if scheduler.disk_full is not None:
             line = scheduler.disk_full
             if not line.startswith("disk full: ") or " free" not in line:
@@ -564,6 +679,10 @@ def _run_batch_locked(
                 batch_dir.name,
             )
             return exit_codes.STOPPED
+        unfinished = [r.key.label for r in jour.runs() if r.status not in journal.FINISHED]
+        if unfinished:  # "done" only when every run succeeded or failed for a reason of its own
+            log.error("not done: %d runs unfinished (%s); resume the batch", len(unfinished), unfinished)
+            return exit_codes.STOPPED
         jour.set_meta("finished", repr(clock.now()))
         counts = jour.counts()
         log.info("batch done: %s", json.dumps(counts))
@@ -573,6 +692,14 @@ def _run_batch_locked(
         jour.close()
         logging.getLogger("remote_runner").removeHandler(handler)
         handler.close()
+
+
+def _remove_leftovers(docker: Any, batch_id: str) -> None:
+    """Removes every container and network of the batch (only under the batch's lock, with no
+    experiment running: at the start, and after an engine outage)."""
+    containers, networks = docker.remove_labelled(f"llamaresttest.batch_id={batch_id}")
+    if containers or networks:
+        log.info("removed %d orphan containers and %d networks of this batch", len(containers), len(networks))
 
 
 def _guarded(fn: Callable[[RunKey, Outcome, str], None]) -> Callable[[RunKey, Outcome, str], None]:

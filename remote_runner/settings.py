@@ -94,6 +94,9 @@ class Settings:
     #: and ends with the disk-full exit code once its running experiments are done); "0" switches it off
     min_free_disk: str = "1g"
     max_attempts: int = 3
+    #: how long the runner waits for a Docker engine that went away mid-batch before it gives up with
+    #: exit code 5 (exit_codes.ENGINE_UNAVAILABLE); the batch is resumable
+    engine_wait_seconds: float = 600.0
     models_dir: Path = Path("/opt/llamaresttest/models")
     upload: Upload | None = None
     shutdown_when_done: bool = False
@@ -194,7 +197,13 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             if number < 1:
                 raise ValueError(f"must be at least 1, got {value!r}")
             return number
-        if key in ("budget_seconds", "stop_grace_seconds", "coverage_interval", "preflight_seconds"):
+        if key in (
+            "budget_seconds",
+            "stop_grace_seconds",
+            "coverage_interval",
+            "preflight_seconds",
+            "engine_wait_seconds",
+        ):
             return parse_duration(value)
         if key in ("cpus_per_container", "min_free_cpus"):
             if isinstance(value, bool):
