@@ -495,13 +495,27 @@ def run_batch(
         )
 
 
+def write_summary(
+    batch_dir: Path, key: RunKey, settings: Settings, catalog: Catalog, specs: Mapping[str, Path]
+) -> Any:
+    """The run's ``summary.json`` (results module), computed the same way after the experiment and
+    when a resume rebuilds it: the batch's spec copy, the API's analysis, the batch's thresholds."""
+    api = catalog.apis.get(key.api)
+    return importlib.import_module("remote_runner.results").write_run_summary(
+        batch_dir / key.rel_dir,
+        specs.get(key.api),
+        settings.budget_seconds,
+        analysis=api.analysis if api is not None else None,
+        max_tool_restarts=settings.max_tool_restarts,
+    )
+
+
 def rebuild_missing_summaries(
-    batch_dir: Path, jour: journal.Journal, specs: Mapping[str, Path], budget_seconds: float
+    batch_dir: Path, jour: journal.Journal, settings: Settings, catalog: Catalog, specs: Mapping[str, Path]
 ) -> list[RunKey]:
     """Idempotent finishing: a run's ``summary.json`` is derived state. Every finished run (succeeded
     or failed) whose folder lacks it (runner killed between the journal's update and the hook) gets it
-    rebuilt from what the run left. Returns the runs rebuilt."""
-    results = importlib.import_module("remote_runner.results")
+    rebuilt from what the run left, exactly as :func:`write_summary` makes it. Returns the runs rebuilt."""
     rebuilt: list[RunKey] = []
     for row in jour.runs():
         if row.status not in journal.FINISHED:
@@ -509,10 +523,9 @@ def rebuild_missing_summaries(
         run_dir = batch_dir / row.key.rel_dir
         if not run_dir.is_dir() or (run_dir / "summary.json").is_file():
             continue
-        spec_path = specs.get(row.key.api)
 
-        def rebuild(d: Path = run_dir, sp: Path | None = spec_path) -> bool:
-            results.write_run_summary(d, sp, budget_seconds)
+        def rebuild(key: RunKey = row.key) -> bool:
+            write_summary(batch_dir, key, settings, catalog, specs)
             return True
 
         if _hook(f"{row.key.label}: rebuilding summary.json", rebuild):
@@ -569,7 +582,7 @@ def _run_batch_locked(
             log.info(
                 "re-queued %d runs cut short earlier: %s", len(requeued), ", ".join(k.label for k in requeued)
             )
-        rebuilt = rebuild_missing_summaries(batch_dir, jour, specs, settings.budget_seconds)
+        rebuilt = rebuild_missing_summaries(batch_dir, jour, settings, catalog, specs)
         if rebuilt:
             log.info(
                 "rebuilt summary.json of %d finished runs: %s",
@@ -620,17 +633,9 @@ def _run_batch_locked(
         sync_lock = threading.Lock()  # one sync of the batch folder at a time
 
         def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
-            run_dir = batch_dir / key.rel_dir
-            spec_path = specs.get(key.api)
             _hook(
                 f"{key.label}: results.write_run_summary",
-                lambda: importlib.import_module("remote_runner.results").write_run_summary(
-                    run_dir,
-                    spec_path,
-                    settings.budget_seconds,
-                    analysis=catalog.apis[key.api].analysis,
-                    max_tool_restarts=settings.max_tool_restarts,
-                ),
+                lambda: write_summary(batch_dir, key, settings, catalog, specs),
             )
             if settings.upload is not None:
                 with sync_lock:
