@@ -174,8 +174,9 @@ def test_every_forwarded_request_is_recorded(recording_images: None, tmp_path: P
         assert method == want["method"]
         want_path, _, want_query = want["target"].partition(b"?")  # type: ignore[attr-defined]
         assert (path.encode("latin-1"), query.encode("latin-1")) == (want_path, want_query)
-        assert status is not None
-        if "status" in want:  # the answer the client saw is the one recorded
+        if status is None:  # the service gave no answer (a busy machine): the proxy answered 502 itself
+            assert want.get("status") == 502, (n, want)
+        elif "status" in want:  # the answer the client saw is the one recorded
             assert status == want["status"], (n, status, want)
         assert (body or b"") == want["body"]
         for name, value in want["headers"]:  # type: ignore[attr-defined]

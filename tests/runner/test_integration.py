@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -383,7 +384,7 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
     each experiment's network to reach the API, and leaves it so the network can be removed."""
     import subprocess
 
-    from tests.runner.conftest import BASE_IMAGE, ROOT, runner_env
+    from tests.runner.conftest import ROOT, runner_env
 
     results = tmp_path / "results"
     results.mkdir()
@@ -401,7 +402,26 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
         check=False,
     )
     assert made.returncode == 0, made.stderr
-    res = subprocess.run(
+    try:
+        res = _run_runner_container(fixture_images, results, test_label, network, socket, site)
+    finally:
+        rm = ["docker", "network", "rm", network]
+        subprocess.run(rm, env=runner_env(), capture_output=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    batch = only_batch(results)
+    meta = read_json(batch / "fx-echo" / "fx-good" / "run-1" / "metadata.json")
+    assert meta["status"] == "succeeded" and "ready_after_seconds" in meta
+    assert "could not remove network" not in (batch / "runner.log").read_text()
+
+
+def _run_runner_container(
+    fixture_images: Path, results: Path, test_label: str, network: str, socket: str, site: Path
+) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
+    from tests.runner.conftest import BASE_IMAGE, ROOT, runner_env
+
+    return subprocess.run(
         [
             "docker",
             "run",
@@ -448,11 +468,6 @@ def test_runner_inside_a_container_probes_readiness_over_the_experiment_network(
         timeout=180,
         check=False,
     )
-    assert res.returncode == 0, res.stdout + res.stderr
-    batch = only_batch(results)
-    meta = read_json(batch / "fx-echo" / "fx-good" / "run-1" / "metadata.json")
-    assert meta["status"] == "succeeded" and "ready_after_seconds" in meta
-    assert "could not remove network" not in (batch / "runner.log").read_text()
     assert labelled(test_label) == ([], [])
 
 
