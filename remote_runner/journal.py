@@ -7,6 +7,11 @@ which runs may have left containers behind and must be re-queued.
 Statuses: pending, running, succeeded, failed (attempts exhausted), interrupted (SIGTERM).
 ``attempts`` counts attempts started (it numbers ``attempts/attempt-<k>``); ``failures`` counts the
 failed ones, which alone count against ``max_attempts``.
+
+The ``attempts`` table has one row per attempt (its node in cluster mode, its outcome). A run's
+``committed_attempt`` is the one attempt whose results count; it is set in the same transaction that
+marks the run succeeded, and only for the run's current attempt (:meth:`Journal.commit_attempt`), so an
+attempt the driver gave up on (its node was declared dead) can never be counted, even if it finishes.
 """
 
 from __future__ import annotations
@@ -43,7 +48,17 @@ CREATE TABLE IF NOT EXISTS events (
   api TEXT, tool TEXT, repetition INTEGER, event TEXT NOT NULL, detail TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS attempts (
+  api TEXT NOT NULL, tool TEXT NOT NULL, repetition INTEGER NOT NULL, attempt INTEGER NOT NULL,
+  node TEXT, started REAL NOT NULL, ended REAL,
+  outcome TEXT NOT NULL DEFAULT 'running',
+  PRIMARY KEY (api, tool, repetition, attempt)
+);
 """
+
+#: outcomes of one attempt in the ``attempts`` table: ``committed`` is the one attempt whose results
+#: count (at most one per run); ``lost`` ended with its node (not counted against max_attempts)
+ATTEMPT_OUTCOMES = ("running", "committed", "failed", "interrupted", "lost", "abandoned")
 
 
 @dataclass(frozen=True)
@@ -58,15 +73,20 @@ class RunRow:
     started: float | None
     finished: float | None
     uploaded: bool
+    #: the attempt whose results count (set when the run succeeded), None before
+    committed_attempt: int | None = None
 
 
 _COLUMNS = (
-    "api, tool, repetition, position, status, attempts, failures, reason, cpuset, started, finished, uploaded"
+    "api, tool, repetition, position, status, attempts, failures, reason, cpuset, started, finished, "
+    "uploaded, committed_attempt"
 )
 
 
 def _row(r: tuple) -> RunRow:
-    return RunRow(RunKey(r[2], r[0], r[1]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]))
+    return RunRow(
+        RunKey(r[2], r[0], r[1]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], bool(r[11]), r[12]
+    )
 
 
 class Journal:
@@ -80,6 +100,9 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+            if "committed_attempt" not in columns:  # a journal made before cluster mode
+                self._db.execute("ALTER TABLE runs ADD COLUMN committed_attempt INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -170,23 +193,136 @@ class Journal:
         return out
 
     def start_attempt(self, key: RunKey, cpuset: str) -> int:
-        """Marks ``key`` running (before any container exists); returns the attempt number."""
+        """Marks ``key`` running (before any container exists) and opens its attempt row in one
+        transaction; returns the attempt number. Attempts of an earlier runner still marked running
+        are abandoned: only the newest attempt of a run can ever be committed."""
+        now = clock.now()
         with self._lock:
-            self._write(
-                "UPDATE runs SET status='running', attempts=attempts+1, cpuset=?, started=?, finished=NULL, "
-                "reason=NULL "
-                "WHERE api=? AND tool=? AND repetition=?",
-                (cpuset, clock.now(), key.api, key.tool, key.repetition),
-            )
-            attempt = self.get(key).attempts
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                where = (key.api, key.tool, key.repetition)
+                self._db.execute(
+                    "UPDATE runs SET status='running', attempts=attempts+1, cpuset=?, started=?, "
+                    "finished=NULL, reason=NULL WHERE api=? AND tool=? AND repetition=?",
+                    (cpuset, now, *where),
+                )
+                (attempt,) = self._db.execute(
+                    "SELECT attempts FROM runs WHERE api=? AND tool=? AND repetition=?", where
+                ).fetchone()
+                self._db.execute(
+                    "UPDATE attempts SET outcome='abandoned', ended=? "
+                    "WHERE api=? AND tool=? AND repetition=? AND outcome='running'",
+                    (now, *where),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO attempts (api, tool, repetition, attempt, started) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*where, attempt, now),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
         self._event(key, "started", f"attempt {attempt} cpuset {cpuset or '-'}")
         return attempt
 
-    def succeed(self, key: RunKey) -> None:
+    def place_attempt(self, key: RunKey, attempt: int, node: str) -> None:
+        """Records the node an attempt runs on (cluster mode: known once its task started there)."""
         self._write(
-            "UPDATE runs SET status='succeeded', reason=NULL, finished=? "
-            "WHERE api=? AND tool=? AND repetition=?",
-            (clock.now(), key.api, key.tool, key.repetition),
+            "UPDATE attempts SET node=? WHERE api=? AND tool=? AND repetition=? AND attempt=?",
+            (node, key.api, key.tool, key.repetition, attempt),
+        )
+
+    def _end_attempt(self, key: RunKey, outcome: str, attempt: int | None = None) -> None:
+        """Inside a transaction: closes the run's running attempt (or ``attempt``) with ``outcome``."""
+        sql = "UPDATE attempts SET outcome=?, ended=? WHERE api=? AND tool=? AND repetition=? AND "
+        params: tuple = (outcome, clock.now(), key.api, key.tool, key.repetition)
+        if attempt is None:
+            self._db.execute(sql + "outcome='running'", params)
+        else:
+            self._db.execute(sql + "attempt=?", (*params, attempt))
+
+    def _transaction(self, *steps: tuple[str, tuple]) -> int:
+        """Runs ``steps`` in one transaction; returns the first step's row count."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                first = -1
+                for sql, params in steps:
+                    count = self._db.execute(sql, params).rowcount
+                    first = count if first < 0 else first
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        return first
+
+    def commit_attempt(self, key: RunKey, attempt: int) -> bool:
+        """Cluster mode's commit, one transaction: the run becomes succeeded with ``attempt`` as its
+        committed attempt, only if ``attempt`` is still the run's current running attempt. False (and
+        nothing changed) for a zombie: an attempt the driver gave up on, whose results never count."""
+        where = (key.api, key.tool, key.repetition)
+        now = clock.now()
+        changed = self._transaction(
+            (
+                "UPDATE runs SET status='succeeded', reason=NULL, finished=?, committed_attempt=? "
+                "WHERE api=? AND tool=? AND repetition=? AND attempts=? AND status='running'",
+                (now, attempt, *where, attempt),
+            ),
+            (
+                "UPDATE attempts SET outcome='committed', ended=? "
+                "WHERE api=? AND tool=? AND repetition=? AND attempt=? AND outcome='running' "
+                "AND (SELECT committed_attempt FROM runs WHERE api=? AND tool=? AND repetition=?)=?",
+                (now, *where, attempt, *where, attempt),
+            ),
+        )
+        if changed:
+            self._event(key, "succeeded", f"attempt {attempt} committed")
+        return changed > 0
+
+    def lose_attempt(self, key: RunKey, reason: str) -> None:
+        """The attempt's node died (cluster mode): the run goes back to pending at once and the
+        attempt does not count against max_attempts."""
+        where = (key.api, key.tool, key.repetition)
+        self._transaction(
+            (
+                "UPDATE runs SET status='pending', reason=?, finished=? "
+                "WHERE api=? AND tool=? AND repetition=?",
+                (reason, clock.now(), *where),
+            ),
+            (
+                "UPDATE attempts SET outcome='lost', ended=? WHERE api=? AND tool=? AND repetition=? "
+                "AND outcome='running'",
+                (clock.now(), *where),
+            ),
+        )
+        self._event(key, "attempt lost", reason)
+
+    def attempts_of(self, key: RunKey | None = None) -> list[tuple[RunKey, int, str | None, str]]:
+        """(run, attempt, node, outcome) of every attempt, oldest first."""
+        sql = "SELECT api, tool, repetition, attempt, node, outcome FROM attempts"
+        params: tuple = ()
+        if key is not None:
+            sql += " WHERE api=? AND tool=? AND repetition=?"
+            params = (key.api, key.tool, key.repetition)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY started, attempt", params).fetchall()
+        return [(RunKey(r[2], r[0], r[1]), r[3], r[4], r[5]) for r in rows]
+
+    def succeed(self, key: RunKey) -> None:
+        where = (key.api, key.tool, key.repetition)
+        now = clock.now()
+        self._transaction(
+            (
+                "UPDATE runs SET status='succeeded', reason=NULL, finished=?, committed_attempt=attempts "
+                "WHERE api=? AND tool=? AND repetition=?",
+                (now, *where),
+            ),
+            (
+                "UPDATE attempts SET outcome='committed', ended=? WHERE api=? AND tool=? AND repetition=? "
+                "AND outcome='running'",
+                (now, *where),
+            ),
         )
         self._event(key, "succeeded")
 
@@ -196,19 +332,35 @@ class Journal:
             row = self.get(key)
             failures = row.failures + 1
             status = FAILED if failures >= max_attempts else PENDING
-            self._write(
-                "UPDATE runs SET status=?, failures=?, reason=?, finished=? "
-                "WHERE api=? AND tool=? AND repetition=?",
-                (status, failures, reason, clock.now(), key.api, key.tool, key.repetition),
+            where = (key.api, key.tool, key.repetition)
+            self._transaction(
+                (
+                    "UPDATE runs SET status=?, failures=?, reason=?, finished=? "
+                    "WHERE api=? AND tool=? AND repetition=?",
+                    (status, failures, reason, clock.now(), *where),
+                ),
+                (
+                    "UPDATE attempts SET outcome='failed', ended=? WHERE api=? AND tool=? AND repetition=? "
+                    "AND outcome='running'",
+                    (clock.now(), *where),
+                ),
             )
         self._event(key, "attempt failed", reason)
         return status
 
     def interrupt(self, key: RunKey, reason: str = "runner stopped") -> None:
-        self._write(
-            "UPDATE runs SET status='interrupted', reason=?, finished=? "
-            "WHERE api=? AND tool=? AND repetition=?",
-            (reason, clock.now(), key.api, key.tool, key.repetition),
+        where = (key.api, key.tool, key.repetition)
+        self._transaction(
+            (
+                "UPDATE runs SET status='interrupted', reason=?, finished=? "
+                "WHERE api=? AND tool=? AND repetition=?",
+                (reason, clock.now(), *where),
+            ),
+            (
+                "UPDATE attempts SET outcome='interrupted', ended=? WHERE api=? AND tool=? "
+                "AND repetition=? AND outcome='running'",
+                (clock.now(), *where),
+            ),
         )
         self._event(key, "interrupted", reason)
 
@@ -218,9 +370,14 @@ class Journal:
         with self._lock:
             keys = [r.key for r in self.runs() if r.status in (RUNNING, INTERRUPTED)]
             for key in keys:
-                self._write(
-                    "UPDATE runs SET status='pending' WHERE api=? AND tool=? AND repetition=?",
-                    (key.api, key.tool, key.repetition),
+                where = (key.api, key.tool, key.repetition)
+                self._transaction(
+                    ("UPDATE runs SET status='pending' WHERE api=? AND tool=? AND repetition=?", where),
+                    (
+                        "UPDATE attempts SET outcome='abandoned', ended=? WHERE api=? AND tool=? "
+                        "AND repetition=? AND outcome='running'",
+                        (clock.now(), *where),
+                    ),
                 )
         for key in keys:
             self._event(key, "requeued", detail)

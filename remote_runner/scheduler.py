@@ -48,12 +48,11 @@ from remote_runner import specs as specs_mod
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome, set_aside
+from remote_runner.placement import LOST, LocalPlacement, Placement, StartFn
 from remote_runner.plan import RunKey
 from remote_runner.settings import Settings
 
 log = logging.getLogger("remote_runner")
-
-StartFn = Callable[[RunKey, Reservation, int], Outcome]
 
 
 class Sampler:
@@ -144,11 +143,7 @@ class Scheduler:
         self,
         *,
         jour: journal.Journal,
-        machine: Machine,
-        policy: Policy,
         request_for: Callable[[RunKey], Request],
-        start: StartFn,
-        measure: Callable[[], Measurement],
         max_attempts: int,
         stop: threading.Event,
         before_retry: Callable[[RunKey, int], None] | None = None,
@@ -157,13 +152,20 @@ class Scheduler:
         engine_problem: Callable[[], str | None] | None = None,
         recover: Callable[[], None] | None = None,
         engine_wait_seconds: float = 600.0,
+        placement: Placement | None = None,
+        machine: Machine | None = None,
+        policy: Policy | None = None,
+        start: StartFn | None = None,
+        measure: Callable[[], Measurement] | None = None,
     ) -> None:
+        """``placement`` decides which run starts where; without one, the placement is one machine
+        (``machine``, ``policy``, ``measure`` and ``start``: :class:`LocalPlacement`)."""
         self.journal = jour
-        self.ledger = Ledger(machine)
-        self.policy = policy
+        if placement is None:
+            assert machine is not None and start is not None and measure is not None
+            placement = LocalPlacement(machine, policy or Policy(), measure, start)
+        self.placement = placement
         self.request_for = request_for
-        self.start = start
-        self.measure = measure
         self.max_attempts = max_attempts
         self.stop = stop
         self.before_retry = before_retry
@@ -193,6 +195,12 @@ class Scheduler:
         self._under_way: set[RunKey] = set()  # experiments running now (read from worker threads)
         self._under_way_lock = threading.Lock()
 
+    @property
+    def ledger(self) -> Ledger:
+        """The one machine's ledger (local placement only)."""
+        assert isinstance(self.placement, LocalPlacement)
+        return self.placement.ledger
+
     def running_keys(self) -> list[RunKey]:
         """Runs whose experiment is under way now, so their folders are still being written. A run
         leaves this set when its experiment ends, before its after-run hooks are called."""
@@ -201,7 +209,7 @@ class Scheduler:
 
     def _worker(self, key: RunKey, reservation: Reservation, attempt: int) -> None:
         try:
-            outcome = self.start(key, reservation, attempt)
+            outcome = self.placement.start(key, reservation, attempt)
         except Exception as exc:  # a bug or a full disk must not take the batch down
             if disk.is_disk_full(exc):
                 outcome = Outcome(INTERRUPTED, f"disk full: {exc}")
@@ -249,6 +257,9 @@ class Scheduler:
                 self.journal.succeed(key)
             elif outcome.status == INTERRUPTED:
                 self.journal.interrupt(key, outcome.reason or "runner stopped")
+            elif outcome.status == LOST:  # its node died: not the experiment's failure
+                self.journal.lose_attempt(key, outcome.reason or "node lost")
+                final = journal.PENDING
             else:
                 reason = outcome.reason or "failed"
                 last = self.journal.get(key).failures + 1 >= self.max_attempts
@@ -274,7 +285,7 @@ class Scheduler:
                 key = self.done.get_nowait()
             except queue.Empty:
                 return
-            self.ledger = self.ledger.release(key)
+            self.placement.release(key)
 
     def run(self) -> bool:
         """Runs until no run is pending or running; False when stopped early."""
@@ -313,7 +324,7 @@ class Scheduler:
                 continue
             if pending:
                 candidates = [Candidate(r.key, self.request_for(r.key)) for r in pending]
-                decision = admission.decide(self.ledger, candidates, self.measure(), self.policy)
+                decision = self.placement.decide(candidates)
                 for reservation in decision.admitted:
                     if self.stop.is_set():
                         break
@@ -368,8 +379,8 @@ class Scheduler:
         assert isinstance(key, RunKey)
         cpuset = ";".join(admission.cpuset_arg(s) for s in reservation.cpusets if s)
         attempt = self.journal.start_attempt(key, cpuset)  # committed before any container exists
-        self.ledger = self.ledger.add(reservation)
-        self.peak_reserved_cpus = max(self.peak_reserved_cpus, self.ledger.reserved_cpus)
+        self.placement.admit(reservation)
+        self.peak_reserved_cpus = max(self.peak_reserved_cpus, self.placement.reserved_cpus)
         self.timeline.starts.append((clock.monotonic(), key))
         with self._under_way_lock:
             self._under_way.add(key)
