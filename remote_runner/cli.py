@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--batch", metavar="NAME", help="resume the batch with this folder name")
     run.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="cluster mode: place the runs on the Ray cluster at ADDRESS ('auto' or HOST:PORT); "
+        "see docs/cluster.md",
+    )
+    run.add_argument(
+        "--registry",
+        metavar="PREFIX",
+        help="image registry the cluster's nodes pull from (<PREFIX>/<image>); the images built here "
+        "are pushed there",
+    )
+    run.add_argument(
         "--models-dir",
         metavar="DIR",
         help=f"models folder mounted for tools that need it (default: {d.models_dir})",
@@ -188,6 +200,8 @@ FLAG_KEYS = (
     "stop_grace_seconds",
     "coverage_interval",
     "preflight_seconds",
+    "ray",
+    "registry",
 )
 
 
@@ -256,6 +270,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     problems += more
     for warning in cat.split_problems(selection.apis, selection.tools)[1]:
         print(f"warning: {warning}", file=sys.stderr)
+    if not problems and settings.ray:
+        problems += _cluster_problems(settings)
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
@@ -275,6 +291,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if failed:
             _problems_out("image build failed", failed)
             return EXIT_BUILD_FAILED
+    if settings.registry:
+        wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
+        failed = images.push(wanted, docker, settings.registry, say=lambda m: print(m, file=sys.stderr))
+        if failed:
+            _problems_out(f"pushing the images to {settings.registry} failed", failed)
+            return EXIT_BUILD_FAILED
     # One runner per batch: the folder is made atomically and locked before anything is written in it
     # (spec copies, journal, orphan clean-up); a second runner refuses here, naming the first.
     place = scheduler.claim(place)
@@ -284,6 +306,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     except batch_lock.BatchBusy as exc:  # the folder is the live runner's: leave it exactly as it is
         print(f"cannot start: {exc}", file=sys.stderr)
         return exit_codes.BATCH_BUSY
+
+
+def _cluster_problems(settings: Settings) -> list[str]:
+    """Cluster mode, before anything is built or started: the cluster answers, and at least one of
+    its nodes fits an experiment (Ray would keep a task that fits no node waiting forever)."""
+    from remote_runner import cluster
+    from remote_runner.admission import Request
+
+    try:
+        cluster.connect(str(settings.ray))
+    except Exception as exc:  # Ray raises ConnectionError and a few of its own
+        return [f"--ray {settings.ray}: no Ray cluster answers ({type(exc).__name__}: {exc})"]
+    import ray
+
+    request = Request(settings.cpus_per_container, settings.memory_bytes)
+    problem = cluster.fit_problem(cluster.nodes_from(ray.nodes()), request)
+    return [problem] if problem else []
 
 
 def _run_locked(

@@ -331,6 +331,25 @@ class Docker:
     def networks_with_label(self, label: str) -> list[str]:
         return self._run(networks_by_label_cmd(label), what="listing networks").split()
 
+    def labelled_with(self, kind: str, label: str, keys: Sequence[str]) -> list[tuple[str, ...]]:
+        """``(id, value of each key...)`` of every container or network carrying ``label``."""
+        out = self._run(labelled_with_cmd(kind, label, keys), what=f"listing {kind}s")
+        rows = []
+        for line in out.splitlines():
+            if line.strip():
+                parts = line.split("\t")
+                rows.append(tuple(parts + [""] * (len(keys) + 1 - len(parts))))
+        return rows
+
+    def pull(self, image: str) -> None:
+        self._run(["docker", "pull", "-q", image], timeout=3600, what=f"pulling {image}")
+
+    def tag(self, source: str, target: str) -> None:
+        self._run(["docker", "tag", source, target], what=f"tagging {source} as {target}")
+
+    def push(self, image: str) -> None:
+        self._run(["docker", "push", "-q", image], timeout=3600, what=f"pushing {image}")
+
     def remove_labelled(self, label: str) -> tuple[list[str], list[str]]:
         """Removes every container, then every network, carrying ``label`` (``key=value``)."""
         containers = self.containers_with_label(label)
@@ -340,6 +359,15 @@ class Docker:
         for net in networks:
             self.remove_network(net)
         return containers, networks
+
+
+def labelled_with_cmd(kind: str, label: str, keys: Sequence[str]) -> list[str]:
+    """Lists ``kind`` (container or network) carrying ``label``, one line per object: its id, then
+    the values of ``keys``, tab-separated."""
+    fields = "\t".join(["{{.ID}}", *(f'{{{{.Label "{k}"}}}}' for k in keys)])
+    if kind == "container":
+        return ["docker", "ps", "-a", "--filter", f"label={label}", "--format", fields]
+    return ["docker", "network", "ls", "--filter", f"label={label}", "--format", fields]
 
 
 def own_container_id() -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote_runner.catalog import INFRASTRUCTURE_IMAGE, Catalog
-from remote_runner.docker_runtime import Docker
+from remote_runner.docker_runtime import Docker, DockerError
 
 log = logging.getLogger("remote_runner.images")
 LOG_TAIL_LINES = 40
@@ -93,4 +93,30 @@ def build(
         )
         log.error("%s", problem)
         problems.append(problem)
+    return problems
+
+
+def push(
+    build_targets: list[BuildTarget],
+    docker: Docker,
+    registry: str,
+    *,
+    say: Callable[[str], None] = print,
+) -> list[str]:
+    """Cluster mode: pushes each API and tool image built here to ``<registry>/<image>``, so the nodes
+    pull them (built once, never on a node). A push of unchanged layers sends nothing. Returns one
+    problem per image that failed (the infrastructure image is only a base: nodes never run it)."""
+    from remote_runner.cluster import registry_image
+
+    problems: list[str] = []
+    for target in build_targets:
+        if target.kind == "infrastructure":
+            continue
+        remote = registry_image(registry, target.image)
+        say(f"pushing {target.image} to {remote}")
+        try:
+            docker.tag(target.image, remote)
+            docker.push(remote)
+        except DockerError as exc:
+            problems.append(f"{remote}: {exc} ({exc.result.tail(3)})")
     return problems

@@ -138,6 +138,10 @@ class Timeline:
     ends: list[tuple[float, RunKey]]
 
 
+#: attempts in a row lost with their node before the next one counts as a failed attempt
+LOST_LIMIT = 5
+
+
 class Scheduler:
     def __init__(
         self,
@@ -253,8 +257,13 @@ class Scheduler:
         """Commits the attempt's end to the journal; returns the run's status now."""
         final = outcome.status
         try:
+            if outcome.status == LOST and self._lost_too_often(key):
+                outcome = Outcome(FAILED, f"{outcome.reason} ({LOST_LIMIT} lost attempts in a row)")
+                final = FAILED
             if outcome.status == SUCCEEDED:
-                self.journal.succeed(key)
+                if not self.journal.commit_attempt(key, attempt):  # not the run's current attempt
+                    log.warning("%s attempt %d: ended after it was given up: not counted", key.label, attempt)
+                    final = self.journal.get(key).status
             elif outcome.status == INTERRUPTED:
                 self.journal.interrupt(key, outcome.reason or "runner stopped")
             elif outcome.status == LOST:  # its node died: not the experiment's failure
@@ -278,6 +287,14 @@ class Scheduler:
             self.done.put(key)
             self.wake.set()
         return final
+
+    def _lost_too_often(self, key: RunKey) -> bool:
+        """A run whose last :data:`LOST_LIMIT` attempts all ended with their node (a node that loses
+        every run it gets, e.g. its Docker engine is broken) counts a failed attempt, so no run is
+        re-queued forever."""
+        earlier = [o for _k, _a, _n, o in self.journal.attempts_of(key)][:-1]  # the last is this one
+        recent = earlier[-(LOST_LIMIT - 1) :]
+        return len(recent) == LOST_LIMIT - 1 and all(o == "lost" for o in recent)
 
     def _reap(self) -> None:
         while True:
@@ -604,8 +621,13 @@ def _run_batch_locked(
         cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
         machine = machine or Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
         request = Request(settings.cpus_per_container, settings.memory_bytes)
-        sampler = Sampler(machine.cpus)
         extra_labels = settings.labels
+        placement: Placement | None = None
+        sampler: Sampler | None = None
+        if settings.ray:
+            placement = _ray_placement(settings, catalog, batch_dir, batch_id, jour, specs, request, stop)
+        else:
+            sampler = Sampler(machine.cpus)
 
         def start(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
             run_dir = batch_dir / key.rel_dir
@@ -660,7 +682,7 @@ def _run_batch_locked(
             policy=Policy(settings.min_free_cpus),
             request_for=lambda _k: request,
             start=start,
-            measure=sampler.measure,
+            measure=sampler.measure if sampler is not None else None,
             max_attempts=settings.max_attempts,
             stop=stop,
             before_retry=before_retry,
@@ -673,9 +695,11 @@ def _run_batch_locked(
             engine_problem=docker.engine_problem,
             recover=lambda: _remove_leftovers(docker, batch_id),
             engine_wait_seconds=settings.engine_wait_seconds,
+            placement=placement,
         )
         completed = scheduler.run()
-        sampler.close()
+        if sampler is not None:
+            sampler.close()
         if scheduler.engine_unavailable is not None:
             log.error("%s", scheduler.engine_unavailable)
             print(scheduler.engine_unavailable, file=sys.stderr)
@@ -708,6 +732,78 @@ def _run_batch_locked(
         jour.close()
         logging.getLogger("remote_runner").removeHandler(handler)
         handler.close()
+
+
+def _ray_placement(
+    settings: Settings,
+    catalog: Catalog,
+    batch_dir: Path,
+    batch_id: str,
+    jour: journal.Journal,
+    specs: Mapping[str, Path],
+    request: Request,
+    stop: threading.Event,
+) -> Placement:
+    """Cluster mode (:mod:`remote_runner.cluster`): one Ray task per attempt; the driver (this
+    process) keeps the journal. Every attempt gets the batch's spec copies as bytes, so nodes need no
+    shared file system."""
+    from remote_runner import cluster
+
+    context = cluster.connect(str(settings.ray))
+    driver = uuid.uuid4().hex
+    jour.set_meta("driver", driver)
+    scratch = os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH)
+
+    def payload_for(key: RunKey, attempt: int) -> cluster.AttemptPayload:
+        run_dir = batch_dir / key.rel_dir
+        if attempt > 1:
+            set_aside(run_dir, attempt - 1)  # what an earlier attempt handed back, kept whole
+        tool = catalog.tools[key.tool]
+        tool_spec = specs_mod.copy_for(batch_dir, key.api, tool.spec_format) or specs[key.api]
+        upload = settings.upload
+        return cluster.AttemptPayload(
+            batch=batch_dir.name,
+            batch_id=batch_id,
+            driver=driver,
+            key=key,
+            attempt=attempt,
+            api=catalog.apis[key.api],
+            tool=tool,
+            budget_seconds=settings.budget_seconds,
+            cpus=settings.cpus_per_container,
+            memory_bytes=settings.memory_bytes,
+            stop_grace_seconds=settings.stop_grace_seconds,
+            coverage_interval=settings.coverage_interval,
+            models_dir=str(settings.models_dir),
+            extra_labels=settings.labels,
+            spec_name=specs[key.api].name,
+            spec_bytes=specs[key.api].read_bytes(),
+            tool_spec_name=tool_spec.name,
+            tool_spec_bytes=tool_spec.read_bytes(),
+            base_path=specs_mod.base_path_of(tool_spec),
+            registry=settings.registry,
+            upload_bucket=upload.bucket if upload else None,
+            upload_path=upload.path if upload else "",
+            scratch=scratch,
+        )
+
+    placement = cluster.RayPlacement(
+        request,
+        payload_for,
+        run_dir_for=lambda key: batch_dir / key.rel_dir,
+        stop=stop,
+        on_placed=jour.place_attempt,
+        status_file=batch_dir / "cluster.json",
+        dashboard=cluster.dashboard_url(context),
+    )
+    nodes = placement.nodes(fresh=True)
+    log.info(
+        "cluster: %d alive nodes, room for %d experiments at once; dashboard %s",
+        sum(n.alive for n in nodes),
+        cluster.capacity(nodes, request),
+        placement.dashboard or "-",
+    )
+    return placement
 
 
 def _remove_leftovers(docker: Any, batch_id: str) -> None:

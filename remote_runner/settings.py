@@ -115,6 +115,10 @@ class Settings:
     tool_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     #: a run whose tool restarted more often than this fails verification (see verification.py)
     max_tool_restarts: int = 3
+    #: cluster mode: the Ray cluster's address ("auto" or HOST:PORT); None: this machine only
+    ray: str | None = None
+    #: image registry prefix the cluster's nodes pull the images from (``<registry>/<image>``)
+    registry: str | None = None
 
     @property
     def build_args_by_tool(self) -> dict[str, dict[str, str]]:
@@ -171,6 +175,15 @@ def _coerce(key: str, value: Any, problems: list[str]) -> Any:
             if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
                 raise ValueError(f"expected a batch folder name, got {value!r}")
             return value
+        if key in ("ray", "registry"):
+            if value is None:
+                return None
+            if not isinstance(value, str) or not value.strip() or "://" in value or value.endswith("/"):
+                raise ValueError(
+                    f"expected {'auto or HOST:PORT' if key == 'ray' else 'a registry prefix like '}"
+                    f"{'' if key == 'ray' else '127.0.0.1:5000/llamaresttest'}, got {value!r}"
+                )
+            return value.strip()
         if key in ("apis", "tools"):
             return _names(value, key, problems)
         if key == "max_tool_restarts":
@@ -341,8 +354,11 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
     selection = select(settings, catalog)
     problems, _warnings = catalog.split_problems(selection.apis, selection.tools)
     problems.extend(selection.problems)
+    # cluster mode: experiments run on the cluster's nodes, whose fit is checked against the cluster
+    # itself (remote_runner.cluster.fit_problem), not against the driver's machine
+    local = not settings.ray
     need_cpus = 2 * settings.cpus_per_container
-    if need_cpus > machine.cpus:
+    if local and need_cpus > machine.cpus:
         problems.append(
             f"an experiment needs {need_cpus:g} CPUs (2 containers x --cpus-per-container "
             f"{settings.cpus_per_container:g}) but this machine has {machine.cpus}: "
@@ -350,7 +366,7 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
         )
     try:
         need_memory = 2 * settings.memory_bytes
-        if need_memory > machine.memory_bytes:
+        if local and need_memory > machine.memory_bytes:
             problems.append(
                 f"an experiment needs {need_memory / 1024**3:.1f} GiB (2 containers x --memory-per-container "
                 f"{settings.memory_per_container}) but this machine has "
@@ -358,7 +374,7 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
             )
     except ValueError as exc:
         problems.append(str(exc))
-    if settings.min_free_cpus > machine.cpus:
+    if local and settings.min_free_cpus > machine.cpus:
         problems.append(
             f"--min-free-cpus {settings.min_free_cpus:g} exceeds this machine's {machine.cpus} CPUs: "
             "nothing could start"
@@ -369,7 +385,7 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
     if machine.docker_problem:
         problems.append(machine.docker_problem)
     needs_models = any(catalog.tools[t].needs_models for t in selection.tools if t in catalog.tools)
-    if needs_models and not settings.models_dir.is_dir():
+    if local and needs_models and not settings.models_dir.is_dir():
         problems.append(
             f"models folder {settings.models_dir} missing (a selected tool needs models); set models_dir"
         )

@@ -1,0 +1,586 @@
+"""Cluster mode: the batch's runs placed on the nodes of a Ray cluster (``run --ray ADDRESS``).
+
+Who does what (docs/cluster.md):
+
+- The driver (this process, on the head) keeps the plan and the journal, single writer. It submits one
+  Ray task per attempt, in plan order, asking the run's CPUs and memory as Ray resources plus one
+  ``experiment_slot`` (each node offers as many as its size allows), and never more tasks than the
+  alive nodes can hold at once (:func:`capacity`), so Ray's queue never holds a run the driver could
+  still reorder. A run that fits no node is refused before anything starts (:func:`fit_problem`):
+  Ray itself would keep such a task waiting forever without an error.
+- On its node the task (:func:`run_attempt`) removes containers left by dead nodes and by earlier
+  drivers of the batch (labels ``llamaresttest.node`` and ``llamaresttest.driver`` on every
+  container and network), pulls the images from the registry when the node lacks them, takes a cpuset
+  from the node's own ledger (:mod:`remote_runner.node_ledger`), runs today's experiment lifecycle
+  (:func:`remote_runner.experiment.run`) on the node's Docker engine into a node-local folder, uploads
+  it to ``.../<run>/attempt-K/`` when an upload is configured, and returns it to the driver (a tar
+  archive through Ray's object store).
+- Exactly once: the driver unpacks a returned folder into the batch folder and commits the attempt
+  in one journal transaction (:meth:`remote_runner.journal.Journal.commit_attempt`). A task whose node
+  died ends with Ray's ``NodeDiedError`` (or a worker crash): the run goes back to pending without a
+  failed attempt (:data:`remote_runner.placement.LOST`). An attempt the driver gave up on never reaches
+  the batch folder: only the driver's own current task results are unpacked, and the journal commits
+  only a run's current attempt.
+
+Ray's own retries are off (``max_retries=0``): the journal, not Ray, decides what runs again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import tarfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from remote_runner import clock
+from remote_runner.admission import Candidate, Decision, Request, Reservation
+from remote_runner.docker_runtime import LABEL_PREFIX, Docker, DockerError
+from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, Outcome
+from remote_runner.placement import LOST
+from remote_runner.plan import RunKey
+
+log = logging.getLogger("remote_runner.cluster")
+
+SLOT = "experiment_slot"
+NODE_LABEL = f"{LABEL_PREFIX}.node"
+DRIVER_LABEL = f"{LABEL_PREFIX}.driver"
+#: where a node keeps the attempt folders it is writing and its cpuset ledger
+SCRATCH_ENV = "LLAMARESTTEST_NODE_SCRATCH"
+DEFAULT_SCRATCH = "/var/lib/llamaresttest/node"
+#: how often the driver refreshes its view of the nodes (and cluster.json)
+REFRESH_SECONDS = 2.0
+#: seconds a stopped attempt gets to stop its containers and hand its folder back
+STOP_WAIT_SECONDS = 60.0
+
+
+# --- the cluster's nodes (pure) -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    alive: bool
+    address: str
+    cpus: float
+    memory_bytes: int
+    slots: int
+
+    def holds(self, request: Request) -> int:
+        """How many attempts of ``request`` this node can run at once."""
+        if not self.alive or self.slots < 1:
+            return 0
+        by_cpu = math.floor(self.cpus / request.total_cpus + 1e-9) if request.total_cpus > 0 else self.slots
+        by_memory = (
+            math.floor(self.memory_bytes / request.total_memory) if request.total_memory else self.slots
+        )
+        return max(0, min(self.slots, by_cpu, by_memory))
+
+
+def nodes_from(ray_nodes: Sequence[Mapping[str, Any]]) -> list[Node]:
+    """``ray.nodes()`` as :class:`Node` rows (a node without ``experiment_slot`` runs no experiment,
+    like the head on Google Cloud)."""
+    out = []
+    for n in ray_nodes:
+        resources = n.get("Resources") or {}
+        out.append(
+            Node(
+                node_id=str(n.get("NodeID", "")),
+                alive=bool(n.get("Alive")),
+                address=str(n.get("NodeManagerAddress", "")),
+                cpus=float(resources.get("CPU", 0.0)),
+                memory_bytes=int(resources.get("memory", 0)),
+                slots=int(resources.get(SLOT, 0)),
+            )
+        )
+    return out
+
+
+def capacity(nodes: Sequence[Node], request: Request) -> int:
+    """Attempts of ``request`` the alive nodes can run at once."""
+    return sum(n.holds(request) for n in nodes)
+
+
+def fit_problem(nodes: Sequence[Node], request: Request) -> str | None:
+    """None when at least one alive node can run one attempt of ``request``; else the message that
+    says what the largest node offers and what to change."""
+    alive = [n for n in nodes if n.alive]
+    if any(n.holds(request) for n in alive):
+        return None
+    with_slots = [n for n in alive if n.slots > 0]
+    need = (
+        f"an experiment needs {request.total_cpus:g} CPUs and {request.total_memory / 1024**3:.2f} GiB "
+        f"(2 containers x --cpus-per-container {request.cpus:g} / --memory-per-container) and one "
+        f"'{SLOT}'"
+    )
+    if not with_slots:
+        return (
+            f"{need}, but no alive node of the cluster offers '{SLOT}' (start the workers with "
+            f"`ray start --resources '{{\"{SLOT}\": N}}'`, see docs/cluster.md)"
+        )
+    biggest = max(with_slots, key=lambda n: (n.cpus, n.memory_bytes))
+    return (
+        f"{need}, but no node of the cluster fits it (largest: {biggest.cpus:g} CPUs, "
+        f"{biggest.memory_bytes / 1024**3:.2f} GiB of Ray memory): lower --cpus-per-container or "
+        "--memory-per-container, or add a larger node"
+    )
+
+
+def lost_reason(exc: BaseException) -> str | None:
+    """The reason to re-queue an attempt whose task ended with ``exc`` without counting it, when
+    ``exc`` says the node or the task's worker went away (not the experiment's doing); else None."""
+    import ray.exceptions as rex
+
+    lost_types = tuple(
+        t
+        for t in (
+            getattr(rex, "NodeDiedError", None),
+            getattr(rex, "WorkerCrashedError", None),
+            getattr(rex, "LocalRayletDiedError", None),
+            getattr(rex, "ObjectLostError", None),
+            getattr(rex, "OwnerDiedError", None),
+            getattr(rex, "TaskUnschedulableError", None),
+            getattr(rex, "RaySystemError", None),
+        )
+        if isinstance(t, type)
+    )
+    if isinstance(exc, lost_types):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"node lost ({type(exc).__name__}): {first}"
+    return None
+
+
+# --- archives -----------------------------------------------------------------------------------
+def pack(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(folder)), recursive=False)
+    return buffer.getvalue()
+
+
+def unpack(archive: bytes, folder: Path) -> None:
+    """Unpacks ``archive`` into ``folder`` (created), refusing members that leave it or are links."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
+
+
+# --- the node's side ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttemptPayload:
+    """Everything a node needs for one attempt (pickled by Ray)."""
+
+    batch: str
+    batch_id: str
+    driver: str
+    key: RunKey
+    attempt: int
+    api: Any  # catalog.Api
+    tool: Any  # catalog.Tool
+    budget_seconds: float
+    cpus: float
+    memory_bytes: int
+    stop_grace_seconds: float
+    coverage_interval: float
+    models_dir: str
+    extra_labels: tuple[tuple[str, str], ...]
+    spec_name: str
+    spec_bytes: bytes
+    tool_spec_name: str
+    tool_spec_bytes: bytes
+    base_path: str
+    registry: str | None = None
+    upload_bucket: str | None = None
+    upload_path: str = ""
+    scratch: str = DEFAULT_SCRATCH
+    #: the node's experiment function (tests and the benchmark put a synthetic one here)
+    experiment: Callable[..., Outcome] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def registry_image(registry: str, image: str) -> str:
+    return f"{registry.rstrip('/')}/{image}"
+
+
+def ensure_image(docker: Docker, image: str, registry: str | None) -> str | None:
+    """Makes ``image`` present on this node's engine: pulled from ``registry`` (and tagged with its
+    plain name) when the node does not have it. Returns a problem line, or None."""
+    if docker.image_id(image) is not None:
+        return None
+    if not registry:
+        return f"image {image} is not on node and no registry is set (--registry) to pull it from"
+    remote = registry_image(registry, image)
+    try:
+        docker.pull(remote)
+        docker.tag(remote, image)
+    except DockerError as exc:
+        return f"pulling {remote} failed: {exc.result.tail(3)}"
+    return None
+
+
+def remove_orphans(docker: Docker, batch_id: str, driver: str, alive_nodes: set[str]) -> list[str]:
+    """Removes this batch's containers and networks on this engine that a dead node or an earlier
+    driver left: their ``llamaresttest.node`` is no alive node, or their ``llamaresttest.driver`` is
+    not the current driver (the driver's tasks die with it). Returns what was removed."""
+    label = f"{LABEL_PREFIX}.batch_id={batch_id}"
+    removed: list[str] = []
+    for kind in ("container", "network"):
+        for ident, node, drv in docker.labelled_with(kind, label, (NODE_LABEL, DRIVER_LABEL)):
+            if (node and node not in alive_nodes) or (drv and drv != driver):
+                if kind == "container":
+                    docker.remove([ident])
+                else:
+                    docker.remove_network(ident)
+                removed.append(f"{kind} {ident}")
+    return removed
+
+
+def _node_machine() -> Any:
+    import psutil
+
+    from remote_runner.admission import Machine
+
+    ids = tuple(sorted(os.sched_getaffinity(0)))
+    return Machine(len(ids), psutil.virtual_memory().total, ids)
+
+
+def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], stop: threading.Event) -> dict:
+    """One attempt on this node (the body of the Ray task; callable without Ray for tests). Returns
+    ``{"status", "reason", "metadata", "node", "archive", "removed"}``."""
+    from remote_runner import experiment, specs
+    from remote_runner.admission import cpuset_arg
+    from remote_runner.experiment import ExperimentSpec
+    from remote_runner.node_ledger import NodeLedger
+
+    docker = Docker()
+    scratch = Path(payload.scratch) / f"node-{node_id[:16]}"
+    stage = scratch / "attempts" / payload.batch / payload.key.rel_dir / f"attempt-{payload.attempt}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    removed = remove_orphans(docker, payload.batch_id, payload.driver, alive)
+    if removed:
+        log.warning("node %s: removed %d leftovers of dead nodes or drivers", node_id[:8], len(removed))
+    problems = [
+        p
+        for p in (
+            ensure_image(docker, payload.api.image, payload.registry),
+            ensure_image(docker, payload.tool.image, payload.registry),
+        )
+        if p
+    ]
+    if problems:
+        return _result(FAILED, "; ".join(problems), {}, node_id, stage, removed)
+    spec_dir = scratch / "specs" / payload.batch / payload.key.api
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = spec_dir / payload.spec_name
+    spec_file.write_bytes(payload.spec_bytes)
+    tool_spec = spec_dir / payload.tool_spec_name
+    tool_spec.write_bytes(payload.tool_spec_bytes)
+    request = Request(payload.cpus, payload.memory_bytes)
+    ledger = NodeLedger(scratch, _node_machine())
+    token = f"{payload.batch_id[:8]}-{payload.key.label}-a{payload.attempt}"
+    reservation = ledger.reserve(token, request)
+    try:
+        sets = [cpuset_arg(s) if s else None for s in reservation.cpusets]
+        labels = (*payload.extra_labels, (NODE_LABEL, node_id), (DRIVER_LABEL, payload.driver))
+        spec = ExperimentSpec(
+            batch=payload.batch,
+            batch_id=payload.batch_id,
+            key=payload.key,
+            attempt=payload.attempt,
+            run_dir=stage,
+            api=payload.api,
+            tool=payload.tool,
+            budget_seconds=payload.budget_seconds,
+            cpus=payload.cpus,
+            api_cpuset=sets[0] if sets else None,
+            tool_cpuset=sets[1] if len(sets) > 1 else None,
+            memory_bytes=payload.memory_bytes,
+            spec_file=spec_file,
+            tool_spec_file=tool_spec,
+            base_path=payload.base_path or specs.base_path_of(tool_spec),
+            stop_grace_seconds=payload.stop_grace_seconds,
+            coverage_interval=payload.coverage_interval,
+            models_dir=Path(payload.models_dir),
+            extra_labels=labels,
+        )
+        run = payload.experiment or experiment.run
+        outcome = run(spec, docker, stop)
+    finally:
+        ledger.release(token)
+    metadata = dict(outcome.metadata)
+    metadata["node"] = node_id
+    meta_file = stage / "metadata.json"
+    if meta_file.is_file():
+        try:
+            data = json.loads(meta_file.read_text(encoding="utf-8"))
+            data["node"] = node_id
+            meta_file.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        except (OSError, json.JSONDecodeError):
+            pass
+    if payload.upload_bucket:
+        from remote_runner import upload
+
+        parts = (payload.upload_path.strip("/"), payload.batch, str(payload.key.rel_dir))
+        prefix = "/".join(p for p in parts if p)
+        result = upload.sync_batch(stage, payload.upload_bucket, prefix)
+        metadata["attempt_upload"] = {"prefix": f"{prefix}/{stage.name}", "complete": bool(result.complete)}
+    return _result(outcome.status, outcome.reason, metadata, node_id, stage, removed)
+
+
+def _result(
+    status: str, reason: str | None, metadata: dict, node_id: str, stage: Path, removed: list[str]
+) -> dict:
+    archive = pack(stage) if stage.is_dir() else b""
+    shutil.rmtree(stage, ignore_errors=True)
+    return {
+        "status": status,
+        "reason": reason,
+        "metadata": metadata,
+        "node": node_id,
+        "archive": archive,
+        "removed": removed,
+    }
+
+
+def run_attempt(payload: AttemptPayload) -> Iterator[dict]:  # a Ray generator task
+    """The Ray task: first yields ``{"node": id}`` (so the driver's journal knows where the attempt
+    runs before it ends), then the result of :func:`run_attempt_here`. ``ray.cancel`` (the driver was
+    told to stop) arrives as KeyboardInterrupt: the experiment is stopped as on one machine, and its
+    folder still comes back, marked interrupted."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    yield {"node": node_id}
+    alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            box["result"] = run_attempt_here(payload, node_id, alive, stop)
+        except BaseException as exc:
+            box["error"] = f"runner error on node {node_id[:8]}: {exc}\n{traceback.format_exc()}"
+
+    worker = threading.Thread(target=body, name=f"attempt-{payload.key.label}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        try:
+            worker.join(0.5)
+        except KeyboardInterrupt:
+            stop.set()
+    if "error" in box:
+        raise RuntimeError(box["error"])
+    result = box["result"]
+    if stop.is_set() and result["status"] != SUCCEEDED:
+        result["status"] = INTERRUPTED
+        result["reason"] = result.get("reason") or "driver stopped"
+    yield result
+
+
+# --- the driver's side ----------------------------------------------------------------------------
+def connect(address: str, *, runtime_env: Mapping[str, Any] | None = None) -> Any:
+    """Connects this process to the Ray cluster at ``address`` (``auto`` or ``HOST:PORT``) as the
+    batch's driver; returns Ray's context (its ``dashboard_url``)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    env = dict(runtime_env or {})
+    if "py_modules" not in env and os.environ.get("LLAMARESTTEST_RAY_SHIP_CODE", "1") != "0":
+        import remote_runner
+
+        # the runner's own code travels with the job (Ray's runtime environment): the workers need
+        # only the runner's dependencies, never a copy pushed by the operator
+        env["py_modules"] = [str(Path(remote_runner.__file__).parent)]
+    return ray.init(
+        address=address,
+        runtime_env=env or None,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
+
+
+def dashboard_url(context: Any) -> str | None:
+    url = getattr(context, "dashboard_url", None)
+    if not url:
+        return None
+    return url if url.startswith("http") else f"http://{url}"
+
+
+class RayPlacement:
+    """Placement on a Ray cluster (:class:`remote_runner.placement.Placement`)."""
+
+    def __init__(
+        self,
+        request: Request,
+        payload_for: Callable[[RunKey, int], AttemptPayload],
+        *,
+        run_dir_for: Callable[[RunKey], Path],
+        stop: threading.Event,
+        on_placed: Callable[[RunKey, int, str], None] | None = None,
+        status_file: Path | None = None,
+        dashboard: str | None = None,
+        nodes: Callable[[], list[Node]] | None = None,
+    ) -> None:
+        import ray
+
+        self._ray = ray
+        self.request = request
+        self.payload_for = payload_for
+        self.run_dir_for = run_dir_for
+        self.stop = stop
+        self.on_placed = on_placed
+        self.status_file = status_file
+        self.dashboard = dashboard
+        self._nodes_fn = nodes or (lambda: nodes_from(ray.nodes()))
+        self._nodes: list[Node] = []
+        self._nodes_at = -1e9
+        self._lock = threading.Lock()
+        self.outstanding: dict[Hashable, int] = {}  # run -> attempt
+        self.where: dict[Hashable, str] = {}  # run -> node id, once its task said so
+        self.task = ray.remote(run_attempt).options(
+            num_cpus=request.total_cpus,
+            memory=request.total_memory,
+            resources={SLOT: 1},
+            max_retries=0,
+            num_returns="streaming",
+        )
+
+    # nodes and the status file ------------------------------------------------------------------
+    def nodes(self, *, fresh: bool = False) -> list[Node]:
+        now = clock.monotonic()
+        if fresh or now - self._nodes_at >= REFRESH_SECONDS:
+            self._nodes = self._nodes_fn()
+            self._nodes_at = now
+            self.write_status()
+        return self._nodes
+
+    def write_status(self) -> None:
+        if self.status_file is None:
+            return
+        with self._lock:
+            where = {str(getattr(k, "label", k)): n for k, n in self.where.items()}
+            running = len(self.outstanding)
+        doc = {
+            "updated": clock.utc_iso(),
+            "dashboard": self.dashboard,
+            "running": running,
+            "nodes": [
+                {
+                    **asdict(n),
+                    "holds": n.holds(self.request),
+                    "slots_used": sum(1 for v in where.values() if v == n.node_id),
+                    "runs": sorted(k for k, v in where.items() if v == n.node_id),
+                }
+                for n in self._nodes
+            ],
+        }
+        tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        tmp.replace(self.status_file)
+
+    # the interface ------------------------------------------------------------------------------
+    def decide(self, pending: Sequence[Candidate]) -> Decision:
+        from remote_runner.admission import Ledger, Machine
+
+        nodes = self.nodes()
+        with self._lock:
+            free = capacity(nodes, self.request) - len(self.outstanding)
+        admitted = tuple(
+            Reservation(c.run, c.request, tuple(() for _ in range(c.request.containers)))
+            for c in pending[: max(0, free)]
+        )
+        held = None
+        if len(pending) > len(admitted):
+            alive = sum(1 for n in nodes if n.alive and n.slots > 0)
+            held = (
+                f"cluster full ({len(self.outstanding)} running on {alive} alive nodes)"
+                if alive
+                else "no alive node with an experiment slot: waiting for nodes to join"
+            )
+        return Decision(admitted, Ledger(Machine(0, 0)), held)
+
+    def admit(self, reservation: Reservation) -> None:
+        with self._lock:
+            self.outstanding[reservation.run] = 0
+
+    def release(self, run: Hashable) -> None:
+        with self._lock:
+            self.outstanding.pop(run, None)
+            self.where.pop(run, None)
+        self.write_status()
+
+    @property
+    def reserved_cpus(self) -> float:
+        with self._lock:
+            return len(self.outstanding) * self.request.total_cpus
+
+    def start(self, key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
+        ray = self._ray
+        with self._lock:
+            self.outstanding[key] = attempt
+        gen = self.task.remote(self.payload_for(key, attempt))
+        stopped_at: float | None = None
+        items: list[dict] = []
+        try:
+            while True:
+                if self.stop.is_set() and stopped_at is None:
+                    stopped_at = clock.monotonic()
+                    ray.cancel(gen)
+                if stopped_at is not None and clock.monotonic() - stopped_at > STOP_WAIT_SECONDS:
+                    return Outcome(INTERRUPTED, "driver stopped; the attempt did not hand its folder back")
+                ready, _ = ray.wait([gen], timeout=0.5)
+                if not ready:
+                    continue
+                try:
+                    ref = next(gen)  # type: ignore[call-overload]
+                except StopIteration:
+                    break
+                item = ray.get(ref)
+                items.append(item)
+                if "status" not in item and "node" in item:
+                    with self._lock:
+                        self.where[key] = item["node"]
+                    if self.on_placed is not None:
+                        self.on_placed(key, attempt, item["node"])
+                    self.write_status()
+        except Exception as exc:
+            reason = lost_reason(exc)
+            if reason is not None:
+                node = self.where.get(key, "?")
+                log.warning("%s attempt %d: %s (node %s)", key.label, attempt, reason, node[:8])
+                return Outcome(LOST, reason)
+            if stopped_at is not None:
+                return Outcome(INTERRUPTED, f"driver stopped ({type(exc).__name__})")
+            text = str(exc).strip().splitlines()
+            return Outcome(FAILED, f"runner error on the node: {text[-1] if text else type(exc).__name__}")
+        result = next((i for i in reversed(items) if "status" in i), None)
+        if result is None:
+            return Outcome(INTERRUPTED, "the attempt ended without a result")
+        if result.get("archive"):
+            unpack(result["archive"], self.run_dir_for(key))
+        for what in result.get("removed") or ():
+            log.info("node %s removed leftover %s", str(result.get("node", "?"))[:8], what)
+        return Outcome(result["status"], result.get("reason"), dict(result.get("metadata") or {}))
+
+
+def wait_for_nodes(nodes: Callable[[], list[Node]], request: Request, timeout: float) -> str | None:
+    """Waits up to ``timeout`` s for a node that fits ``request`` (workers still joining); the
+    problem when none came, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problem = fit_problem(nodes(), request)
+        if problem is None or time.monotonic() >= deadline:
+            return problem
+        time.sleep(1.0)
