@@ -169,8 +169,15 @@ def pack(folder: Path) -> bytes:
 def unpack(archive: bytes, folder: Path) -> None:
     """Unpacks ``archive`` into ``folder`` (created), refusing members that leave it or are links."""
     folder.mkdir(parents=True, exist_ok=True)
+    root = folder.resolve()
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        tar.extractall(folder, filter="data")
+        members = tar.getmembers()
+        for member in members:  # tarfile's own "data" filter is missing from Debian 12's Python 3.11.2
+            target = (root / member.name).resolve()
+            if not (member.isfile() or member.isdir()) or not target.is_relative_to(root):
+                raise ValueError(f"refusing archive member {member.name!r} (a link, a device or outside)")
+            member.mode &= 0o755 if member.isdir() else 0o644
+        tar.extractall(folder, members=members)  # noqa: S202  (every member checked above)
 
 
 # --- the node's side ------------------------------------------------------------------------------
@@ -393,8 +400,9 @@ def connect(address: str, *, runtime_env: Mapping[str, Any] | None = None) -> An
     batch's driver; returns Ray's context (its ``dashboard_url``)."""
     import ray
 
-    if ray.is_initialized():
-        return ray.get_runtime_context()
+    global _CONTEXT
+    if ray.is_initialized() and _CONTEXT is not None:
+        return _CONTEXT
     env = dict(runtime_env or {})
     if "py_modules" not in env and os.environ.get("LLAMARESTTEST_RAY_SHIP_CODE", "1") != "0":
         import remote_runner
@@ -402,13 +410,17 @@ def connect(address: str, *, runtime_env: Mapping[str, Any] | None = None) -> An
         # the runner's own code travels with the job (Ray's runtime environment): the workers need
         # only the runner's dependencies, never a copy pushed by the operator
         env["py_modules"] = [str(Path(remote_runner.__file__).parent)]
-    return ray.init(
+    _CONTEXT = ray.init(
         address=address,
         runtime_env=env or None,
         log_to_driver=False,
         logging_level=logging.WARNING,
         configure_logging=False,
     )
+    return _CONTEXT
+
+
+_CONTEXT: Any = None
 
 
 def dashboard_url(context: Any) -> str | None:

@@ -23,6 +23,10 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         rows = jour.runs()
         created = float(jour.meta("created") or clock.now())
         finished_at = jour.meta("finished") or ""
+        try:
+            tries = jour.attempts_of()
+        except Exception:  # a journal of an older runner, opened read-only: no attempts table
+            tries = []
     finally:
         jour.close()
     counts = dict.fromkeys(journal.STATUSES, 0)
@@ -35,7 +39,48 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir
     )
     doc["upload"] = upload_state.read(batch_dir)  # last sync: when, and what is not yet uploaded
+    cluster = read_cluster(batch_dir)
+    if cluster is not None:  # cluster mode: the driver's last view of the nodes
+        doc["cluster"] = cluster
+        doc["runs_per_node"] = runs_per_node(tries)
     return doc
+
+
+def read_cluster(batch_dir: Path) -> dict[str, Any] | None:
+    """``cluster.json``, written by the driver in cluster mode (remote_runner.cluster), or None."""
+    try:
+        data = json.loads((batch_dir / "cluster.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def runs_per_node(tries: list[tuple[Any, int, str | None, str]]) -> dict[str, int]:
+    """Committed runs per node id (pure)."""
+    out: dict[str, int] = {}
+    for _key, _attempt, node, outcome in tries:
+        if outcome == "committed" and node:
+            out[node] = out.get(node, 0) + 1
+    return out
+
+
+def cluster_lines(doc: dict[str, Any]) -> list[str]:
+    cluster = doc.get("cluster")
+    if not cluster:
+        return []
+    per_node = doc.get("runs_per_node", {})
+    lines = [f"cluster: dashboard {cluster.get('dashboard') or '-'} (as of {cluster.get('updated', '?')})"]
+    for node in cluster.get("nodes", []):
+        if not node.get("slots") and not per_node.get(node.get("node_id")):
+            continue  # the head: runs no experiment
+        lines.append(
+            f"  node {str(node.get('node_id', '?'))[:12]} {node.get('address', '')}: "
+            f"{'alive' if node.get('alive') else 'DEAD'}, slots {node.get('slots_used', 0)}/"
+            f"{node.get('holds', node.get('slots', 0))} used, "
+            f"{per_node.get(node.get('node_id'), 0)} runs done"
+            + (f", running {', '.join(node['runs'])}" if node.get("runs") else "")
+        )
+    return lines
 
 
 def summarize(
@@ -84,6 +129,7 @@ def text(doc: dict[str, Any]) -> str:
     ]
     if "upload" in doc:
         lines.append(upload_state.line(doc["upload"], clock.now()))
+    lines.extend(cluster_lines(doc))
     width = max((len(p) for p in doc["per_pair"]), default=10)
     lines.append(f"{'tool x api':<{width}}  " + "  ".join(f"{s:>11}" for s in journal.STATUSES))
     for pair, pc in sorted(doc["per_pair"].items()):

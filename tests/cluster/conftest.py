@@ -1,0 +1,235 @@
+"""A real Ray cluster on this machine for the cluster-mode tests: a head that runs no experiment and
+two worker nodes of different sizes, each its own ``ray start`` process with its own ports (they share
+this machine's Docker engine, so the runner scopes names and labels per node and attempt).
+
+Sizes (Ray resources, not this machine's): worker ``big`` 2 CPUs, 1 GiB, 2 experiment slots; worker
+``small`` 1 CPU, 512 MiB, 1 slot. The tests ask 2 x 0.5 CPU and 2 x 64 MiB per experiment, so the
+cluster holds 3 at once: 2 on ``big``, 1 on ``small``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.runner.conftest import ROOT, fixture_images, runner_env, test_label  # noqa: F401  (fixtures)
+
+RAY = str(Path(sys.executable).with_name("ray"))
+HEAD_PORT = 46379
+DASHBOARD_PORT = 48265
+OBJECT_STORE = str(100 * 1024**2)
+
+
+@dataclass
+class WorkerNode:
+    name: str
+    cpus: int
+    memory: int
+    slots: int
+    base: int  # first of this node's ports
+    node_id: str = ""
+
+    def start_args(self) -> list[str]:
+        b = self.base
+        return [
+            "start",
+            f"--address=127.0.0.1:{HEAD_PORT}",
+            f"--num-cpus={self.cpus}",
+            f"--memory={self.memory}",
+            f"--object-store-memory={OBJECT_STORE}",
+            f"--resources={json.dumps({'experiment_slot': self.slots, f'test_node_{self.name}': 1})}",
+            f"--node-manager-port={b}",
+            f"--object-manager-port={b + 1}",
+            f"--metrics-export-port={b + 2}",
+            f"--runtime-env-agent-port={b + 3}",
+            f"--dashboard-agent-grpc-port={b + 4}",
+            f"--dashboard-agent-listen-port={b + 5}",
+            f"--min-worker-port={b + 20}",
+            f"--max-worker-port={b + 80}",
+            "--disable-usage-stats",
+        ]
+
+
+@dataclass
+class RayCluster:
+    address: str
+    workers: dict[str, WorkerNode] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def nodes(self) -> list[dict]:
+        probe = (
+            f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', "
+            "log_to_driver=False); print(json.dumps([{k: n[k] for k in "
+            "('NodeID', 'Alive', 'NodeManagerPort', 'Resources')} for n in ray.nodes()]))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def alive_ids(self) -> dict[str, str]:
+        """worker name -> node id, for the workers alive now."""
+        ports = {w.base: w.name for w in self.workers.values()}
+        return {
+            ports[n["NodeManagerPort"]]: n["NodeID"]
+            for n in self.nodes()
+            if n["Alive"] and n["NodeManagerPort"] in ports
+        }
+
+    def start_worker(self, name: str) -> None:
+        node = self.workers[name]
+        res = subprocess.run(
+            [RAY, *node.start_args()], env=self.env, capture_output=True, text=True, timeout=180, check=False
+        )
+        assert res.returncode == 0, f"ray start ({name}) failed:\n{res.stdout}\n{res.stderr}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            alive = self.alive_ids()
+            if name in alive:
+                node.node_id = alive[name]
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"worker {name} did not join the cluster")
+
+    def raylet(self, name: str) -> psutil.Process:
+        port = self.workers[name].base
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if any("raylet" in part for part in cmd[:1]) and f"--node_manager_port={port}" in cmd:
+                return proc
+        raise AssertionError(f"no raylet of worker {name} (port {port})")
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILLs the worker's raylet, as a preempted machine would vanish."""
+        self.raylet(name).send_signal(signal.SIGKILL)
+
+    def ensure_worker(self, name: str) -> None:
+        if name not in self.alive_ids():
+            self.start_worker(name)
+
+
+def _stop_all(env: dict[str, str]) -> None:
+    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    env = runner_env()
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["LLAMARESTTEST_NODE_SCRATCH"] = str(tmp_path_factory.mktemp("node-scratch"))
+    temp = Path("/tmp/lrt-ray")  # Ray's session folder: short, its socket paths must fit 107 bytes
+    shutil.rmtree(temp, ignore_errors=True)
+    _stop_all(env)
+    head = subprocess.run(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={HEAD_PORT}",
+            f"--temp-dir={temp}",
+            "--num-cpus=0",
+            f"--object-store-memory={OBJECT_STORE}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={DASHBOARD_PORT}",
+            "--node-manager-port=46380",
+            "--object-manager-port=46381",
+            "--ray-client-server-port=46382",
+            "--dashboard-agent-listen-port=46383",
+            "--metrics-export-port=46384",
+            "--runtime-env-agent-port=46385",
+            "--dashboard-agent-grpc-port=46386",
+            "--min-worker-port=46400",
+            "--max-worker-port=46460",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert head.returncode == 0, f"ray start --head failed:\n{head.stdout}\n{head.stderr}"
+    cluster = RayCluster(
+        address=f"127.0.0.1:{HEAD_PORT}",
+        workers={
+            "big": WorkerNode("big", cpus=2, memory=1024**3, slots=2, base=46500),
+            "small": WorkerNode("small", cpus=1, memory=512 * 1024**2, slots=1, base=46600),
+        },
+        env=env,
+    )
+    try:
+        for name in cluster.workers:
+            cluster.start_worker(name)
+        yield cluster
+    finally:
+        _stop_all(env)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(ray_cluster: RayCluster) -> RayCluster:
+    """The session's cluster with both workers alive (a test may have killed one)."""
+    for name in ray_cluster.workers:
+        ray_cluster.ensure_worker(name)
+    return ray_cluster
+
+
+def cluster_cli(cluster: RayCluster, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "remote_runner", *args],
+        cwd=ROOT,
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def cluster_spawn(cluster: RayCluster, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "remote_runner", *args],
+        cwd=ROOT,
+        env=cluster.env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def attempts(batch_dir: Path) -> list[dict[str, object]]:
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{batch_dir / 'journal.sqlite'}?mode=ro", uri=True, timeout=30)
+    try:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM attempts ORDER BY started, attempt")]
+    except sqlite3.OperationalError:  # the driver is still creating the journal
+        return []
+    finally:
+        db.close()
+
+
+def env_without(env: dict[str, str], *keys: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in keys}
+
+
+__all__ = ["RayCluster", "attempts", "cluster_cli", "cluster_spawn", "env_without", "os"]
