@@ -18,6 +18,7 @@ from typing import Any
 from remote_runner import catalog as catalog_mod
 from remote_runner import exit_codes, images, scheduler, specs
 from remote_runner import lock as batch_lock
+from remote_runner import settings as schema
 from remote_runner.docker_runtime import Docker
 from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
 
@@ -43,101 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run (or resume) a batch of experiments")
     run.add_argument("--config", type=Path, metavar="FILE", help="settings JSON file; flags override it")
-    run.add_argument("--catalog", metavar="DIR", help=f"root holding apis/ and tools/ (default: {d.catalog})")
-    run.add_argument("--results", metavar="DIR", help=f"results folder (default: {d.results})")
-    run.add_argument("--apis", metavar="A,B", help="comma-separated APIs (default: all in the catalog)")
-    run.add_argument("--tools", metavar="T,U", help="comma-separated tools (default: all in the catalog)")
-    run.add_argument("--runs", metavar="N", help=f"repetitions of each tool x API (default: {d.runs})")
-    run.add_argument(
-        "--budget",
-        dest="budget_seconds",
-        metavar="DURATION",
-        help="time budget per run: seconds, or 30s/10m/1h (default: 1h)",
-    )
-    run.add_argument(
-        "--cpus-per-container",
-        metavar="CPUS",
-        help=f"CPU limit of each container (default: {d.cpus_per_container:g})",
-    )
-    run.add_argument(
-        "--memory-per-container",
-        metavar="SIZE",
-        help=f"memory limit of each container (default: {d.memory_per_container})",
-    )
-    run.add_argument(
-        "--min-free-cpus",
-        metavar="CPUS",
-        help=f"measured free CPUs needed to admit a run (default: {d.min_free_cpus:g})",
-    )
-    run.add_argument(
-        "--min-free-disk",
-        metavar="SIZE",
-        help=f"free space the results disk must keep to admit a run, 0 = off (default: {d.min_free_disk})",
-    )
-    run.add_argument(
-        "--max-attempts",
-        metavar="N",
-        help=f"attempts per run before it is marked failed (default: {d.max_attempts})",
-    )
-    run.add_argument(
-        "--engine-wait",
-        dest="engine_wait_seconds",
-        metavar="SECONDS",
-        help="how long to wait for a Docker engine that went away mid-batch before exiting 5 "
-        f"(default: {d.engine_wait_seconds:g})",
-    )
-    run.add_argument("--batch", metavar="NAME", help="resume the batch with this folder name")
-    run.add_argument(
-        "--ray",
-        metavar="ADDRESS",
-        help="cluster mode: place the runs on the Ray cluster at ADDRESS ('auto' or HOST:PORT); "
-        "see docs/cluster.md",
-    )
-    run.add_argument(
-        "--registry",
-        metavar="PREFIX",
-        help="image registry the cluster's nodes pull from (<PREFIX>/<image>); the images built here "
-        "are pushed there",
-    )
-    run.add_argument(
-        "--models-dir",
-        metavar="DIR",
-        help=f"models folder mounted for tools that need it (default: {d.models_dir})",
-    )
-    run.add_argument(
-        "--stop-grace",
-        dest="stop_grace_seconds",
-        metavar="SECONDS",
-        help=f"seconds the API gets to flush on stop (default: {d.stop_grace_seconds:g}, at most 20)",
-    )
-    run.add_argument(
-        "--coverage-interval",
-        metavar="SECONDS",
-        help=f"seconds between coverage samples (default: {d.coverage_interval:g})",
-    )
-    run.add_argument(
-        "--label",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra label on every container and network (repeatable)",
-    )
-    run.add_argument("--no-build", action="store_true", help="do not build missing images")
-    run.add_argument(
-        "--no-preflight",
-        action="store_true",
-        help="start the real runs without the smoke run of each API (default: preflight on)",
-    )
-    run.add_argument(
-        "--preflight-seconds",
-        metavar="SECONDS",
-        help=f"budget of each preflight smoke run (default: {d.preflight_seconds:g})",
-    )
-    run.add_argument(
-        "--skip-broken-apis",
-        action="store_true",
-        help="leave an API that fails its preflight out of the batch instead of stopping",
-    )
+    add_run_flags(run)
 
     status = sub.add_parser("status", help="progress of a batch")
     status.add_argument("--results", type=Path, default=None, help=f"results folder (default: {d.results})")
@@ -175,34 +82,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_run_flags(run: argparse.ArgumentParser) -> None:
+    """The ``run`` flags, one per setting of :data:`remote_runner.settings.KEYS` that has one; each
+    stores under the setting's name, None when not given (so the config file's value stands)."""
+    for key in schema.KEYS:
+        if key.flag is None:
+            continue
+        if key.kind == "value":
+            shown = key.default_text
+            run.add_argument(
+                key.flag,
+                dest=key.name,
+                metavar=key.metavar,
+                help=key.help if shown is None else f"{key.help} (default: {shown})",
+            )
+        elif key.kind in ("off", "on"):
+            run.add_argument(
+                key.flag, dest=key.name, action="store_const", const=key.kind == "on", help=key.help
+            )
+        else:  # pairs
+            run.add_argument(key.flag, dest=key.name, action="append", metavar=key.metavar, help=key.help)
+
+
 def _problems_out(title: str, problems: list[str]) -> None:
     print(f"{title}:", file=sys.stderr)
     for p in problems:
         print(f"  - {p}", file=sys.stderr)
-
-
-PATH_KEYS = ("catalog", "results", "models_dir")
-FLAG_KEYS = (
-    "catalog",
-    "results",
-    "apis",
-    "tools",
-    "runs",
-    "budget_seconds",
-    "cpus_per_container",
-    "memory_per_container",
-    "min_free_cpus",
-    "min_free_disk",
-    "max_attempts",
-    "engine_wait_seconds",
-    "batch",
-    "models_dir",
-    "stop_grace_seconds",
-    "coverage_interval",
-    "preflight_seconds",
-    "ray",
-    "registry",
-)
 
 
 def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
@@ -213,32 +118,23 @@ def _settings_from(args: argparse.Namespace) -> tuple[Settings, list[str]]:
     if args.config:
         config, problems = load_config(args.config)
         base = args.config.resolve().parent
-        for key in PATH_KEYS:
-            if isinstance(config.get(key), str) and config[key] and not Path(config[key]).is_absolute():
-                config[key] = str(base / config[key])
-    flags: dict[str, Any] = {k: getattr(args, k, None) for k in FLAG_KEYS}
-    labels: dict[str, str] = {}
-    for item in getattr(args, "label", []) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            problems.append(f"--label {item!r}: expected KEY=VALUE")
-        labels[key] = value
-    if labels:
-        flags["labels"] = {**dict(config.get("labels") or {}), **labels}
-    if getattr(args, "no_build", False):
-        flags["build"] = False
-    if getattr(args, "no_preflight", False):
-        flags["preflight"] = False
-    if getattr(args, "skip_broken_apis", False):
-        flags["skip_broken_apis"] = True
+        for name in schema.PATH_KEYS:
+            if isinstance(config.get(name), str) and config[name] and not Path(config[name]).is_absolute():
+                config[name] = str(base / config[name])
+    flags: dict[str, Any] = {k: getattr(args, k, None) for k in schema.FLAG_KEYS}
+    for key in schema.KEYS:
+        if key.kind == "pairs" and flags.get(key.name):  # KEY=VALUE items over the file's mapping
+            pairs: dict[str, str] = {}
+            for item in flags[key.name]:
+                pair_key, sep, value = item.partition("=")
+                if not sep or not pair_key:
+                    problems.append(f"{key.flag} {item!r}: expected KEY=VALUE")
+                pairs[pair_key] = value
+            from_file = config.get(key.name)
+            flags[key.name] = {**(dict(from_file) if isinstance(from_file, dict) else {}), **pairs}
     settings, more = merge(config, flags)
     problems += more
-    settings = replace(
-        settings,
-        catalog=settings.catalog.resolve(),
-        results=settings.results.resolve(),
-        models_dir=settings.models_dir.resolve(),
-    )
+    settings = replace(settings, **{k: getattr(settings, k).resolve() for k in schema.PATH_KEYS})
     return settings, problems
 
 

@@ -44,6 +44,7 @@ from typing import Any
 from remote_runner import admission, clock, disk, exit_codes, journal, plan
 from remote_runner import docker_runtime as engine
 from remote_runner import lock as batch_lock
+from remote_runner import settings as settings_schema
 from remote_runner import specs as specs_mod
 from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Policy, Request, Reservation
 from remote_runner.catalog import Catalog
@@ -414,19 +415,8 @@ class Scheduler:
 
 
 # --- the batch -----------------------------------------------------------------------------------
-RESUMABLE_KEYS = (
-    "catalog",
-    "apis",
-    "tools",
-    "runs",
-    "budget_seconds",
-    "cpus_per_container",
-    "memory_per_container",
-    "min_free_cpus",
-    "stop_grace_seconds",
-    "coverage_interval",
-    "models_dir",
-)
+#: what a resumed batch takes from its plan.json: the settings marked resumable in the schema
+RESUMABLE_KEYS = settings_schema.RESUMABLE_KEYS
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,16 @@
 """The runner's settings: defaults < ``--config`` JSON file < command-line flags.
 
+:data:`KEYS` is the one definition of every setting: its name (the config file's key, plan.json's
+key and the :class:`Settings` field), how a value is read (from a flag's text, a config file's JSON
+or an older plan.json), its default, its flag and help, and whether a resumed batch keeps the planned
+value. The dataclass's defaults, :data:`CONFIG_KEYS`, the coercion in :func:`merge`, the CLI's ``run``
+flags (remote_runner/cli.py), the path keys and :data:`RESUMABLE_KEYS` all come from it, so a new
+setting is one entry here (plus its typed field) and cannot be half-added: a test checks the two agree.
+
+Sizes (``memory_per_container``, ``min_free_disk``) are whole bytes once read; "16g", "512m" and plain
+numbers are accepted as input, so config files and plan.json files written before sizes were bytes
+(they stored "16g") still load and still resume.
+
 Parsing collects every problem instead of stopping at the first, so a user fixes a config file in one
 go; :func:`validate` then checks the settings against the catalog, the machine and the results folder.
 """
@@ -10,10 +21,10 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from remote_runner.catalog import Catalog
 
@@ -21,6 +32,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$", re.IGNORECASE)
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 _BYTES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+#: Docker refuses a container memory limit below 6 MiB
+DOCKER_MIN_MEMORY = 6 * 1024**2
+#: the port ``ray start --head`` gives the cluster's GCS unless told otherwise (Ray's documentation)
+RAY_DEFAULT_PORT = 6379
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -39,34 +54,37 @@ def parse_duration(text: str | float | int) -> float:
     return value
 
 
-def parse_disk_size(text: str | int) -> int:
-    """Bytes from ``"0"``, ``"500m"``, ``"2g"`` (like :func:`parse_memory`, without its 6m minimum)."""
-    if isinstance(text, bool):
-        raise ValueError(f"not a size: {text!r}")
-    if isinstance(text, int) or str(text).strip() == "0":
-        if int(text) < 0:
-            raise ValueError(f"size {text!r} is negative")
-        return int(text)
+def _size(text: str | int | float, what: str) -> int:
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"not a {what}: {text!r} (use e.g. 512m, 16g or a number of bytes)")
     match = _MEMORY.match(str(text))
     if not match:
-        raise ValueError(f"not a size: {text!r} (use e.g. 0, 500m or 2g)")
+        raise ValueError(f"not a {what}: {text!r} (use e.g. 512m, 16g or a number of bytes)")
     return int(float(match.group(1)) * _BYTES[match.group(2).lower()])
+
+
+def parse_disk_size(text: str | int) -> int:
+    """Bytes from ``"0"``, ``"500m"``, ``"2g"`` or a plain number of bytes (like :func:`parse_memory`,
+    without its 6m minimum); ValueError otherwise."""
+    if isinstance(text, int | float) and not isinstance(text, bool) and text < 0:
+        raise ValueError(f"size {text!r} is negative")
+    return _size(text, "size")
 
 
 def parse_memory(text: str | int) -> int:
     """Bytes from ``"16g"``, ``"512m"``, ``"64M"`` or a plain number of bytes; ValueError otherwise."""
-    if isinstance(text, bool):
-        raise ValueError(f"not a memory size: {text!r}")
-    if isinstance(text, int):
-        value = text
-    else:
-        match = _MEMORY.match(str(text))
-        if not match:
-            raise ValueError(f"not a memory size: {text!r} (use e.g. 512m or 16g)")
-        value = int(float(match.group(1)) * _BYTES[match.group(2).lower()])
-    if value < 6 * 1024**2:
+    value = _size(text, "memory size")
+    if value < DOCKER_MIN_MEMORY:
         raise ValueError(f"memory size {text!r} is below Docker's minimum of 6m")
     return value
+
+
+def format_size(n: int) -> str:
+    """Docker's notation for a number of bytes: the largest unit that divides it ("16g", "1536m")."""
+    for unit in ("t", "g", "m", "k"):
+        if n and n % _BYTES[unit] == 0:
+            return f"{n // _BYTES[unit]}{unit}"
+    return str(n)
 
 
 @dataclass(frozen=True)
@@ -75,50 +93,509 @@ class Upload:
     path: str = "llamaresttest-results"
 
 
+class Problems(ValueError):
+    """A value with several problems (each already names where it is), reported as they are."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+# --- how each kind of value is read ----------------------------------------------------------------
+# Each reader takes a value as it comes (a flag's text, JSON from a config file or a plan.json, or an
+# already typed value from a base Settings) and returns the typed value, or raises ValueError/TypeError
+# saying what was expected.
+
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError(f"expected a path, got {value!r}")
+    return Path(value)
+
+
+def _batch_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
+        raise ValueError(f"expected a batch folder name, got {value!r}")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"expected a list of names or 'a,b', got {value!r}")
+
+
+def _at_least_one(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be at least 1, got {value!r}")
+    return number
+
+
+def _restarts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number of restarts (0 or more), got {value!r}")
+    return value
+
+
+def _cpus(minimum: float) -> Callable[[Any], float]:
+    def read(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        amount = float(value)
+        if amount < minimum:
+            raise ValueError(f"must be positive, got {value!r}")
+        return amount
+
+    return read
+
+
+def _stop_grace(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds > 20:
+        raise ValueError("at most 20 s, so a SIGTERM'd runner exits within 30 s")
+    return seconds
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _upload(value: Any) -> Upload | None:
+    if value is None or isinstance(value, Upload):
+        return value
+    if not isinstance(value, Mapping) or not isinstance(value.get("bucket"), str) or not value["bucket"]:
+        raise ValueError(f'expected {{"bucket": "...", "path": "..."}}, got {value!r}')
+    return Upload(bucket=value["bucket"], path=str(value.get("path", "llamaresttest-results")).strip("/"))
+
+
+def _labels(value: Any) -> tuple[tuple[str, str], ...]:
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and k for k, v in value.items()
+    ):
+        raise ValueError(f'expected {{"key": "value", ...}}, got {value!r}')
+    return tuple(sorted(value.items()))
+
+
+def _tool_build_args(value: Any) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f'expected {{"<tool>": {{"ARG": "value"}}}}, got {value!r}')
+    from remote_runner.catalog import check_build_args
+
+    out, problems = [], []
+    for tool, table in sorted(value.items()):
+        args, bad = check_build_args(table, f"tool_build_args.{tool}")
+        problems.extend(bad)
+        out.append((str(tool), tuple(sorted(args.items()))))
+    if problems:
+        raise Problems(problems)
+    return tuple(out)
+
+
+_RAY_HOST_PORT = re.compile(
+    r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$"
+)
+
+
+def _ray_address(value: Any) -> str | None:
+    """``auto`` (the cluster this machine is a node of) or ``HOST:PORT`` of the head's GCS."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected auto or HOST:PORT, got {value!r}")
+    text = value.strip()
+    if text == "auto":
+        return text
+    if "://" in text:
+        rest = text.split("://", 1)[1].rstrip("/")
+        raise ValueError(
+            f"{value!r} has a scheme; give the head's HOST:PORT alone, e.g. {rest!r} "
+            "(the runner joins the cluster as a driver, not through Ray Client)"
+        )
+    match = _RAY_HOST_PORT.match(text)
+    if match is None:
+        if text and ":" not in text and re.fullmatch(r"[A-Za-z0-9.-]+", text):
+            raise ValueError(
+                f"{value!r} has no port; give the head's GCS port too, e.g. '{text}:{RAY_DEFAULT_PORT}'"
+            )
+        raise ValueError(
+            f"expected auto or HOST:PORT of the cluster's head (e.g. 10.128.0.2:6379), got {value!r}"
+        )
+    if not 1 <= int(match.group("port")) <= 65535:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return text
+
+
+# Docker's image name grammar (github.com/distribution/reference, regexp.go): an optional registry
+# host (it has a dot or a port, or is localhost) then lower-case path components.
+_REGISTRY_HOST = re.compile(
+    r"^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*"
+    r"(?::[0-9]+)?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]+)?$"
+)
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+
+
+def _registry(value: Any) -> str | None:
+    """An image registry prefix: cluster nodes pull ``<registry>/<image>``."""
+    if value is None:
+        return None
+    example = "e.g. 127.0.0.1:5000/llamaresttest or us-central1-docker.pkg.dev/my-project/my-repo"
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(
+            f"expected an image registry prefix ({example}), got {value!r}; leave it out for none"
+        )
+    text = value.strip()
+    if "://" in text:
+        raise ValueError(f"{value!r} has a scheme; image names have none: use {text.split('://', 1)[1]!r}")
+    if text.endswith("/"):
+        raise ValueError(
+            f"{value!r} ends with '/'; the image name is appended with one: use {text.rstrip('/')!r}"
+        )
+    parts = text.split("/")
+    host = parts[0] if ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost") else None
+    paths = parts[1:] if host is not None else parts
+    bad = [p for p in paths if not _PATH_COMPONENT.match(p)]
+    if (host is not None and not _REGISTRY_HOST.match(host)) or bad:
+        lower = "; repository paths are lower case" if any(p.lower() != p for p in bad) else ""
+        raise ValueError(f"{value!r} is not an image registry prefix (HOST[:PORT]/PATH, {example}){lower}")
+    return text
+
+
+# --- the schema ------------------------------------------------------------------------------------
+
+#: how a setting's flag behaves: ``value`` takes an argument; ``off``/``on`` take none and set the
+#: boolean to False/True (``--no-build``, ``--skip-broken-apis``); ``pairs`` is repeatable KEY=VALUE,
+#: added over the config file's mapping (``--label``)
+FlagKind = Literal["value", "off", "on", "pairs"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting. ``read`` turns any accepted input into the typed value (ValueError otherwise)."""
+
+    name: str
+    read: Callable[[Any], Any]
+    default: Any
+    help: str
+    flag: str | None = None  # None: config file only
+    metavar: str | None = None
+    kind: FlagKind = "value"
+    #: a resumed batch keeps the value in its plan.json (the matrix and experiment parameters); the
+    #: others (where the results go, the hooks, the cluster) may differ between a start and a resume
+    resumable: bool = False
+    #: relative paths in a config file are relative to the file's folder (cli.py)
+    path: bool = False
+    #: the default as the help and the docs show it (None: from the value; no default shown for None)
+    shown: str | None = None
+    #: the JSON form written to plan.json (None: the value itself)
+    dump: Callable[[Any], Any] | None = None
+
+    @property
+    def default_text(self) -> str | None:
+        if self.shown is not None:
+            return self.shown
+        if self.default is None:
+            return None
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+KEYS: tuple[Key, ...] = (
+    Key(
+        "catalog",
+        _path,
+        Path("."),
+        "root holding apis/ and tools/",
+        flag="--catalog",
+        metavar="DIR",
+        resumable=True,
+        path=True,
+        dump=str,
+    ),
+    Key(
+        "results",
+        _path,
+        Path("./results"),
+        "results folder",
+        flag="--results",
+        metavar="DIR",
+        path=True,
+        dump=str,
+    ),
+    Key("batch", _batch_name, None, "resume the batch with this folder name", flag="--batch", metavar="NAME"),
+    Key(
+        "apis",
+        _names,
+        (),
+        "comma-separated APIs",
+        flag="--apis",
+        metavar="A,B",
+        resumable=True,
+        shown="all in the catalog",
+        dump=list,
+    ),
+    Key(
+        "tools",
+        _names,
+        (),
+        "comma-separated tools",
+        flag="--tools",
+        metavar="T,U",
+        resumable=True,
+        shown="all in the catalog",
+        dump=list,
+    ),
+    Key(
+        "runs", _at_least_one, 1, "repetitions of each tool x API", flag="--runs", metavar="N", resumable=True
+    ),
+    Key(
+        "budget_seconds",
+        parse_duration,
+        3600.0,
+        "time budget per run: seconds, or 30s/10m/1h",
+        flag="--budget",
+        metavar="DURATION",
+        resumable=True,
+        shown="1h",
+    ),
+    Key(
+        "cpus_per_container",
+        _cpus(0.01),
+        8.0,
+        "CPU limit of each container",
+        flag="--cpus-per-container",
+        metavar="CPUS",
+        resumable=True,
+    ),
+    Key(
+        "memory_per_container",
+        parse_memory,
+        16 * 1024**3,
+        "memory limit of each container: 512m, 16g or bytes",
+        flag="--memory-per-container",
+        metavar="SIZE",
+        resumable=True,
+        shown="16g",
+    ),
+    Key(
+        "min_free_cpus",
+        _cpus(0),
+        14.0,
+        "measured free CPUs needed to admit a run",
+        flag="--min-free-cpus",
+        metavar="CPUS",
+        resumable=True,
+    ),
+    Key(
+        "min_free_disk",
+        parse_disk_size,
+        1024**3,
+        "free space the results disk must keep to admit a run, 0 = off",
+        flag="--min-free-disk",
+        metavar="SIZE",
+        shown="1g",
+    ),
+    Key(
+        "max_attempts",
+        _at_least_one,
+        3,
+        "attempts per run before it is marked failed",
+        flag="--max-attempts",
+        metavar="N",
+    ),
+    Key(
+        "engine_wait_seconds",
+        parse_duration,
+        600.0,
+        "how long to wait for a Docker engine that went away mid-batch before exiting 5",
+        flag="--engine-wait",
+        metavar="SECONDS",
+    ),
+    Key(
+        "models_dir",
+        _path,
+        Path("/opt/llamaresttest/models"),
+        "models folder mounted for tools that need it",
+        flag="--models-dir",
+        metavar="DIR",
+        resumable=True,
+        path=True,
+        dump=str,
+    ),
+    Key(
+        "upload",
+        _upload,
+        None,
+        'sync the batch to Cloud Storage: {"bucket": "...", "path": "..."}',
+        dump=lambda u: None if u is None else {"bucket": u.bucket, "path": u.path},
+    ),
+    Key(
+        "shutdown_when_done",
+        _boolean,
+        False,
+        "power the machine off when every run is finished and everything is uploaded",
+    ),
+    Key("build", _boolean, True, "do not build missing images", flag="--no-build", kind="off"),
+    Key(
+        "stop_grace_seconds",
+        _stop_grace,
+        10.0,
+        "seconds the API gets to flush on stop, at most 20",
+        flag="--stop-grace",
+        metavar="SECONDS",
+        resumable=True,
+    ),
+    Key(
+        "coverage_interval",
+        parse_duration,
+        5.0,
+        "seconds between coverage samples",
+        flag="--coverage-interval",
+        metavar="SECONDS",
+        resumable=True,
+    ),
+    Key(
+        "preflight",
+        _boolean,
+        True,
+        "start the real runs without the smoke run of each API (default: preflight on)",
+        flag="--no-preflight",
+        kind="off",
+    ),
+    Key(
+        "preflight_seconds",
+        parse_duration,
+        30.0,
+        "budget of each preflight smoke run",
+        flag="--preflight-seconds",
+        metavar="SECONDS",
+    ),
+    Key(
+        "skip_broken_apis",
+        _boolean,
+        False,
+        "leave an API that fails its preflight out of the batch instead of stopping",
+        flag="--skip-broken-apis",
+        kind="on",
+    ),
+    Key(
+        "labels",
+        _labels,
+        (),
+        "extra label on every container and network (repeatable)",
+        flag="--label",
+        metavar="KEY=VALUE",
+        kind="pairs",
+        dump=dict,
+    ),
+    Key(
+        "tool_build_args",
+        _tool_build_args,
+        (),
+        'per tool, build arguments over its own [build_args]: {"<tool>": {"ARG": "value"}}',
+        dump=lambda value: {tool: dict(args) for tool, args in value},
+    ),
+    Key(
+        "max_tool_restarts",
+        _restarts,
+        3,
+        "a run whose tool restarted more often than this fails verification",
+    ),
+    Key(
+        "ray",
+        _ray_address,
+        None,
+        "cluster mode: place the runs on the Ray cluster at ADDRESS: auto (the cluster this machine is "
+        "a node of) or HOST:PORT of its head (docs/cluster.md)",
+        flag="--ray",
+        metavar="ADDRESS",
+        shown="none, this machine alone",
+    ),
+    Key(
+        "registry",
+        _registry,
+        None,
+        "image registry prefix: the images built here are pushed to <registry>/<image> and the cluster's "
+        "nodes pull them from there, e.g. 127.0.0.1:5000/llamaresttest",
+        flag="--registry",
+        metavar="PREFIX",
+        shown="none",
+    ),
+)
+_BY_NAME = {k.name: k for k in KEYS}
+#: keys of the config file (and of plan.json's "settings")
+CONFIG_KEYS = frozenset(_BY_NAME)
+#: keys with a ``run`` flag, in the order of ``--help``
+FLAG_KEYS = tuple(k.name for k in KEYS if k.flag is not None)
+#: keys whose relative paths in a config file are relative to the file's folder
+PATH_KEYS = tuple(k.name for k in KEYS if k.path)
+#: keys a resumed batch takes from its plan.json
+RESUMABLE_KEYS = tuple(k.name for k in KEYS if k.resumable)
+#: fields of :class:`Settings` that are no setting: derived while merging, never read from a file
+DERIVED_FIELDS = ("batch_must_exist",)
+
+
+def setting(name: str) -> Key:
+    """The schema entry of a setting (KeyError for an unknown name)."""
+    return _BY_NAME[name]
+
+
+def _default(name: str) -> Any:
+    return _BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class Settings:
-    catalog: Path = Path(".")
-    results: Path = Path("./results")
-    batch: str | None = None
+    """Typed settings; every default is the one in :data:`KEYS` (what each setting means: its help)."""
+
+    catalog: Path = _default("catalog")
+    results: Path = _default("results")
+    batch: str | None = _default("batch")
     #: True when the batch was named on the command line (it must exist: resume only); a batch named
     #: in the config file is created when absent, else resumed (what the systemd unit needs).
     batch_must_exist: bool = False
-    apis: tuple[str, ...] = ()  # empty: every API of the catalog
-    tools: tuple[str, ...] = ()  # empty: every tool of the catalog
-    runs: int = 1
-    budget_seconds: float = 3600.0
-    cpus_per_container: float = 8.0
-    memory_per_container: str = "16g"
-    min_free_cpus: float = 14.0
-    #: free space the results disk must keep: below it nothing more is admitted (the batch pauses,
-    #: and ends with the disk-full exit code once its running experiments are done); "0" switches it off
-    min_free_disk: str = "1g"
-    max_attempts: int = 3
-    #: how long the runner waits for a Docker engine that went away mid-batch before it gives up with
-    #: exit code 5 (exit_codes.ENGINE_UNAVAILABLE); the batch is resumable
-    engine_wait_seconds: float = 600.0
-    models_dir: Path = Path("/opt/llamaresttest/models")
-    upload: Upload | None = None
-    shutdown_when_done: bool = False
-    build: bool = True
-    stop_grace_seconds: float = 10.0  # docker stop -t for the API, so recordings flush
-    coverage_interval: float = 5.0
+    apis: tuple[str, ...] = _default("apis")  # empty: every API of the catalog
+    tools: tuple[str, ...] = _default("tools")  # empty: every tool of the catalog
+    runs: int = _default("runs")
+    budget_seconds: float = _default("budget_seconds")
+    cpus_per_container: float = _default("cpus_per_container")
+    memory_per_container: int = _default("memory_per_container")  # bytes
+    min_free_cpus: float = _default("min_free_cpus")
+    #: bytes the results disk must keep free: below it nothing more is admitted (the batch pauses,
+    #: and ends with the disk-full exit code once its running experiments are done); 0 switches it off
+    min_free_disk: int = _default("min_free_disk")
+    max_attempts: int = _default("max_attempts")
+    #: exit code 5 (exit_codes.ENGINE_UNAVAILABLE) after this; the batch is resumable
+    engine_wait_seconds: float = _default("engine_wait_seconds")
+    models_dir: Path = _default("models_dir")
+    upload: Upload | None = _default("upload")
+    shutdown_when_done: bool = _default("shutdown_when_done")
+    build: bool = _default("build")
+    stop_grace_seconds: float = _default("stop_grace_seconds")  # docker stop -t for the API
+    coverage_interval: float = _default("coverage_interval")
     #: one short smoke run per selected API before the first real run (remote_runner.preflight)
-    preflight: bool = True
+    preflight: bool = _default("preflight")
     #: seconds of each smoke run (the tool's budget; readiness waits come on top)
-    preflight_seconds: float = 30.0
-    #: a broken API is left out of the batch instead of stopping it
-    skip_broken_apis: bool = False
-    #: extra labels on every container and network (e.g. to find a batch's containers with your tools)
-    labels: tuple[tuple[str, str], ...] = ()
-    #: per tool, build arguments over the tool's own ``[build_args]`` (e.g. a mirror of its source)
-    tool_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
-    #: a run whose tool restarted more often than this fails verification (see verification.py)
-    max_tool_restarts: int = 3
-    #: cluster mode: the Ray cluster's address ("auto" or HOST:PORT); None: this machine only
-    ray: str | None = None
-    #: image registry prefix the cluster's nodes pull the images from (``<registry>/<image>``)
-    registry: str | None = None
+    preflight_seconds: float = _default("preflight_seconds")
+    skip_broken_apis: bool = _default("skip_broken_apis")
+    labels: tuple[tuple[str, str], ...] = _default("labels")
+    tool_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = _default("tool_build_args")
+    max_tool_restarts: int = _default("max_tool_restarts")  # see verification.py
+    ray: str | None = _default("ray")
+    registry: str | None = _default("registry")
 
     @property
     def build_args_by_tool(self) -> dict[str, dict[str, str]]:
@@ -126,141 +603,33 @@ class Settings:
 
     @property
     def memory_bytes(self) -> int:
-        return parse_memory(self.memory_per_container)
+        return self.memory_per_container
 
     @property
     def min_free_disk_bytes(self) -> int:
-        return parse_disk_size(self.min_free_disk)
+        return self.min_free_disk
 
     def to_json(self) -> dict[str, Any]:
+        """Every field as JSON (plan.json's "settings"); sizes in bytes. :func:`merge` reads it back."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Path):
-                value = str(value)
-            elif isinstance(value, tuple) and f.name not in ("labels", "tool_build_args"):
-                value = list(value)
-            elif f.name == "labels":
-                value = dict(value)
-            elif f.name == "tool_build_args":
-                value = {tool: dict(args) for tool, args in value}
-            elif isinstance(value, Upload):
-                value = {"bucket": value.bucket, "path": value.path}
-            out[f.name] = value
+            dump = _BY_NAME[f.name].dump if f.name in _BY_NAME else None
+            out[f.name] = dump(value) if dump is not None else value
         return out
 
 
-#: keys of the config file (and of plan.json's "settings"), with how to read each
-CONFIG_KEYS = {f.name for f in fields(Settings)} - {"batch_must_exist"}
-
-
-def _names(value: Any, key: str, problems: list[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    problems.append(f"{key}: expected a list of names or 'a,b', got {value!r}")
-    return ()
-
-
-def _coerce(key: str, value: Any, problems: list[str]) -> Any:
-    try:
-        if key in ("catalog", "results", "models_dir"):
-            if not isinstance(value, str | Path) or not str(value):
-                raise ValueError(f"expected a path, got {value!r}")
-            return Path(value)
-        if key == "batch":
-            if value is None:
-                return None
-            if not isinstance(value, str) or not value or "/" in value or value in (".", ".."):
-                raise ValueError(f"expected a batch folder name, got {value!r}")
-            return value
-        if key in ("ray", "registry"):
-            if value is None:
-                return None
-            if not isinstance(value, str) or not value.strip() or "://" in value or value.endswith("/"):
-                raise ValueError(
-                    f"expected {'auto or HOST:PORT' if key == 'ray' else 'a registry prefix like '}"
-                    f"{'' if key == 'ray' else '127.0.0.1:5000/llamaresttest'}, got {value!r}"
-                )
-            return value.strip()
-        if key in ("apis", "tools"):
-            return _names(value, key, problems)
-        if key == "max_tool_restarts":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"expected a whole number of restarts (0 or more), got {value!r}")
-            return value
-        if key == "tool_build_args":
-            if isinstance(value, tuple):
-                return value
-            if not isinstance(value, Mapping):
-                raise ValueError(f'expected {{"<tool>": {{"ARG": "value"}}}}, got {value!r}')
-            from remote_runner.catalog import check_build_args
-
-            out = []
-            for tool, table in sorted(value.items()):
-                args, bad = check_build_args(table, f"tool_build_args.{tool}")
-                problems.extend(bad)
-                out.append((str(tool), tuple(sorted(args.items()))))
-            return tuple(out)
-        if key in ("runs", "max_attempts"):
-            if isinstance(value, bool) or not isinstance(value, int | str):
-                raise ValueError(f"expected a whole number, got {value!r}")
-            number = int(value)
-            if number < 1:
-                raise ValueError(f"must be at least 1, got {value!r}")
-            return number
-        if key in (
-            "budget_seconds",
-            "stop_grace_seconds",
-            "coverage_interval",
-            "preflight_seconds",
-            "engine_wait_seconds",
-        ):
-            return parse_duration(value)
-        if key in ("cpus_per_container", "min_free_cpus"):
-            if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {value!r}")
-            amount = float(value)
-            if amount < 0 or (key == "cpus_per_container" and amount < 0.01):
-                raise ValueError(f"must be positive, got {value!r}")
-            return amount
-        if key == "memory_per_container":
-            parse_memory(value)
-            return str(value)
-        if key == "min_free_disk":
-            parse_disk_size(value)
-            return str(value)
-        if key == "upload":
-            if value is None:
-                return None
-            if isinstance(value, Upload):
-                return value
-            if (
-                not isinstance(value, Mapping)
-                or not isinstance(value.get("bucket"), str)
-                or not value["bucket"]
-            ):
-                raise ValueError(f'expected {{"bucket": "...", "path": "..."}}, got {value!r}')
-            return Upload(
-                bucket=value["bucket"], path=str(value.get("path", "llamaresttest-results")).strip("/")
-            )
-        if key == "labels":
-            if isinstance(value, tuple):
-                return value
-            if not isinstance(value, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) and k for k, v in value.items()
-            ):
-                raise ValueError(f'expected {{"key": "value", ...}}, got {value!r}')
-            return tuple(sorted(value.items()))
-        if key in ("shutdown_when_done", "build", "preflight", "skip_broken_apis"):
-            if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, got {value!r}")
-            return value
-    except (TypeError, ValueError) as exc:
-        problems.append(f"{key}: {exc}")
+def _coerce(name: str, value: Any, problems: list[str]) -> Any:
+    setting = _BY_NAME.get(name)
+    if setting is None:
+        problems.append(f"unknown setting {name!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
         return None
-    problems.append(f"unknown setting {key!r} (known: {', '.join(sorted(CONFIG_KEYS))})")
+    try:
+        return setting.read(value)
+    except Problems as exc:
+        problems.extend(exc.problems)
+    except (TypeError, ValueError) as exc:
+        problems.append(f"{name}: {exc}")
     return None
 
 
@@ -275,19 +644,16 @@ def merge(
     settings = base or Settings()
     changes: dict[str, Any] = {}
     for source_name, source in (("config", config or {}), ("flag", flags)):
-        for key, value in source.items():
+        for name, value in source.items():
             if value is None and source_name == "flag":
                 continue
-            coerced = _coerce(key, value, problems)
+            coerced = _coerce(name, value, problems)
             if coerced is None and value is not None:
                 continue
-            changes[key] = coerced
+            changes[name] = coerced
     if flags.get("batch"):
         changes["batch_must_exist"] = True
-    settings = replace(settings, **changes)
-    if settings.stop_grace_seconds > 20:
-        problems.append("stop_grace_seconds: at most 20 s, so a SIGTERM'd runner exits within 30 s")
-    return settings, problems
+    return replace(settings, **changes), problems
 
 
 def load_config(path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -364,16 +730,13 @@ def validate(settings: Settings, catalog: Catalog, machine: MachineFacts) -> tup
             f"{settings.cpus_per_container:g}) but this machine has {machine.cpus}: "
             "lower --cpus-per-container"
         )
-    try:
-        need_memory = 2 * settings.memory_bytes
-        if local and need_memory > machine.memory_bytes:
-            problems.append(
-                f"an experiment needs {need_memory / 1024**3:.1f} GiB (2 containers x --memory-per-container "
-                f"{settings.memory_per_container}) but this machine has "
-                f"{machine.memory_bytes / 1024**3:.1f} GiB"
-            )
-    except ValueError as exc:
-        problems.append(str(exc))
+    need_memory = 2 * settings.memory_bytes
+    if local and need_memory > machine.memory_bytes:
+        problems.append(
+            f"an experiment needs {need_memory / 1024**3:.1f} GiB (2 containers x --memory-per-container "
+            f"{format_size(settings.memory_per_container)}) but this machine has "
+            f"{machine.memory_bytes / 1024**3:.1f} GiB"
+        )
     if local and settings.min_free_cpus > machine.cpus:
         problems.append(
             f"--min-free-cpus {settings.min_free_cpus:g} exceeds this machine's {machine.cpus} CPUs: "

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from pulumi.errors import RunError
 
+from remote_runner import settings as runner_schema
 from stacks.machines import (
     MACHINE_TYPES,
     MachineType,
@@ -214,25 +215,41 @@ def resource_name(text: str, limit: int) -> str:
     return f"{name[: limit - 7].rstrip('-')}-{digest}"
 
 
-def format_memory(gb: float) -> str:
-    """Docker's notation: whole gigabytes as "16g", anything else in mebibytes ("512m")."""
-    return f"{int(gb)}g" if float(gb).is_integer() else f"{round(gb * 1024)}m"
+def memory_bytes(gb: float) -> int:
+    """``memoryPerContainerGb`` as the runner's bytes (Docker's "g" is a GiB)."""
+    return round(gb * 1024**3)
 
 
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def experiment_settings(cfg: StackConfig, project_root: Path | None = None) -> dict[str, Any]:
-    """The runner settings JSON of docs/contracts.md for this stack, as the VM (or, for ``local``,
-    the runner container on this machine, which sees the checkout at ``project_root``) runs it.
+#: the stack keys each runner setting comes from (the first is named in a problem the runner's
+#: schema finds; a problem of any of them found by the stack's own checks already says it all)
+_RUNNER_SOURCES: Mapping[str, tuple[str, ...]] = {
+    "results": ("localResultsDir",),
+    "apis": ("apis",),
+    "tools": ("tools",),
+    "runs": ("runsPerCombination",),
+    "budget_seconds": ("timeBudgetMinutes",),
+    "cpus_per_container": ("cpusPerContainer",),
+    "memory_per_container": ("memoryPerContainerGb",),
+    "min_free_cpus": ("minFreeCpus",),
+    "models_dir": ("localModelsDir",),
+    "upload": ("resultsBucket", "modelsBucket", "resultsPath"),
+    "shutdown_when_done": ("shutdownWhenDone",),
+}
+#: what to set instead, where the stack's own check is looser than the runner's
+_RUNNER_FIXES: Mapping[str, str] = {
+    "memoryPerContainerGb": "at least 0.006 (6 MiB, Docker's minimum)",
+    "cpusPerContainer": "at least 0.01",
+}
 
-    ``batch`` is left to the deploy step (it names the batch once and keeps it across redeploys).
-    Locally there is no ``models_dir`` unless ``localModelsDir`` is set, and no upload unless
-    ``uploadResults`` was set to true explicitly (``build_config`` decides ``upload_results``).
-    """
+
+def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any]:
+    """The runner settings this stack decides, before the runner's schema has read them."""
     local = cfg.is_local and cfg.local_results_dir is not None
-    settings: dict[str, Any] = {
+    values: dict[str, Any] = {
         "catalog": str(project_root.resolve()) if local and project_root is not None else VM_CURRENT_LINK,
         "results": str(cfg.local_results_dir) if local else VM_RESULTS_DIR,
         "batch": None,
@@ -241,19 +258,61 @@ def experiment_settings(cfg: StackConfig, project_root: Path | None = None) -> d
         "runs": cfg.runs_per_combination,
         "budget_seconds": cfg.time_budget_minutes * 60,
         "cpus_per_container": _number(cfg.cpus_per_container),
-        "memory_per_container": format_memory(cfg.memory_per_container_gb),
+        "memory_per_container": memory_bytes(cfg.memory_per_container_gb),
         "min_free_cpus": _number(cfg.min_free_cpus),
         "models_dir": VM_MODELS_DIR,
         "shutdown_when_done": cfg.shutdown_when_done,
     }
     if local:
         if cfg.local_models_dir is not None:
-            settings["models_dir"] = str(cfg.local_models_dir)
+            values["models_dir"] = str(cfg.local_models_dir)
         else:
-            del settings["models_dir"]
+            del values["models_dir"]
     if cfg.upload_results:
-        settings["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
-    return settings
+        values["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
+    return values
+
+
+def runner_problems(cfg: StackConfig, project_root: Path | None = None) -> list[tuple[tuple[str, ...], str]]:
+    """What the runner's schema (``remote_runner.settings``) refuses in this stack's runner settings:
+    (the stack keys it comes from, the problem with its fix). Each setting is read on its own, so every
+    problem is attributed to its keys."""
+    out: list[tuple[tuple[str, ...], str]] = []
+    for name, value in _runner_values(cfg, project_root).items():
+        _, problems = runner_schema.merge({name: value}, {})
+        sources = _RUNNER_SOURCES.get(name, ())
+        for problem in problems:
+            if not sources:
+                out.append(((), f"runner settings: {problem}"))
+                continue
+            fix = _RUNNER_FIXES.get(sources[0], "a value the runner accepts")
+            out.append(
+                (
+                    sources,
+                    f"{NAMESPACE}:{sources[0]}: the runner refuses the setting it gives, {problem} "
+                    f"(fix: pulumi config set {NAMESPACE}:{sources[0]} <{fix}>)",
+                )
+            )
+    return out
+
+
+def experiment_settings(cfg: StackConfig, project_root: Path | None = None) -> dict[str, Any]:
+    """The runner settings JSON of docs/contracts.md for this stack, as the VM (or, for ``local``,
+    the runner container on this machine, which sees the checkout at ``project_root``) runs it.
+
+    The values go through the runner's own schema (``remote_runner.settings.merge``) and are written
+    as the runner writes them (sizes in bytes), so the file means to the runner exactly what it says;
+    :func:`build_config` has refused a stack whose settings the runner would refuse.
+    ``batch`` is left to the deploy step (it names the batch once and keeps it across redeploys).
+    Locally there is no ``models_dir`` unless ``localModelsDir`` is set, and no upload unless
+    ``uploadResults`` was set to true explicitly (``build_config`` decides ``upload_results``).
+    """
+    values = _runner_values(cfg, project_root)
+    settings, problems = runner_schema.merge(values, {})
+    if problems:
+        raise ConfigError(problems)
+    written = settings.to_json()
+    return {name: written[name] for name in values}
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -267,9 +326,11 @@ class _Reader:
     def __init__(self, raw: Mapping[str, object]) -> None:
         self.raw = raw
         self.problems: list[str] = []
+        self.bad_keys: set[str] = set()
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{NAMESPACE}:{key}: {text}")
+        self.bad_keys.add(key)
 
     def _get(self, key: str, parse: Callable[[object], T], expected: str) -> T:
         value = self.raw.get(key)
@@ -604,17 +665,15 @@ def build_config(
         else:
             local_dir_problems(r, local_results_dir, local_models_dir)
 
-    if r.problems:
-        raise ConfigError(r.problems)
-    assert machine is not None
-    return StackConfig(
+    cfg = StackConfig(
         project=project,
         stack=stack,
         target=target,
         gcp_project=gcp_project,
         region=region,
         zone=zone,
-        machine=machine,
+        # an unknown machine type is a problem already; the runner's settings do not depend on it
+        machine=machine or MACHINE_TYPES[DEFAULTS["machineType"]],
         disk_size_gb=disk_size_gb,
         disk_type=disk_type,
         spot=spot,
@@ -641,6 +700,12 @@ def build_config(
         local_results_dir=local_results_dir,
         local_models_dir=local_models_dir,
     )
+    # The runner's schema has the last word on the settings the VM (or the local runner) will read;
+    # a key the stack's own check refused already is not reported twice.
+    r.problems.extend(text for keys, text in runner_problems(cfg, project_root) if not r.bad_keys & set(keys))
+    if r.problems:
+        raise ConfigError(r.problems)
+    return cfg
 
 
 # --- the edge: Pulumi config and the catalog on disk -------------------------------------------

@@ -350,7 +350,7 @@ def test_dev_stack_deploys_the_runner_over_ssh(project_dir: Path, _bundles_in_tm
         "runs": 1,
         "budget_seconds": 3600,
         "cpus_per_container": 8,
-        "memory_per_container": "16g",
+        "memory_per_container": 16 * 1024**3,  # bytes, as the runner writes sizes
         "min_free_cpus": 14,
         "models_dir": "/opt/llamaresttest/models",
         "upload": {"bucket": "lab-results", "path": "llamaresttest-results"},
@@ -453,7 +453,7 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
         "runs": 1,
         "budget_seconds": 300,
         "cpus_per_container": 1,
-        "memory_per_container": "2g",
+        "memory_per_container": 2 * 1024**3,
         "min_free_cpus": 0,
         "shutdown_when_done": False,
     }  # no models_dir (none given), no upload (not asked for), never a shutdown

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from remote_runner.settings import merge
 from stacks.config import (
     BENCHMARK_APIS,
     ConfigError,
@@ -14,7 +15,7 @@ from stacks.config import (
     build_config,
     discover_catalog,
     experiment_settings,
-    format_memory,
+    memory_bytes,
     resource_name,
 )
 from stacks.machines import MachineType
@@ -266,7 +267,7 @@ def test_experiment_settings_follow_the_runner_contract() -> None:
         "runs": 10,
         "budget_seconds": 5400,
         "cpus_per_container": 4,
-        "memory_per_container": "12g",
+        "memory_per_container": 12 * 1024**3,  # bytes, as the runner writes sizes
         "min_free_cpus": 8,
         "models_dir": "/opt/llamaresttest/models",
         "upload": {"bucket": "lab-results", "path": "runs"},
@@ -275,7 +276,45 @@ def test_experiment_settings_follow_the_runner_contract() -> None:
     small = build(uploadResults=False, cpusPerContainer=0.5, memoryPerContainerGb=0.5)
     no_upload = experiment_settings(small)
     assert "upload" not in no_upload
-    assert (no_upload["cpus_per_container"], no_upload["memory_per_container"]) == (0.5, "512m")
+    assert (no_upload["cpus_per_container"], no_upload["memory_per_container"]) == (0.5, 512 * 1024**2)
+
+
+def test_runner_settings_the_runner_would_refuse_fail_the_stack() -> None:
+    """The stack's own checks are looser than the runner's (any positive size, any positive CPUs):
+    the runner's schema decides, at ``pulumi up``, before anything is declared."""
+    assert problems_of(memoryPerContainerGb=0.001, cpusPerContainer=0.005) == (
+        "llamaresttest:cpusPerContainer: the runner refuses the setting it gives, cpus_per_container: "
+        "must be positive, got 0.005 (fix: pulumi config set llamaresttest:cpusPerContainer <at least 0.01>)",
+        "llamaresttest:memoryPerContainerGb: the runner refuses the setting it gives, memory_per_container: "
+        "memory size 1073742 is below Docker's minimum of 6m "
+        "(fix: pulumi config set llamaresttest:memoryPerContainerGb "
+        "<at least 0.006 (6 MiB, Docker's minimum)>)",
+    )
+    # a value the stack's own check refused is reported once, by the stack
+    assert problems_of(cpusPerContainer=-1) == (
+        "llamaresttest:cpusPerContainer: -1 is out of range; it must be more than 0",
+    )
+    # every problem at once: an unknown machine type does not hide the runner's
+    keys = [p.split(": ", 1)[0] for p in problems_of(machineType="n9-huge", memoryPerContainerGb=0.001)]
+    assert keys == ["llamaresttest:machineType", "llamaresttest:memoryPerContainerGb"]
+
+
+def test_experiment_settings_round_trip_through_the_runners_schema(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    for cfg, root in (
+        (build(memoryPerContainerGb=1.5, cpusPerContainer=0.5, resultsPath="/runs/x/"), None),
+        (build(uploadResults=False, shutdownWhenDone=False), None),
+        (build_local(tmp_path, localModelsDir="models", uploadResults=True, resultsBucket="lab-r"), tmp_path),
+    ):
+        written = experiment_settings(cfg, root)
+        settings, problems = merge(written, {})
+        assert problems == []
+        again = settings.to_json()
+        assert {key: again[key] for key in written} == written
+    assert (
+        written["memory_per_container"] == 16 * 1024**3
+        and written["upload"]["path"] == "llamaresttest-results"
+    )
 
 
 def test_names_and_memory_notation() -> None:
@@ -284,7 +323,7 @@ def test_names_and_memory_notation() -> None:
     long_a, long_b = resource_name("a" * 50 + "-b", 40), resource_name("a" * 50 + "-c", 40)
     assert len(long_a) == len(long_b) == 40 and long_a.startswith("a" * 33 + "-") and long_a != long_b
     assert build(stack="Big.Stack").resource_prefix == "llamaresttest-big-stack"
-    assert (format_memory(16), format_memory(1.5), format_memory(0.25)) == ("16g", "1536m", "256m")
+    assert (memory_bytes(16), memory_bytes(1.5), memory_bytes(0.25)) == (16 << 30, 1536 << 20, 256 << 20)
 
 
 def test_discover_catalog_counts_only_folders_with_a_dockerfile(tmp_path: Path) -> None:
