@@ -23,7 +23,7 @@ docs.ray.io/en/master/ray-core/internals/port-service-discovery.html):
 from __future__ import annotations
 
 import json
-import shlex
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,15 +134,25 @@ class RayNode:
         return head_command() if self.role == "head" else worker_command(self.head_address, self.slots)
 
 
+_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:=,@+-]+")
+
+
+def _systemd_word(word: str) -> str:
+    """One ExecStart word: as it is, or in single quotes (systemd takes a quoted word whole; ``$``
+    and ``%`` would still be expanded and backslashes unescaped, so words with them are refused)."""
+    if _PLAIN_WORD.fullmatch(word):
+        return word
+    if any(ch in word for ch in "'\\$%\n"):
+        raise ValueError(f"{word!r} needs quoting that systemd's ExecStart does not do")
+    return f"'{word}'"
+
+
 def render_unit(node: RayNode) -> str:
     """The systemd unit that runs Ray on ``node``: started at boot, started again whenever it stops
     (a head that restarted, a worker that lost the head for a minute): so a rebooted or recreated
     worker joins by itself."""
     what = "head" if node.role == "head" else f"worker (joins {node.head_address}:{GCS_PORT})"
-    # systemd splits ExecStart like a shell would for these words (no quotes, $ or % in them).
-    exec_start = shlex.join(node.command)
-    if any(ch in exec_start for ch in "'$%\\"):
-        raise ValueError(f"the Ray command needs quoting systemd does not do: {exec_start}")
+    exec_start = " ".join(_systemd_word(word) for word in node.command)
     return "\n".join(
         [
             "# Installed by the startup script (stacks/ray_nodes.py); the next boot overwrites it.",

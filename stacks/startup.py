@@ -117,7 +117,8 @@ def render_cluster_script(params: StartupParams, cluster: ClusterParams, templat
         raise ValueError("the startup template no longer ends with the guard that runs main")
     text = CLUSTER_TEMPLATE_PATH.read_text(encoding="utf-8") if template is None else template
     values = {
-        "NODE_ROLE": shlex.quote(cluster.node.role),
+        # Quoted even though it is one word: "head" is also a command's name (shellcheck SC2209).
+        "NODE_ROLE": f"'{cluster.node.role}'",  # "head" or "worker", checked by RayNode
         "VM_VENV": shlex.quote(VM_VENV),
         "NODE_REQUIREMENTS": " ".join(shlex.quote(r) for r in cluster.requirements),
         "REGISTRY_HOST": shlex.quote(cluster.registry_host),

@@ -351,6 +351,7 @@ download_models() {
 
 # More steps before the ready marker: none for the one VM; a cluster head's script
 # (stacks/templates/cluster.sh.tmpl, appended to this one) redefines it.
+# shellcheck disable=SC2317 # not unreachable: main calls it, unless the cluster part replaced it
 extra_steps() {
   :
 }
