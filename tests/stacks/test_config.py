@@ -117,7 +117,10 @@ def test_every_problem_is_reported_at_once() -> None:
         "llamaresttest:autoStart",
     ]
     text = "\n".join(problems)
-    assert "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96" in text
+    assert (
+        "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96"
+        in text
+    )
     assert "listed twice: llamaresttest" in text
     assert "is required: the CIDRs allowed to reach SSH" in text
 
