@@ -4,7 +4,9 @@ Table of contents: the stack's config is read and validated first (nothing is de
 problem), then, by ``target``, one component per concern, then the outputs.
 
 - ``gcp``: SSH keys, the VM's access, its network, the VM and its startup script, then the runner
-  deployed onto it over SSH (docs/deploy.md).
+  deployed onto it over SSH (docs/deploy.md). With ``workers > 0`` (docs/cluster.md) that VM is the
+  cluster's head, and the workers' access, the registry, Ray's firewall and the worker group are
+  declared besides it.
 - ``local``: the runner in a container on the local Docker engine; no Google Cloud resource at all.
 """
 
@@ -30,7 +32,13 @@ def gcp_stack(cfg: StackConfig) -> None:
     from stacks.vm import ExperimentVm, ExperimentVmArgs
 
     prefix = cfg.resource_prefix
-    if cfg.spot and not cfg.auto_start:
+    cluster = cfg.is_cluster
+    if cluster:
+        from stacks.cluster import node_requirements
+
+        # Before any resource: a runner without a pinned Ray cannot run a cluster.
+        requirements = node_requirements((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    if cfg.spot and not cfg.auto_start and not cluster:
         pulumi.log.warn(
             "spot without autoStart: a preempted VM is not started again by itself (it would boot "
             "without running the batch); set llamaresttest:autoStart true for unattended spot batches"
@@ -44,7 +52,7 @@ def gcp_stack(cfg: StackConfig) -> None:
         "access",
         VmAccessArgs(
             account_id=service_account_id(prefix),
-            display_name=f"llamaresttest VM ({cfg.stack})",
+            display_name=f"llamaresttest {'head' if cluster else 'VM'} ({cfg.stack})",
             models_bucket=cfg.models_bucket,
             results_bucket=cfg.results_bucket,
             results_path=cfg.results_path,
@@ -64,14 +72,74 @@ def gcp_stack(cfg: StackConfig) -> None:
         ),
     )
 
-    # --- the VM and its startup script -------------------------------------------------------------
+    # --- cluster mode: the workers' access, the registry, Ray's firewall (docs/cluster.md) ---------
+    cluster_needs: list[pulumi.Resource] = []
+    if cluster:
+        from stacks.cluster import (
+            ClusterGrants,
+            ClusterGrantsArgs,
+            ImageRegistry,
+            ImageRegistryArgs,
+            RayFirewall,
+            RayFirewallArgs,
+            resize_role_id,
+            worker_account_id,
+        )
+        from stacks.ray_nodes import RayNode
+        from stacks.startup import ClusterParams, render_cluster_script, worker_startup_params
+
+        worker_access = VmAccess(
+            "worker-access",
+            VmAccessArgs(
+                account_id=worker_account_id(prefix),
+                display_name=f"llamaresttest workers ({cfg.stack})",
+                models_bucket=cfg.models_bucket,
+                results_bucket=cfg.results_bucket,
+                results_path=cfg.results_path,
+                upload_results=cfg.upload_results,
+                description="Runs the llamaresttest Ray workers: reads the models and images, writes results",
+            ),
+        )
+        registry = ImageRegistry(
+            "registry",
+            ImageRegistryArgs(
+                repository_id=cfg.registry_repository,
+                region=cfg.region,
+                project=cfg.gcp_project,
+                labels={"project": resource_name(cfg.project, 63), "stack": resource_name(cfg.stack, 63)},
+            ),
+        )
+        grants = ClusterGrants(
+            "cluster-grants",
+            ClusterGrantsArgs(
+                project=cfg.gcp_project,
+                region=cfg.region,
+                zone=cfg.zone,
+                group_name=cfg.worker_group,
+                resize_role_id=resize_role_id(prefix),
+                repository=registry.repository.repository_id,
+                head_email=access.email,
+                worker_email=worker_access.email,
+            ),
+        )
+        ray_firewall = RayFirewall("ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network))
+        cluster_needs = [
+            *worker_access.grants,
+            *grants.resources,
+            ray_firewall.to_head,
+            ray_firewall.to_workers,
+        ]
+
+    # --- the VM (the head, in a cluster) and its startup script -----------------------------------
+    def vm_script(k: list[str]) -> str:
+        params = startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])
+        if not cluster:
+            return render_startup_script(params)
+        return render_cluster_script(params, ClusterParams(RayNode("head"), requirements, cfg.registry_host))
+
     startup_script = pulumi.Output.all(
         keys.client_public_key, keys.host_private_key, keys.host_public_key
-    ).apply(
-        lambda k: render_startup_script(
-            startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])
-        )
-    )
+    ).apply(vm_script)
     vm = ExperimentVm(
         "vm",
         ExperimentVmArgs(
@@ -80,10 +148,11 @@ def gcp_stack(cfg: StackConfig) -> None:
             machine_type=cfg.machine_type,
             disk_size_gb=cfg.disk_size_gb,
             disk_type=cfg.disk_type,
-            spot=cfg.spot,
+            # A cluster's head is never spot: it holds the driver, the journal and the Ray head.
+            spot=cfg.spot and not cluster,
             max_run_hours=cfg.max_run_hours,
             network=cfg.network,
-            network_tags=(network.target_tag,),
+            network_tags=(network.target_tag, *([ray_firewall.head_tag] if cluster else [])),
             labels={"project": resource_name(cfg.project, 63), "stack": resource_name(cfg.stack, 63)},
             service_account_email=access.email,
             startup_script=startup_script,
@@ -91,11 +160,50 @@ def gcp_stack(cfg: StackConfig) -> None:
             # Only the stack's own key opens the VM, not keys added to the whole project.
             extra_metadata={"block-project-ssh-keys": "TRUE"},
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
-            restart_every_minutes=SPOT_RESTART_MINUTES if cfg.spot and cfg.auto_start else 0,
+            restart_every_minutes=SPOT_RESTART_MINUTES if cfg.spot and cfg.auto_start and not cluster else 0,
             project=cfg.gcp_project,
         ),
         opts=pulumi.ResourceOptions(depends_on=[access]),
     )
+
+    # --- cluster mode: the spot workers, joining the head's internal address -----------------------
+    if cluster:
+        from stacks.cluster import WorkerGroup, WorkerGroupArgs
+
+        head_ip = vm.instance.network_interfaces.apply(lambda nics: nics[0].network_ip or "")
+        workers = WorkerGroup(
+            "workers",
+            WorkerGroupArgs(
+                group_name=cfg.worker_group,
+                base_instance_name=f"{resource_name(prefix, 54)}-wk",
+                zone=cfg.zone,
+                project=cfg.gcp_project,
+                size=cfg.workers,
+                machine_type=cfg.worker_machine.name if cfg.worker_machine else "",
+                spot=cfg.worker_spot,
+                disk_size_gb=cfg.disk_size_gb,
+                disk_type=cfg.disk_type,
+                network=cfg.network,
+                network_tags=(ray_firewall.worker_tag,),
+                labels={
+                    "project": resource_name(cfg.project, 63),
+                    "stack": resource_name(cfg.stack, 63),
+                    "role": "ray-worker",
+                },
+                service_account_email=worker_access.email,
+                startup_script=head_ip.apply(
+                    lambda ip: render_cluster_script(
+                        worker_startup_params(cfg),
+                        ClusterParams(
+                            RayNode("worker", ip, cfg.worker_slots), requirements, cfg.registry_host
+                        ),
+                    )
+                ),
+            ),
+            opts=pulumi.ResourceOptions(depends_on=[worker_access, grants]),
+        )
+        # Destroy drains the driver first (it stops the runs on the workers), then the group goes.
+        cluster_needs += [workers.group]
 
     # --- the runner, pushed over SSH and started (docs/deploy.md) ----------------------------------
     key_file = f"~/.ssh/{prefix}"
@@ -125,7 +233,7 @@ def gcp_stack(cfg: StackConfig) -> None:
             instance=vm.instance.name,
             instance_id=vm.instance.instance_id,
             # Destroy deletes none of these before the final upload ran: SSH in, grants to write.
-            needs=[vm.instance, *network.resources, *access.grants],
+            needs=[vm.instance, *network.resources, *access.grants, *cluster_needs],
         ),
         opts=pulumi.ResourceOptions(depends_on=[vm]),
     )
@@ -146,6 +254,11 @@ def gcp_stack(cfg: StackConfig) -> None:
     pulumi.export("experimentSlots", cfg.experiment_slots)
     pulumi.export("hourlyCostUsd", cfg.hourly_cost_usd)
     pulumi.export("resultsUrl", cfg.results_url)
+    pulumi.export("workers", cfg.workers)
+    if cluster:
+        pulumi.export("workerGroup", workers.group.name)
+        pulumi.export("workerMachineType", cfg.worker_machine.name if cfg.worker_machine else "")
+        pulumi.export("registry", cfg.registry)
 
 
 def local_stack(cfg: StackConfig) -> None:

@@ -206,19 +206,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _cluster_problems(settings: Settings) -> list[str]:
     """Cluster mode, before anything is built or started: the cluster answers, and at least one of
-    its nodes fits an experiment (Ray would keep a task that fits no node waiting forever)."""
+    its nodes fits an experiment (Ray would keep a task that fits no node waiting forever).
+
+    At boot the head's Ray may come up after the runner and the workers join minutes later: the
+    connection and a first node with an experiment slot are waited for, up to ``engine_wait_seconds``;
+    nodes that are there but too small are refused at once."""
+    import time
+
     from remote_runner import cluster
     from remote_runner.admission import Request
 
-    try:
-        cluster.connect(str(settings.ray))
-    except Exception as exc:  # Ray raises ConnectionError and a few of its own
-        return [f"--ray {settings.ray}: no Ray cluster answers ({type(exc).__name__}: {exc})"]
+    deadline = time.monotonic() + settings.engine_wait_seconds
+    while True:
+        try:
+            cluster.connect(str(settings.ray))
+            break
+        except Exception as exc:  # Ray raises ConnectionError and a few of its own
+            if time.monotonic() >= deadline:
+                return [f"--ray {settings.ray}: no Ray cluster answers ({type(exc).__name__}: {exc})"]
+            print(f"waiting for the Ray cluster at {settings.ray}: {type(exc).__name__}", file=sys.stderr)
+            time.sleep(5)
     import ray
 
     request = Request(settings.cpus_per_container, settings.memory_bytes)
-    problem = cluster.fit_problem(cluster.nodes_from(ray.nodes()), request)
-    return [problem] if problem else []
+    while True:
+        nodes = cluster.nodes_from(ray.nodes())
+        problem = cluster.fit_problem(nodes, request)
+        joining = not any(n.alive and n.slots > 0 for n in nodes)
+        if problem is None or not joining or time.monotonic() >= deadline:
+            return [problem] if problem else []
+        print("waiting for a worker node to join the Ray cluster", file=sys.stderr)
+        time.sleep(5)
 
 
 def _run_locked(

@@ -871,6 +871,17 @@ def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) ->
             upload_pending=pending_files,
         )
         log.info("power off: %s (%s)", "yes" if decision.power_off else "no", decision.reason)
+        if decision.power_off and settings.worker_group is not None:
+            # cluster stack: the workers go first (the group deletes its instances), then the head
+            group = settings.worker_group
+            mig = importlib.import_module("remote_runner.mig")
+            try:
+                resized = mig.resize_to_zero(
+                    group.project, group.zone, group.name, token_provider=mig.metadata_token()
+                )
+                log.info("worker group %s resized to 0 (operation %s)", group.name, resized.operation)
+            except Exception as exc:  # the head still powers off: the workers are the dearer part
+                log.error("resizing worker group %s to 0 failed: %s", group.name, exc)
         if decision.power_off:
             result = shutdown.power_off()
             if not result.ok:

@@ -177,6 +177,25 @@ def _upload(value: Any) -> Upload | None:
     return Upload(bucket=value["bucket"], path=str(value.get("path", "llamaresttest-results")).strip("/"))
 
 
+@dataclass(frozen=True)
+class WorkerGroup:
+    """The zonal managed instance group of a cluster stack's workers (resized to 0 at the end)."""
+
+    project: str
+    zone: str
+    name: str
+
+
+def _worker_group(value: Any) -> WorkerGroup | None:
+    if value is None or isinstance(value, WorkerGroup):
+        return value
+    if not isinstance(value, Mapping) or not all(
+        isinstance(value.get(k), str) and value.get(k) for k in ("project", "zone", "name")
+    ):
+        raise ValueError(f'expected {{"project": "...", "zone": "...", "name": "..."}}, got {value!r}')
+    return WorkerGroup(str(value["project"]), str(value["zone"]), str(value["name"]))
+
+
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
     if isinstance(value, tuple):
         return value
@@ -443,6 +462,15 @@ KEYS: tuple[Key, ...] = (
         dump=lambda u: None if u is None else {"bucket": u.bucket, "path": u.path},
     ),
     Key(
+        "worker_group",
+        _worker_group,
+        None,
+        "cluster stacks: the workers' managed instance group "
+        '{"project": "...", "zone": "...", "name": "..."}, resized to 0 when the batch is done and '
+        "shutdown_when_done is set (written by the stack)",
+        dump=lambda g: None if g is None else {"project": g.project, "zone": g.zone, "name": g.name},
+    ),
+    Key(
         "shutdown_when_done",
         _boolean,
         False,
@@ -582,6 +610,7 @@ class Settings:
     engine_wait_seconds: float = _default("engine_wait_seconds")
     models_dir: Path = _default("models_dir")
     upload: Upload | None = _default("upload")
+    worker_group: WorkerGroup | None = _default("worker_group")
     shutdown_when_done: bool = _default("shutdown_when_done")
     build: bool = _default("build")
     stop_grace_seconds: float = _default("stop_grace_seconds")  # docker stop -t for the API

@@ -52,6 +52,7 @@ class VmAccessArgs:
     results_bucket: str
     results_path: str
     upload_results: bool
+    description: str = "Runs the llamaresttest experiment VM: reads the models, writes the results"
 
 
 class VmAccess(pulumi.ComponentResource):
@@ -69,7 +70,7 @@ class VmAccess(pulumi.ComponentResource):
             f"{name}-sa",
             account_id=args.account_id,
             display_name=args.display_name,
-            description="Runs the llamaresttest experiment VM: reads the models, writes the results",
+            description=args.description,
             opts=child,
         )
         self.email = self.service_account.email

@@ -101,6 +101,11 @@ DEFAULTS: Mapping[str, Any] = {
     "autoStart": False,
     "uploadResults": True,
     "shutdownWhenDone": None,  # true on gcp (a stopped VM costs only its disk), false elsewhere
+    # Cluster mode (docs/cluster.md): 0 is the one-VM stack; N > 0 a head VM and N Ray workers.
+    "workers": 0,
+    "workerMachineType": "n1-standard-32",
+    "workerSpot": True,
+    "headMachineType": "n1-standard-4",
     # target local only: folders on this machine (relative paths are relative to the project).
     "localResultsDir": "results",
     "localModelsDir": None,
@@ -167,24 +172,75 @@ class StackConfig:
     # target local only (None on gcp): absolute folders on this machine.
     local_results_dir: Path | None = None
     local_models_dir: Path | None = None
+    # Cluster mode (docs/cluster.md). With workers == 0 the two machines below are unused, and with
+    # workers > 0 ``machine`` and ``spot`` are: the head is ``head_machine`` on demand, the workers
+    # ``worker_machine`` (spot per ``worker_spot``).
+    workers: int = 0
+    worker_machine: MachineType | None = None
+    worker_spot: bool = True
+    head_machine: MachineType | None = None
 
     @property
     def is_local(self) -> bool:
         return self.target == "local"
 
     @property
+    def is_cluster(self) -> bool:
+        return self.workers > 0
+
+    @property
+    def vm_machine(self) -> MachineType:
+        """The machine of the one VM the deploy reaches: the head in a cluster, else ``machine``."""
+        return self.head_machine if self.is_cluster and self.head_machine is not None else self.machine
+
+    @property
     def machine_type(self) -> str:
-        return self.machine.name
+        return self.vm_machine.name
+
+    @property
+    def worker_slots(self) -> int:
+        """Experiments one worker runs at once: the same rule as one VM (``experiment_slots``)."""
+        if self.worker_machine is None:
+            return 0
+        return experiment_slots(
+            self.worker_machine, self.cpus_per_container, self.memory_per_container_gb, self.min_free_cpus
+        )
 
     @property
     def experiment_slots(self) -> int:
+        if self.is_cluster:
+            return self.workers * self.worker_slots
         return experiment_slots(
             self.machine, self.cpus_per_container, self.memory_per_container_gb, self.min_free_cpus
         )
 
     @property
     def hourly_cost_usd(self) -> float:
+        """List price per hour of the machines: one VM, or the on-demand head plus every worker."""
+        if self.is_cluster and self.worker_machine is not None and self.head_machine is not None:
+            worker = self.worker_machine.hourly_cost(spot=self.worker_spot)
+            return self.head_machine.hourly_cost(spot=False) + self.workers * worker
         return self.machine.hourly_cost(spot=self.spot)
+
+    @property
+    def registry_host(self) -> str:
+        """Artifact Registry's Docker host of the stack's region."""
+        return f"{self.region}-docker.pkg.dev"
+
+    @property
+    def registry_repository(self) -> str:
+        """The Artifact Registry repository id of a cluster stack (one per stack)."""
+        return self.resource_prefix
+
+    @property
+    def registry(self) -> str:
+        """Image prefix the head pushes to and the workers pull from: ``<registry>/<image>``."""
+        return f"{self.registry_host}/{self.gcp_project}/{self.registry_repository}"
+
+    @property
+    def worker_group(self) -> str:
+        """Name of the workers' managed instance group."""
+        return f"{self.resource_prefix}-workers"
 
     @property
     def models_url(self) -> str:
@@ -270,6 +326,13 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             del values["models_dir"]
     if cfg.upload_results:
         values["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
+    if cfg.is_cluster:
+        # The driver on the head joins the Ray head the startup script runs there; images go to the
+        # stack's registry; at the end the runner resizes the worker group to 0 (remote_runner/mig.py)
+        # before it powers the head off.
+        values["ray"] = "auto"
+        values["registry"] = cfg.registry
+        values["worker_group"] = {"project": cfg.gcp_project, "zone": cfg.zone, "name": cfg.worker_group}
     return values
 
 
@@ -554,18 +617,7 @@ def build_config(
         elif zone_match.group(1) != region:
             r.problems.append(f"gcp:region: {region!r} does not contain the zone {zone}; set them to agree")
 
-    machine: MachineType | None
-    if local:
-        machine = local_machine or this_machine()
-    else:
-        machine_type = r.string("machineType")
-        machine = MACHINE_TYPES.get(machine_type)
-        if machine is None:
-            r.problem(
-                "machineType",
-                f"unknown machine type {machine_type!r}{_suggest(machine_type, MACHINE_TYPES)}; "
-                f"known: {', '.join(MACHINE_TYPES)}",
-            )
+    machine = (local_machine or this_machine()) if local else _machine(r, "machineType")
     disk_size_gb = g.integer("diskSizeGb", MIN_DISK_GB)
     disk_type = g.string("diskType")
     if disk_type not in DISK_TYPES:
@@ -633,7 +685,10 @@ def build_config(
     # A VM's machine type is chosen to fit; a workstation is what it is: the program only warns (a
     # shared or borderline machine is the operator's call, and the runner's admission is the gate).
     fits = machine is not None and limits_valid and experiment_slots(machine, cpus, memory, min_free) > 0
-    if not local and machine is not None and limits_valid and not fits:
+
+    workers, worker_machine, head_machine = _cluster_keys(r, local, cpus, memory, min_free, limits_valid)
+    worker_spot = g.boolean("workerSpot")
+    if not local and machine is not None and limits_valid and not fits and workers == 0:
         bigger = [m.name for m in MACHINE_TYPES.values() if experiment_slots(m, cpus, memory, min_free)]
         r.problem(
             "machineType",
@@ -699,6 +754,10 @@ def build_config(
         shutdown_when_done=shutdown_when_done,
         local_results_dir=local_results_dir,
         local_models_dir=local_models_dir,
+        workers=workers,
+        worker_machine=worker_machine,
+        worker_spot=worker_spot,
+        head_machine=head_machine,
     )
     # The runner's schema has the last word on the settings the VM (or the local runner) will read;
     # a key the stack's own check refused already is not reported twice.
@@ -706,6 +765,55 @@ def build_config(
     if r.problems:
         raise ConfigError(r.problems)
     return cfg
+
+
+def _machine(reader: _Reader, key: str) -> MachineType | None:
+    name = reader.string(key)
+    machine = MACHINE_TYPES.get(name)
+    if machine is None:
+        reader.problem(
+            key,
+            f"unknown machine type {name!r}{_suggest(name, MACHINE_TYPES)}; "
+            f"known: {', '.join(MACHINE_TYPES)}",
+        )
+    return machine
+
+
+def _cluster_keys(
+    r: _Reader, local: bool, cpus: float, memory: float, min_free: float, limits_valid: bool
+) -> tuple[int, MachineType | None, MachineType | None]:
+    """``workers``, ``workerMachineType`` and ``headMachineType``, checked (docs/cluster.md).
+
+    The machine types are checked whatever ``workers`` is (a typo waits for no one); the experiment
+    must fit a worker the way it must fit the one VM. A local stack has no workers: a Ray cluster of
+    one's own is reached with the runner's ``--ray`` instead.
+    """
+    workers_set = r.raw.get("workers") not in (None, "")
+    if local:
+        if workers_set:
+            r.problem(
+                "workers",
+                "is for the gcp target; a local stack runs on this machine (for a Ray cluster of your "
+                f"own, see docs/cluster.md) (fix: pulumi config rm {NAMESPACE}:workers)",
+            )
+        return 0, None, None
+    workers = r.integer("workers", 0)
+    worker_machine = _machine(r, "workerMachineType")
+    head_machine = _machine(r, "headMachineType")
+    if (
+        worker_machine is not None
+        and limits_valid
+        and experiment_slots(worker_machine, cpus, memory, min_free) == 0
+    ):
+        bigger = [m.name for m in MACHINE_TYPES.values() if experiment_slots(m, cpus, memory, min_free)]
+        r.problem(
+            "workerMachineType",
+            f"{worker_machine.name} ({worker_machine.vcpus} vCPUs, {worker_machine.memory_gb:g} GB) is too "
+            f"small for one experiment, which needs {experiment_needs(cpus, memory, min_free)}; choose "
+            f"{' or '.join(bigger) or 'a bigger machine'}, or lower cpusPerContainer, "
+            "memoryPerContainerGb or minFreeCpus",
+        )
+    return max(workers, 0), worker_machine, head_machine
 
 
 # --- the edge: Pulumi config and the catalog on disk -------------------------------------------

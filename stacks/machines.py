@@ -1,7 +1,8 @@
 """Machine sizes, their prices, and how many experiments fit on one.
 
 Prices are us-central1 list prices in USD per hour (public catalogue; recheck before quoting them).
-n1 prices scale linearly with size, so the 8- and 16-vCPU figures are the 32-vCPU ones scaled down.
+n1 prices scale linearly with size, so the 4-, 8- and 16-vCPU figures are the 32-vCPU ones scaled down.
+n1-standard-4 fits no experiment with the default limits; it is the cluster head's size (docs/cluster.md).
 Other regions cost a little more or less: ``hourlyCostUsd`` is an estimate, not a bill.
 """
 
@@ -35,6 +36,7 @@ MACHINE_TYPES: Mapping[str, MachineType] = MappingProxyType(
     {
         m.name: m
         for m in (
+            MachineType("n1-standard-4", 4, 15.0, 0.19, 0.048125),
             MachineType("n1-standard-8", 8, 30.0, 0.38, 0.09625),
             MachineType("n1-standard-16", 16, 60.0, 0.76, 0.1925),
             MachineType("n1-standard-32", 32, 120.0, 1.52, 0.385),

@@ -3,6 +3,11 @@
 Placeholders are ``@NAME@``; every value is shell-quoted with ``shlex.quote`` where it is inserted,
 so no value (a bucket name, a key with newlines) can change what the script does. Rendering fails
 if the template and the values disagree, in either direction.
+
+A cluster (docs/cluster.md) has two more scripts, each the one VM's script with
+``templates/cluster.sh.tmpl`` appended in place of its last lines (the guard that runs ``main``):
+the head's runs the one VM's ``main`` plus the Ray head, the workers' runs ``worker_main`` (no SSH
+login, no keys: the template's SSH values are empty there).
 """
 
 from __future__ import annotations
@@ -22,10 +27,15 @@ from stacks.config import (
     VM_ROOT,
     VM_STARTUP_LOG,
     VM_STATE_DIR,
+    VM_VENV,
     StackConfig,
 )
+from stacks.ray_nodes import RAY_UNIT_PATH, RayNode, render_unit
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "startup.sh.tmpl"
+CLUSTER_TEMPLATE_PATH = Path(__file__).parent / "templates" / "cluster.sh.tmpl"
+# The last lines of the one VM's script, replaced by the cluster part's own.
+VM_GUARD = 'if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then\n  main "$@"\nfi\n'
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 
 
@@ -55,6 +65,18 @@ def startup_params(
     )
 
 
+def _substitute(text: str, values: dict[str, str]) -> str:
+    used = set(_PLACEHOLDER.findall(text))
+    unknown = used - values.keys()
+    unused = values.keys() - used
+    if unknown or unused:
+        raise ValueError(
+            f"startup template and values disagree: unknown placeholders {sorted(unknown)}, "
+            f"values never used {sorted(unused)}"
+        )
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+
+
 def render_startup_script(params: StartupParams, template: str | None = None) -> str:
     """The script text for ``params`` (from the packaged template unless ``template`` is given)."""
     text = TEMPLATE_PATH.read_text(encoding="utf-8") if template is None else template
@@ -75,12 +97,44 @@ def render_startup_script(params: StartupParams, template: str | None = None) ->
         "HOST_PRIVATE_KEY": shlex.quote(params.host_private_key),
         "HOST_PUBLIC_KEY": shlex.quote(params.host_public_key),
     }
-    used = set(_PLACEHOLDER.findall(text))
-    unknown = used - values.keys()
-    unused = values.keys() - used
-    if unknown or unused:
-        raise ValueError(
-            f"startup template and values disagree: unknown placeholders {sorted(unknown)}, "
-            f"values never used {sorted(unused)}"
-        )
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], text)
+    return _substitute(text, values)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    """What a cluster node's script adds: its Ray role, the runner's requirements (Ray among them),
+    and the registry host Docker logs in to."""
+
+    node: RayNode
+    requirements: tuple[str, ...]
+    registry_host: str
+
+
+def render_cluster_script(params: StartupParams, cluster: ClusterParams, template: str | None = None) -> str:
+    """The head's or a worker's script: the one VM's, its final guard replaced by the cluster part."""
+    base = render_startup_script(params)
+    if not base.endswith(VM_GUARD):
+        raise ValueError("the startup template no longer ends with the guard that runs main")
+    text = CLUSTER_TEMPLATE_PATH.read_text(encoding="utf-8") if template is None else template
+    values = {
+        # Quoted even though it is one word: "head" is also a command's name (shellcheck SC2209).
+        "NODE_ROLE": f"'{cluster.node.role}'",  # "head" or "worker", checked by RayNode
+        "VM_VENV": shlex.quote(VM_VENV),
+        "NODE_REQUIREMENTS": " ".join(shlex.quote(r) for r in cluster.requirements),
+        "REGISTRY_HOST": shlex.quote(cluster.registry_host),
+        "RAY_UNIT_PATH": shlex.quote(RAY_UNIT_PATH),
+        "RAY_UNIT": shlex.quote(render_unit(cluster.node)),
+    }
+    return base[: -len(VM_GUARD)] + _substitute(text, values)
+
+
+def worker_startup_params(cfg: StackConfig) -> StartupParams:
+    """A worker's values: the models as on the head; no SSH user's keys (nobody logs in there)."""
+    return StartupParams(
+        models_bucket=cfg.models_bucket,
+        models_path=cfg.models_path,
+        ssh_user=cfg.ssh_user,
+        client_public_key="",
+        host_private_key="",
+        host_public_key="",
+    )

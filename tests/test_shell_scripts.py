@@ -31,3 +31,33 @@ def test_shellcheck_clean(script: Path) -> None:
     res = execute(["shellcheck", "--shell=bash", "--severity=style", str(script)], timeout=60)
     assert res.returncode != 127, "shellcheck missing: scripts/bootstrap.sh installs it"
     assert res.ok, res.output
+
+
+def _rendered_startup_scripts() -> dict[str, str]:
+    """The scripts stacks/startup.py renders from templates: the one VM's, a cluster head's and a
+    cluster worker's (the values of tests/stacks)."""
+    from stacks.ray_nodes import RayNode
+    from stacks.startup import ClusterParams, render_cluster_script, render_startup_script
+    from tests.stacks.test_cluster_startup import WORKER_PARAMS
+    from tests.stacks.test_startup import PARAMS
+
+    requirements = ("psutil>=5.9", "ray[default]==2.49.2")
+    registry = "us-central1-docker.pkg.dev"
+    return {
+        "vm": render_startup_script(PARAMS),
+        "head": render_cluster_script(PARAMS, ClusterParams(RayNode("head"), requirements, registry)),
+        "worker": render_cluster_script(
+            WORKER_PARAMS, ClusterParams(RayNode("worker", "10.128.0.7", 2), requirements, registry)
+        ),
+    }
+
+
+@pytest.mark.parametrize("role", ["vm", "head", "worker"])
+def test_rendered_startup_scripts_parse_and_pass_shellcheck(tmp_path: Path, role: str) -> None:
+    script = tmp_path / f"{role}.sh"
+    script.write_text(_rendered_startup_scripts()[role])
+    parsed = execute(["bash", "-n", str(script)], timeout=60)
+    assert parsed.ok, parsed.output
+    res = execute(["shellcheck", "--shell=bash", "--severity=style", str(script)], timeout=60)
+    assert res.returncode != 127, "shellcheck missing: scripts/bootstrap.sh installs it"
+    assert res.ok, res.output

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "llamaresttest"
 GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
+INTERNAL_IP = "10.128.0.7"  # the instance's address in its VPC (a cluster's workers join it)
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
 PROJECT_NUMBER = "123456789012"
@@ -87,11 +88,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
             state["selfLink"] = (
                 f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{args.name}"
             )
+        elif args.typ == "gcp:compute/instanceTemplate:InstanceTemplate":
+            link = f"projects/{GCP_PROJECT}/global/instanceTemplates/{args.name}"
+            state.update(selfLink=link, selfLinkUnique=f"{link}?uniqueId=7001")
+        elif args.typ == "gcp:compute/instanceGroupManager:InstanceGroupManager":
+            state["selfLink"] = (
+                f"projects/{GCP_PROJECT}/zones/{args.inputs['zone']}/instanceGroupManagers/{args.name}"
+            )
+        elif args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
+            state["name"] = f"projects/{GCP_PROJECT}/roles/{args.inputs['roleId']}"
         elif args.typ == "gcp:compute/address:Address":
             state["address"] = STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
             interfaces = json.loads(json.dumps(inputs.get("networkInterfaces", [])))
             for interface in interfaces:
+                interface["networkIp"] = interface.get("networkIp") or INTERNAL_IP
                 for access in interface.get("accessConfigs", []):
                     access["natIp"] = access.get("natIp") or EPHEMERAL_IP
             state["networkInterfaces"] = interfaces

@@ -118,7 +118,10 @@ def test_every_problem_is_reported_at_once() -> None:
         "llamaresttest:autoStart",
     ]
     text = "\n".join(problems)
-    assert "known: n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96" in text
+    assert (
+        "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96"
+        in text
+    )
     assert "listed twice: llamaresttest" in text
     assert "is required: the CIDRs allowed to reach SSH" in text
 
@@ -342,3 +345,78 @@ def test_shutdown_when_done_defaults_on_for_gcp_and_can_be_turned_off() -> None:
         "llamaresttest:shutdownWhenDone: 'sometimes' is not true or false "
         "(fix: pulumi config set llamaresttest:shutdownWhenDone <true or false>)",
     )
+
+
+# --- cluster mode (docs/cluster.md) -----------------------------------------------------------------
+
+
+def test_cluster_keys_default_to_the_one_vm_stack() -> None:
+    cfg = build()
+    assert (cfg.workers, cfg.is_cluster, cfg.worker_spot) == (0, False, True)
+    assert cfg.worker_machine is not None and cfg.worker_machine.name == "n1-standard-32"
+    assert cfg.head_machine is not None and cfg.head_machine.name == "n1-standard-4"
+    # The one VM is what it was: its machine, its price, its slots; the settings have no Ray.
+    assert (cfg.machine_type, cfg.experiment_slots, cfg.hourly_cost_usd) == ("n1-standard-32", 2, 1.52)
+    assert not {"ray", "registry", "worker_group"} & set(experiment_settings(cfg))
+
+
+def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
+    cfg = build(workers="4", workerMachineType="n1-standard-96", spot="true")
+    assert cfg.is_cluster and cfg.workers == 4
+    # machineType and spot apply to nothing: the head is headMachineType, on demand.
+    assert cfg.machine_type == "n1-standard-4"
+    assert (cfg.worker_slots, cfg.experiment_slots) == (6, 24)
+    assert cfg.hourly_cost_usd == pytest.approx(0.19 + 4 * 1.156)
+    assert build(workers=4, workerMachineType="n1-standard-96", workerSpot=False).hourly_cost_usd == (
+        pytest.approx(0.19 + 4 * 4.56)
+    )
+    assert cfg.registry == "us-central1-docker.pkg.dev/research-project-1/llamaresttest-dev"
+    settings = experiment_settings(cfg)
+    assert (settings["ray"], settings["registry"]) == ("auto", cfg.registry)
+    assert settings["worker_group"] == {
+        "project": "research-project-1",
+        "zone": "us-central1-a",
+        "name": "llamaresttest-dev-workers",
+    }
+
+
+def test_with_workers_the_experiment_must_fit_a_worker_not_machine_type() -> None:
+    # machineType too small is no problem once it applies to nothing...
+    assert build(workers=2, machineType="n1-standard-8").experiment_slots == 4
+    # ...but a worker too small is, with the same message and fix as the one VM.
+    (problem,) = problems_of(workers=2, workerMachineType="n1-standard-16", cpusPerContainer=10)
+    assert problem.startswith(
+        "llamaresttest:workerMachineType: n1-standard-16 (16 vCPUs, 60 GB) is too small for one experiment"
+    )
+    assert "choose n1-standard-32 or n1-standard-64 or n1-standard-96" in problem
+
+
+def test_cluster_key_problems_are_all_listed() -> None:
+    problems = problems_of(
+        workers="many", workerMachineType="n2-standard-32", headMachineType="n1-standard4", workerSpot=3
+    )
+    known = (
+        "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96"
+    )
+    assert problems == (
+        "llamaresttest:workers: 'many' is not a whole number "
+        "(fix: pulumi config set llamaresttest:workers <a whole number>)",
+        "llamaresttest:workerMachineType: unknown machine type 'n2-standard-32' "
+        f"(did you mean 'n1-standard-32'?); {known}",
+        "llamaresttest:headMachineType: unknown machine type 'n1-standard4' "
+        f"(did you mean 'n1-standard-4'?); {known}",
+        "llamaresttest:workerSpot: 3 is not true or false "
+        "(fix: pulumi config set llamaresttest:workerSpot <true or false>)",
+    )
+    (negative,) = problems_of(workers=-2)
+    assert negative == "llamaresttest:workers: -2 is too small; it must be at least 0"
+
+
+def test_a_local_stack_has_no_workers(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_local(tmp_path, workers=2, cpusPerContainer=2, memoryPerContainerGb=4, minFreeCpus=0)
+    (problem,) = info.value.problems
+    assert problem.startswith("llamaresttest:workers: is for the gcp target")
+    assert "docs/cluster.md" in problem and "pulumi config rm llamaresttest:workers" in problem
+    cfg = build_local(tmp_path, cpusPerContainer=2, memoryPerContainerGb=4, minFreeCpus=0)
+    assert not cfg.is_cluster and "ray" not in experiment_settings(cfg, tmp_path)

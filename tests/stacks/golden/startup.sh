@@ -349,6 +349,13 @@ download_models() {
   rm -rf "$WORK_DIR"
 }
 
+# More steps before the ready marker: none for the one VM; a cluster head's script
+# (stacks/templates/cluster.sh.tmpl, appended to this one) redefines it.
+# shellcheck disable=SC2317 # not unreachable: main calls it, unless the cluster part replaced it
+extra_steps() {
+  :
+}
+
 main() {
   mkdir -p "$STATE_DIR"
   # Everything the script and its commands print goes to the log file, and on to the serial console.
@@ -387,6 +394,8 @@ main() {
 
   step "download models"
   download_models
+
+  extra_steps
 
   step "done"
   write_marker "$READY_MARKER" "$(date -u +%Y-%m-%dT%H:%M:%SZ) ready"

@@ -1,0 +1,348 @@
+"""Cluster mode on Google Cloud (docs/cluster.md): what a stack with ``workers: N > 0`` adds to the head.
+
+The head is the one VM of stacks/vm.py (on demand, the VM the deploy pushes to); this module declares
+the rest, each a component:
+
+- :class:`ImageRegistry`: an Artifact Registry Docker repository in the stack's region; the head
+  builds each image once and pushes it there, the workers pull it (they never build);
+- :class:`WorkerAccess`: the workers' own service account (stacks/access.py's grants: models read,
+  results folder written) plus reader on that repository only, and the head's extra grants: writer
+  on the repository, and the one permission that resizes the worker group, on that group only;
+- :class:`RayFirewall`: Ray's fixed ports (stacks/ray_nodes.py) between the head's and the workers'
+  network tags, nothing from any address range;
+- :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
+  and a zonal managed instance group of ``workers`` instances, which recreates preempted ones.
+
+``workers: 0`` declares none of this (``__main__.py`` does not build these components).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+
+from stacks.bundle import runner_requirements
+from stacks.config import ConfigError, resource_name
+from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS
+from stacks.vm import IMAGE
+
+REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
+REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
+# instanceGroupManagers.resize needs compute.instanceGroupManagers.update (Compute Engine's
+# permissions reference); get lets the runner read the group's size back. The predefined roles that
+# hold it (compute.instanceAdmin.v1, compute.admin) also create, delete and SSH into instances, and
+# Compute Engine offers no IAM resource on one instance group manager: so a custom role with these
+# two permissions, bound at the project under an IAM condition naming this one group.
+RESIZE_PERMISSIONS = ("compute.instanceGroupManagers.get", "compute.instanceGroupManagers.update")
+
+
+def worker_account_id(prefix: str) -> str:
+    """The workers' service account id (6-30 characters), beside the head's ``<prefix>-vm``."""
+    return f"{resource_name(prefix, 27).ljust(3, 'x')}-wk"
+
+
+def resize_role_id(prefix: str) -> str:
+    """A custom role id ([a-zA-Z0-9_.], 3-64 characters): no dashes allowed there."""
+    return re.sub(r"[^a-zA-Z0-9_.]", "_", f"{prefix}_workers_resize")[:64]
+
+
+def group_condition(project: str, zone: str, group: str) -> str:
+    """CEL expression confining a project-level grant to one zonal instance group manager."""
+    name = json.dumps(f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}")
+    return f'resource.type == "compute.googleapis.com/InstanceGroupManager" && resource.name == {name}'
+
+
+def node_requirements(pyproject_text: str) -> tuple[str, ...]:
+    """The runner's requirements as every cluster node installs them; Ray must be pinned among them.
+
+    The same list the deploy installs on the head (stacks/bundle.py): head and workers must run the
+    same Ray (a worker of another version cannot join). Raises ConfigError before anything is
+    declared when Ray is missing or not pinned to one version.
+    """
+    requirements = tuple(runner_requirements(pyproject_text))
+    ray = [r for r in requirements if re.match(r"\s*ray(\[[^\]]*\])?\s*(==|$|[<>~!;])", r)]
+    if not ray:
+        raise ConfigError(
+            [
+                "llamaresttest:workers: the runner's dependencies in pyproject.toml have no Ray; a "
+                'cluster needs it pinned there (e.g. "ray[default]==X.Y.Z"), or set workers to 0'
+            ]
+        )
+    if "==" not in ray[0]:
+        raise ConfigError(
+            [
+                f"llamaresttest:workers: the runner's Ray requirement {ray[0]!r} is not pinned to one "
+                "version; head and workers must run the same Ray (pin it with ==)"
+            ]
+        )
+    return requirements
+
+
+@dataclass(frozen=True)
+class ImageRegistryArgs:
+    repository_id: str
+    region: str
+    project: str
+    labels: Mapping[str, str]
+
+
+class ImageRegistry(pulumi.ComponentResource):
+    """The stack's Docker repository; ``pulumi destroy`` deletes it with its images."""
+
+    repository: gcp.artifactregistry.Repository
+
+    def __init__(
+        self, name: str, args: ImageRegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("llamaresttest:stacks:ImageRegistry", name, None, opts)
+        self.repository = gcp.artifactregistry.Repository(
+            name,
+            repository_id=args.repository_id,
+            location=args.region,
+            project=args.project,
+            format="DOCKER",
+            description="llamaresttest cluster images: built once on the head, pulled by the workers",
+            labels=dict(args.labels),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"repositoryId": self.repository.repository_id})
+
+
+@dataclass(frozen=True)
+class ClusterGrantsArgs:
+    project: str
+    region: str
+    zone: str
+    group_name: str
+    resize_role_id: str
+    repository: pulumi.Input[str]  # the repository's id (its last name part)
+    head_email: pulumi.Input[str]
+    worker_email: pulumi.Input[str]
+
+
+class ClusterGrants(pulumi.ComponentResource):
+    """The grants a cluster adds: the workers read the repository, the head writes it and may resize
+    the worker group (and nothing else of Compute Engine)."""
+
+    worker_registry_reader: gcp.artifactregistry.RepositoryIamMember
+    head_registry_writer: gcp.artifactregistry.RepositoryIamMember
+    resize_role: gcp.projects.IAMCustomRole
+    head_resizer: gcp.projects.IAMMember
+
+    def __init__(
+        self, name: str, args: ClusterGrantsArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("llamaresttest:stacks:ClusterGrants", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        head = pulumi.Output.from_input(args.head_email).apply(lambda e: f"serviceAccount:{e}")
+        worker = pulumi.Output.from_input(args.worker_email).apply(lambda e: f"serviceAccount:{e}")
+        self.worker_registry_reader = gcp.artifactregistry.RepositoryIamMember(
+            f"{name}-worker-registry-reader",
+            project=args.project,
+            location=args.region,
+            repository=args.repository,
+            role=REGISTRY_READER_ROLE,
+            member=worker,
+            opts=child,
+        )
+        self.head_registry_writer = gcp.artifactregistry.RepositoryIamMember(
+            f"{name}-head-registry-writer",
+            project=args.project,
+            location=args.region,
+            repository=args.repository,
+            role=REGISTRY_WRITER_ROLE,
+            member=head,
+            opts=child,
+        )
+        self.resize_role = gcp.projects.IAMCustomRole(
+            f"{name}-resize-role",
+            project=args.project,
+            role_id=args.resize_role_id,
+            title="llamaresttest: resize the cluster's worker group",
+            description="Lets the cluster head resize its worker group to 0 when the batch is done",
+            permissions=list(RESIZE_PERMISSIONS),
+            opts=child,
+        )
+        self.head_resizer = gcp.projects.IAMMember(
+            f"{name}-head-resizer",
+            project=args.project,
+            role=self.resize_role.name,
+            member=head,
+            condition=gcp.projects.IAMMemberConditionArgs(
+                title=f"only {args.group_name}",
+                description="the llamaresttest head may resize its own worker group only",
+                expression=group_condition(args.project, args.zone, args.group_name),
+            ),
+            opts=child,
+        )
+        self.register_outputs({})
+
+    @property
+    def resources(self) -> list[pulumi.Resource]:
+        return [self.worker_registry_reader, self.head_registry_writer, self.resize_role, self.head_resizer]
+
+
+@dataclass(frozen=True)
+class RayFirewallArgs:
+    name: str  # prefix of the rules and tags, e.g. "llamaresttest-dev"
+    network: str
+
+    @property
+    def head_tag(self) -> str:
+        return f"{self.name}-ray-head"
+
+    @property
+    def worker_tag(self) -> str:
+        return f"{self.name}-ray-worker"
+
+
+class RayFirewall(pulumi.ComponentResource):
+    """Two ingress rules, by network tag only: workers reach the head's GCS and node ports; the head
+    and the workers reach every worker's node ports. No source range: nothing outside the cluster."""
+
+    head_tag: str
+    worker_tag: str
+    to_head: gcp.compute.Firewall
+    to_workers: gcp.compute.Firewall
+
+    def __init__(self, name: str, args: RayFirewallArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:RayFirewall", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.head_tag, self.worker_tag = args.head_tag, args.worker_tag
+        self.to_head = gcp.compute.Firewall(
+            f"{name}-to-head",
+            network=args.network,
+            direction="INGRESS",
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(HEAD_PORTS))],
+            source_tags=[self.worker_tag],
+            target_tags=[self.head_tag],
+            description="Ray: the llamaresttest workers to their head (GCS, raylet, agent, worker ports)",
+            opts=child,
+        )
+        self.to_workers = gcp.compute.Firewall(
+            f"{name}-to-workers",
+            network=args.network,
+            direction="INGRESS",
+            allows=[gcp.compute.FirewallAllowArgs(protocol="tcp", ports=list(NODE_PORTS))],
+            source_tags=[self.head_tag, self.worker_tag],
+            target_tags=[self.worker_tag],
+            description="Ray: llamaresttest head and workers to the workers (raylet, agent, worker ports)",
+            opts=child,
+        )
+        self.register_outputs({"headTag": self.head_tag, "workerTag": self.worker_tag})
+
+
+@dataclass(frozen=True)
+class WorkerGroupArgs:
+    group_name: str
+    base_instance_name: str
+    zone: str
+    project: str
+    size: int
+    machine_type: str
+    spot: bool
+    disk_size_gb: int
+    disk_type: str
+    network: str
+    network_tags: Sequence[str]
+    labels: Mapping[str, str]
+    service_account_email: pulumi.Input[str]
+    startup_script: pulumi.Input[str]
+
+
+def worker_scheduling(spot: bool) -> gcp.compute.InstanceTemplateSchedulingArgs:
+    """A reclaimed spot worker is deleted, not stopped: the group creates a fresh one when capacity
+    returns (a stopped member would wait for someone to start it). Its disk holds nothing that is
+    not elsewhere: run folders are uploaded per attempt, models and images come back by themselves."""
+    if spot:
+        return gcp.compute.InstanceTemplateSchedulingArgs(
+            provisioning_model="SPOT",
+            preemptible=True,
+            automatic_restart=False,
+            on_host_maintenance="TERMINATE",
+            instance_termination_action="DELETE",
+        )
+    return gcp.compute.InstanceTemplateSchedulingArgs(
+        provisioning_model="STANDARD",
+        preemptible=False,
+        automatic_restart=True,
+        on_host_maintenance="MIGRATE",
+    )
+
+
+class WorkerGroup(pulumi.ComponentResource):
+    """The workers' instance template and their zonal managed instance group."""
+
+    template: gcp.compute.InstanceTemplate
+    group: gcp.compute.InstanceGroupManager
+
+    def __init__(self, name: str, args: WorkerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:WorkerGroup", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        # Templates cannot change: a new script or size is a new template (Pulumi creates it before
+        # deleting the old one, hence a name prefix rather than a name).
+        self.template = gcp.compute.InstanceTemplate(
+            f"{name}-template",
+            name_prefix=f"{args.base_instance_name}-",
+            project=args.project,
+            machine_type=args.machine_type,
+            disks=[
+                gcp.compute.InstanceTemplateDiskArgs(
+                    source_image=IMAGE,
+                    boot=True,
+                    auto_delete=True,
+                    disk_size_gb=args.disk_size_gb,
+                    disk_type=args.disk_type,
+                )
+            ],
+            # An ephemeral external address, for apt, PyPI, the registry and the bucket: cheaper than
+            # Cloud NAT here (docs/cluster.md, "Network"); no firewall rule lets anything in by it.
+            network_interfaces=[
+                gcp.compute.InstanceTemplateNetworkInterfaceArgs(
+                    network=args.network,
+                    access_configs=[gcp.compute.InstanceTemplateNetworkInterfaceAccessConfigArgs()],
+                )
+            ],
+            scheduling=worker_scheduling(args.spot),
+            service_account=gcp.compute.InstanceTemplateServiceAccountArgs(
+                email=args.service_account_email, scopes=["cloud-platform"]
+            ),
+            shielded_instance_config=gcp.compute.InstanceTemplateShieldedInstanceConfigArgs(
+                enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
+            ),
+            metadata={
+                "startup-script": pulumi.Output.from_input(args.startup_script),
+                # Nobody logs in to a worker: not with the project's keys either.
+                "block-project-ssh-keys": "TRUE",
+            },
+            tags=list(args.network_tags),
+            labels=dict(args.labels),
+            description="llamaresttest Ray worker (managed by Pulumi)",
+            opts=child,
+        )
+        self.group = gcp.compute.InstanceGroupManager(
+            f"{name}-group",
+            name=args.group_name,
+            project=args.project,
+            zone=args.zone,
+            base_instance_name=args.base_instance_name,
+            versions=[
+                gcp.compute.InstanceGroupManagerVersionArgs(instance_template=self.template.self_link_unique)
+            ],
+            target_size=args.size,
+            # A new template reaches workers as they are recreated (preemption, resize), never by
+            # replacing a worker in the middle of its runs.
+            update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
+                type="OPPORTUNISTIC", minimal_action="REPLACE"
+            ),
+            # Spot capacity may take a while: `pulumi up` does not wait for the instances.
+            wait_for_instances=False,
+            description="llamaresttest Ray workers (managed by Pulumi; recreates preempted spot VMs)",
+            opts=child,
+        )
+        self.register_outputs({"group": self.group.name})

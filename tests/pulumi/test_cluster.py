@@ -1,0 +1,301 @@
+"""Cluster mode under Pulumi's mocks (docs/cluster.md): the head, the worker template and group, Ray's
+firewall between the two tags only, the registry, every grant; and ``workers: 0`` declaring none of it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stacks.access import results_write_condition
+from stacks.cluster import RESIZE_PERMISSIONS, group_condition
+from stacks.config import BENCHMARK_APIS, ConfigError
+from stacks.ray_nodes import GCS_PORT, HEAD_PORTS, NODE_PORTS
+from tests.pulumi.harness import GCP_PROJECT, INTERNAL_IP, ROOT, ProgramRun, make_project, run_program
+from tests.pulumi.test_program import (
+    ACCOUNT,
+    DEPLOYMENT,
+    FIREWALL,
+    IAM_MEMBER,
+    INSTANCE,
+    INSTANCE_IAM,
+    POLICY,
+    _declared_nothing,
+    base_config,
+)
+
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+REPOSITORY_IAM = "gcp:artifactregistry/repositoryIamMember:RepositoryIamMember"
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+GROUP = "gcp:compute/instanceGroupManager:InstanceGroupManager"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+PROJECT_IAM = "gcp:projects/iAMMember:IAMMember"
+CLUSTER_TYPES = (REPOSITORY, REPOSITORY_IAM, TEMPLATE, GROUP, CUSTOM_ROLE, PROJECT_IAM)
+
+HEAD_SA = f"llamaresttest-dev-vm@{GCP_PROJECT}.iam.gserviceaccount.com"
+WORKER_SA = f"llamaresttest-dev-wk@{GCP_PROJECT}.iam.gserviceaccount.com"
+REGISTRY = f"us-central1-docker.pkg.dev/{GCP_PROJECT}/llamaresttest-dev"
+# A Ray pin for projects whose pyproject.toml has none yet (the runner's Ray lands with issue 13).
+RAY_PIN = "ray[default]==2.49.2"
+
+
+def _pyproject(with_ray: bool) -> str:
+    text = (ROOT / "pyproject.toml").read_text()
+    deps = tomllib.loads(text)["project"]["dependencies"]
+    has_ray = [d for d in deps if re.match(r"ray\b", d)]
+    if with_ray and not has_ray:
+        return text.replace("dependencies = [\n", f'dependencies = [\n  "{RAY_PIN}",\n', 1)
+    for dep in [] if with_ray else has_ray:
+        text = text.replace(f'"{dep}",', "")
+    return text
+
+
+def _project(base: Path, with_ray: bool) -> Path:
+    project = make_project(base, apis=[*BENCHMARK_APIS, "demo-shop"], tools=["llamaresttest", "schemathesis"])
+    (project / "pyproject.toml").write_text(_pyproject(with_ray))
+    return project
+
+
+@pytest.fixture(scope="module")
+def cluster_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project(tmp_path_factory.mktemp("cluster-project"), with_ray=True)
+
+
+def cluster_config(**overrides: object) -> dict[str, object]:
+    return base_config(**{"workers": 3, **overrides})
+
+
+def ray_pin(project: Path) -> str:
+    deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(d for d in deps if re.match(r"ray\b", d))
+
+
+def by_name(run: ProgramRun, type_: str) -> dict[str, dict[str, Any]]:
+    return {r.name: r.inputs for r in run.of_type(type_)}
+
+
+def test_cluster_declares_head_registry_template_group_firewall_and_grants(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config())
+
+    # The head: the one VM the deploy reaches, on demand, small, with the SSH and the Ray head tags.
+    head = run.one(INSTANCE).inputs
+    assert head["name"] == "llamaresttest-dev"
+    assert head["machineType"] == "n1-standard-4"
+    assert head["scheduling"]["provisioningModel"] == "STANDARD"
+    assert head["scheduling"]["preemptible"] is False
+    assert head["tags"] == ["llamaresttest-dev-ssh", "llamaresttest-dev-ray-head"]
+    assert head["serviceAccount"]["email"] == HEAD_SA
+    assert run.of_type(POLICY) == [] and run.of_type(INSTANCE_IAM) == []  # never a spot restart schedule
+
+    # The registry, in the stack's region.
+    repo = run.one(REPOSITORY).inputs
+    assert (repo["repositoryId"], repo["location"], repo["format"], repo["project"]) == (
+        "llamaresttest-dev",
+        "us-central1",
+        "DOCKER",
+        GCP_PROJECT,
+    )
+
+    # The template: spot, deleted when reclaimed (the group recreates it), the worker script.
+    template = run.one(TEMPLATE).inputs
+    assert template["machineType"] == "n1-standard-32"
+    assert template["scheduling"] == {
+        "provisioningModel": "SPOT",
+        "preemptible": True,
+        "automaticRestart": False,
+        "onHostMaintenance": "TERMINATE",
+        "instanceTerminationAction": "DELETE",
+    }
+    assert template["serviceAccount"] == {"email": WORKER_SA, "scopes": ["cloud-platform"]}
+    assert template["tags"] == ["llamaresttest-dev-ray-worker"]
+    assert template["disks"][0]["sourceImage"] == "debian-cloud/debian-12"
+    assert (template["disks"][0]["diskSizeGb"], template["disks"][0]["boot"]) == (100, True)
+    assert template["metadata"]["block-project-ssh-keys"] == "TRUE"
+    assert template["namePrefix"] == "llamaresttest-dev-wk-"
+
+    # The group: zonal, `workers` instances, from that template (by its unique link).
+    group = run.one(GROUP).inputs
+    assert (group["name"], group["zone"], group["targetSize"]) == (
+        "llamaresttest-dev-workers",
+        "us-central1-a",
+        3,
+    )
+    template_link = f"projects/{GCP_PROJECT}/global/instanceTemplates/workers-template?uniqueId=7001"
+    assert group["versions"] == [{"instanceTemplate": template_link}]
+    assert group["updatePolicy"]["type"] == "OPPORTUNISTIC"
+    assert group["waitForInstances"] is False
+
+    # Outputs: the head's type; slots and price of the whole cluster.
+    out = run.outputs
+    assert (out["workers"], out["workerGroup"], out["registry"]) == (3, "llamaresttest-dev-workers", REGISTRY)
+    assert out["machineType"] == "n1-standard-4" and out["workerMachineType"] == "n1-standard-32"
+    assert out["experimentSlots"] == 3 * 2
+    assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.385)
+
+
+def test_ray_ports_are_open_only_between_the_head_and_worker_tags(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config())
+    rules = by_name(run, FIREWALL)
+    assert set(rules) == {"network-ssh", "ray-firewall-to-head", "ray-firewall-to-workers"}
+    to_head, to_workers = rules["ray-firewall-to-head"], rules["ray-firewall-to-workers"]
+    assert (to_head["sourceTags"], to_head["targetTags"]) == (
+        ["llamaresttest-dev-ray-worker"],
+        ["llamaresttest-dev-ray-head"],
+    )
+    assert (to_workers["sourceTags"], to_workers["targetTags"]) == (
+        ["llamaresttest-dev-ray-head", "llamaresttest-dev-ray-worker"],
+        ["llamaresttest-dev-ray-worker"],
+    )
+    assert to_head["allows"] == [{"protocol": "tcp", "ports": list(HEAD_PORTS)}]
+    assert to_workers["allows"] == [{"protocol": "tcp", "ports": list(NODE_PORTS)}]
+    assert str(GCS_PORT) in HEAD_PORTS and str(GCS_PORT) not in NODE_PORTS
+    for rule in (to_head, to_workers):
+        assert "sourceRanges" not in rule or not rule["sourceRanges"]  # never 0.0.0.0/0, nor any range
+        assert rule["direction"] == "INGRESS"
+    # SSH stays the head's only: its rule targets the SSH tag, which no worker carries.
+    ssh = rules["network-ssh"]
+    assert ssh["targetTags"] == ["llamaresttest-dev-ssh"]
+    assert "llamaresttest-dev-ssh" not in run.one(TEMPLATE).inputs["tags"]
+    assert ssh["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+
+
+def test_grants_workers_read_the_head_writes_and_resizes_its_group_only(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config())
+    accounts = {r.inputs["accountId"] for r in run.of_type(ACCOUNT)}
+    assert accounts == {"llamaresttest-dev-vm", "llamaresttest-dev-wk"}
+
+    registry = {(m["member"], m["role"]) for m in by_name(run, REPOSITORY_IAM).values()}
+    assert registry == {
+        (f"serviceAccount:{WORKER_SA}", "roles/artifactregistry.reader"),
+        (f"serviceAccount:{HEAD_SA}", "roles/artifactregistry.writer"),
+    }
+    for member in by_name(run, REPOSITORY_IAM).values():
+        assert (member["repository"], member["location"]) == ("llamaresttest-dev", "us-central1")
+
+    # Buckets: each account reads the models and writes only below the results path (stacks/access.py).
+    buckets = {(m["member"], m["role"], m["bucket"]) for m in by_name(run, IAM_MEMBER).values()}
+    assert buckets == {
+        (f"serviceAccount:{sa}", role, "lab-llm-models")
+        for sa in (HEAD_SA, WORKER_SA)
+        for role in ("roles/storage.objectViewer", "roles/storage.objectUser")
+    }
+    condition = results_write_condition("lab-llm-models", "llamaresttest-results")
+    for member in by_name(run, IAM_MEMBER).values():
+        if member["role"] == "roles/storage.objectUser":
+            assert member["condition"]["expression"] == condition
+
+    # The workers get nothing else: no project role, no Compute permission.
+    project_grants = by_name(run, PROJECT_IAM)
+    assert [g["member"] for g in project_grants.values()] == [f"serviceAccount:{HEAD_SA}"]
+    # The head: a custom role of two permissions, on its own group only.
+    role = run.one(CUSTOM_ROLE).inputs
+    assert role["permissions"] == list(RESIZE_PERMISSIONS)
+    assert role["roleId"] == "llamaresttest_dev_workers_resize"
+    (resizer,) = project_grants.values()
+    assert resizer["role"] == f"projects/{GCP_PROJECT}/roles/llamaresttest_dev_workers_resize"
+    assert resizer["condition"]["expression"] == group_condition(
+        GCP_PROJECT, "us-central1-a", "llamaresttest-dev-workers"
+    )
+    assert (
+        f'resource.name == "projects/{GCP_PROJECT}/zones/us-central1-a/instanceGroupManagers/'
+        'llamaresttest-dev-workers"' in resizer["condition"]["expression"]
+    )
+
+
+def test_startup_scripts_of_head_and_workers(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config(workerMachineType="n1-standard-96"))
+    head_script = run.one(INSTANCE).inputs["metadata"]["startup-script"]
+    worker_script = run.one(TEMPLATE).inputs["metadata"]["startup-script"]
+    host_private, _ = run.mocks.keys["ssh-keys-host"]
+
+    assert "NODE_ROLE='head'\n" in head_script and "--head" in head_script
+    assert "--dashboard-host=127.0.0.1" in head_script
+    assert host_private.strip() in head_script
+    assert "NODE_ROLE='worker'\n" in worker_script
+    # Workers join the head's internal address with n1-standard-96's 6 slots, and carry no SSH key.
+    assert f"--address={INTERNAL_IP}:6379" in worker_script
+    assert '--resources={"experiment_slot":6}' in worker_script
+    assert "PRIVATE KEY" not in worker_script and "HOST_PRIVATE_KEY=''\n" in worker_script
+    pin = ray_pin(cluster_project)
+    for script in (head_script, worker_script):
+        assert "REGISTRY_HOST=us-central1-docker.pkg.dev\n" in script
+        assert shlex.quote(pin) in script  # the same pinned Ray on both
+    assert run.outputs["experimentSlots"] == 3 * 6
+
+
+def test_the_runner_settings_name_ray_the_registry_and_the_group(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config(workers=2))
+    experiment = run.one(DEPLOYMENT).inputs["experiment"]
+    assert experiment["ray"] == "auto"
+    assert experiment["registry"] == REGISTRY
+    assert experiment["worker_group"] == {
+        "project": GCP_PROJECT,
+        "zone": "us-central1-a",
+        "name": "llamaresttest-dev-workers",
+    }
+    # `pulumi destroy` drains the driver before the group, the Ray rules and the grants go.
+    needs = run.dependencies[run.one(DEPLOYMENT).name]
+    for resource in (
+        run.one(GROUP),
+        *run.of_type(FIREWALL),
+        *run.of_type(REPOSITORY_IAM),
+        run.one(PROJECT_IAM),
+    ):
+        assert resource.name in needs, resource.name
+
+
+def test_on_demand_workers(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config(workerSpot=False, workers=1))
+    scheduling = run.one(TEMPLATE).inputs["scheduling"]
+    assert scheduling["provisioningModel"] == "STANDARD" and scheduling["automaticRestart"] is True
+    assert "instanceTerminationAction" not in scheduling
+    assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.52)
+
+
+def test_workers_zero_declares_no_cluster_resource(cluster_project: Path) -> None:
+    one_vm = run_program(cluster_project, base_config())
+    explicit = run_program(cluster_project, base_config(workers=0))
+    for run in (one_vm, explicit):
+        assert not [r for r in run.resources if r.type in CLUSTER_TYPES]
+        assert len(run.of_type(FIREWALL)) == 1 and len(run.of_type(ACCOUNT)) == 1
+        assert run.one(INSTANCE).inputs["machineType"] == "n1-standard-32"
+        assert "NODE_ROLE" not in run.one(INSTANCE).inputs["metadata"]["startup-script"]
+        assert not {"ray", "registry", "worker_group"} & set(run.one(DEPLOYMENT).inputs["experiment"])
+        assert run.outputs["workers"] == 0 and "workerGroup" not in run.outputs
+    assert sorted(r.type for r in one_vm.resources) == sorted(r.type for r in explicit.resources)
+
+
+def test_a_runner_without_a_pinned_ray_is_refused_before_anything_is_declared(tmp_path: Path) -> None:
+    project = _project(tmp_path, with_ray=False)
+    with pytest.raises(ConfigError) as info:
+        run_program(project, cluster_config())
+    (problem,) = info.value.problems
+    assert problem.startswith(
+        "llamaresttest:workers: the runner's dependencies in pyproject.toml have no Ray"
+    )
+    assert _declared_nothing()
+
+
+def test_cluster_config_problems_are_listed_together(cluster_project: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_program(
+            cluster_project,
+            cluster_config(
+                workers=-1, workerMachineType="n1-standard-8", headMachineType="n1-tiny", workerSpot="y"
+            ),
+        )
+    problems = info.value.problems
+    expected = [
+        ("llamaresttest:workers", "at least 0"),
+        ("llamaresttest:workerMachineType", "n1-standard-8 (8 vCPUs, 30 GB) is too small for one experiment"),
+        ("llamaresttest:headMachineType", "unknown machine type 'n1-tiny'"),
+        ("llamaresttest:workerSpot", "true or false"),
+    ]
+    for key, text in expected:
+        assert any(p.startswith(key + ":") and text in p for p in problems), (key, text, problems)
+    assert len(problems) == len(expected), problems
+    assert _declared_nothing()
