@@ -171,7 +171,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
-    if not settings.build:
+    # cluster mode with a registry and --no-build: the images are in the registry already and the
+    # nodes pull them; this machine (the driver) needs none of them
+    from_registry = bool(settings.ray and settings.registry and not settings.build)
+    if from_registry:
+        pass
+    elif not settings.build:
         wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
         missing = [f"image {t.image} missing" for t in wanted if docker.image_id(t.image) is None]
         if missing:
@@ -187,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if failed:
             _problems_out("image build failed", failed)
             return EXIT_BUILD_FAILED
-    if settings.registry:
+    if settings.registry and settings.build:
         wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
         failed = images.push(wanted, docker, settings.registry, say=lambda m: print(m, file=sys.stderr))
         if failed:

@@ -11,6 +11,8 @@ command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+# The cluster-mode tests push and pull images through a registry on loopback (tests/cluster).
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 # Headless Chromium renders the HTML report in tests/results/test_report_render.py.
 command -v chromium >/dev/null || need_apt+=(chromium)
 # The virtualenv needs ensurepip, which Debian ships separately from python3.

@@ -233,3 +233,52 @@ def env_without(env: dict[str, str], *keys: str) -> dict[str, str]:
 
 
 __all__ = ["RayCluster", "attempts", "cluster_cli", "cluster_spawn", "env_without", "os"]
+
+
+@dataclass
+class Registry:
+    address: str  # HOST:PORT
+    log: Path
+
+    def prefix(self, name: str) -> str:
+        return f"{self.address}/{name}"
+
+    def served(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """Debian's docker-registry (the CNCF distribution registry) on loopback, storage in a temporary
+    folder; Docker treats 127.0.0.0/8 registries as insecure by itself, so plain HTTP is fine."""
+    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    assert Path(binary).is_file(), "docker-registry missing: scripts/bootstrap.sh installs it"
+    folder = tmp_path_factory.mktemp("registry")
+    port = 45000
+    config = folder / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: info\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n",
+        encoding="utf-8",
+    )
+    log = folder / "registry.log"
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(f"docker-registry did not start:\n{log.read_text()}") from None
+                time.sleep(0.3)
+        yield Registry(f"127.0.0.1:{port}", log)
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -196,3 +197,42 @@ def test_the_driver_killed_then_resumed_runs_everything_exactly_once(
     tries = _exactly_once(batch, 4)
     assert any(a["outcome"] == "abandoned" for a in tries), tries  # the killed driver's attempts
     assert labelled(test_label) == ([], [])
+
+
+def test_a_node_pulls_the_images_it_did_not_build_from_the_registry(
+    cluster, fixture_images, registry, tmp_path, test_label
+):
+    """The driver builds and pushes (``run --registry`` without --no-build); the image is then taken
+    off this engine, so the node that runs the experiment must pull it from the registry."""
+    from remote_runner import catalog as catalog_mod
+    from remote_runner.process import execute
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(fixture_images, catalog, dirs_exist_ok=True)
+    shutil.copytree(catalog / "apis" / "fx-echo", catalog / "apis" / "fx-pulled")
+    specs = catalog / "apis" / "fx-pulled" / "specifications"
+    (specs / "fx-echo-openapi.json").rename(specs / "fx-pulled-openapi.json")
+    image = catalog_mod.load(catalog).apis["fx-pulled"].image
+    prefix = registry.prefix(f"lrt-test-{os.getpid()}")
+    remote = f"{prefix}/{image}"
+    try:
+        results = tmp_path / "results"
+        args = _args(catalog, results, test_label, cluster, "--runs", "1", "--budget", "3s")
+        args[args.index("fx-echo")] = "fx-pulled"
+        first = cluster_cli(cluster, *args, "--registry", prefix)  # builds fx-pulled, pushes, runs
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"pushing {image} to {remote}" in first.stderr
+        # now the image exists only in the registry: a node that needs it must pull it
+        assert execute(["docker", "rmi", "-f", image, remote], timeout=120).ok
+        assert execute(["docker", "image", "inspect", image], timeout=60).ok is False
+        second = cluster_cli(cluster, *args, "--registry", prefix, "--no-build")
+        assert second.returncode == 0, second.stdout + second.stderr
+        batch = sorted(results.glob("batch-*"))[-1]
+        _exactly_once(batch, 1)
+        meta = read_json(batch / "fx-pulled" / "fx-good" / "run-1" / "metadata.json")
+        assert str(meta["image_ids"]["api"]).startswith("sha256:")  # type: ignore[index]
+        assert execute(["docker", "image", "inspect", remote], timeout=60).ok  # pulled by the node
+        served = registry.served()
+        assert f"/v2/{prefix.split('/', 1)[1]}/{image}/manifests/latest" in served.replace('"', " ")
+    finally:
+        execute(["docker", "rmi", "-f", image, remote], timeout=120)
