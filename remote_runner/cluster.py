@@ -208,7 +208,8 @@ class AttemptPayload:
     upload_bucket: str | None = None
     upload_path: str = ""
     scratch: str = DEFAULT_SCRATCH
-    #: the node's experiment function (tests and the benchmark put a synthetic one here)
+    #: the node's experiment function: None is today's lifecycle; the benchmark puts a synthetic one
+    #: here (it must be importable on the nodes), which needs no image
     experiment: Callable[..., Outcome] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -276,14 +277,18 @@ def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], sto
     removed = remove_orphans(docker, payload.batch_id, payload.driver, alive)
     if removed:
         log.warning("node %s: removed %d leftovers of dead nodes or drivers", node_id[:8], len(removed))
-    problems = [
-        p
-        for p in (
-            ensure_image(docker, payload.api.image, payload.registry),
-            ensure_image(docker, payload.tool.image, payload.registry),
-        )
-        if p
-    ]
+    problems = (
+        []
+        if payload.experiment is not None  # a synthetic experiment (benchmark) starts no container
+        else [
+            p
+            for p in (
+                ensure_image(docker, payload.api.image, payload.registry),
+                ensure_image(docker, payload.tool.image, payload.registry),
+            )
+            if p
+        ]
+    )
     if problems:
         return _result(FAILED, "; ".join(problems), {}, node_id, stage, removed)
     spec_dir = scratch / "specs" / payload.batch / payload.key.api

@@ -124,18 +124,15 @@ class RayCluster:
             self.start_worker(name)
 
 
-def _stop_all(env: dict[str, str]) -> None:
+def stop_all(env: dict[str, str]) -> None:
     subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    env = runner_env()
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env["LLAMARESTTEST_NODE_SCRATCH"] = str(tmp_path_factory.mktemp("node-scratch"))
-    temp = Path("/tmp/lrt-ray")  # Ray's session folder: short, its socket paths must fit 107 bytes
+def start_cluster(env: dict[str, str], temp: Path = Path("/tmp/lrt-ray")) -> RayCluster:
+    """Starts the head and both workers (``ray stop --force`` first: one cluster per machine here).
+    ``temp`` is Ray's session folder: short, as its socket paths must fit 107 bytes."""
     shutil.rmtree(temp, ignore_errors=True)
-    _stop_all(env)
+    stop_all(env)
     head = subprocess.run(
         [
             RAY,
@@ -174,13 +171,26 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         },
         env=env,
     )
+    for name in cluster.workers:
+        cluster.start_worker(name)
+    return cluster
+
+
+def cluster_env(scratch: Path) -> dict[str, str]:
+    env = runner_env()
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["LLAMARESTTEST_NODE_SCRATCH"] = str(scratch)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    env = cluster_env(tmp_path_factory.mktemp("node-scratch"))
     try:
-        for name in cluster.workers:
-            cluster.start_worker(name)
-        yield cluster
+        yield start_cluster(env)
     finally:
-        _stop_all(env)
-        shutil.rmtree(temp, ignore_errors=True)
+        stop_all(env)
+        shutil.rmtree("/tmp/lrt-ray", ignore_errors=True)
 
 
 @pytest.fixture
