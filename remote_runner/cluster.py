@@ -153,6 +153,7 @@ def lost_reason(exc: BaseException) -> str | None:
     )
     if isinstance(exc, lost_types):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(" This can happen")[0].split(" To see node death")[0]  # Ray's advice
         return f"node lost ({type(exc).__name__}): {first}"
     return None
 
@@ -464,6 +465,7 @@ class RayPlacement:
         self._nodes: list[Node] = []
         self._nodes_at = -1e9
         self._lock = threading.Lock()
+        self._status_lock = threading.Lock()
         self.outstanding: dict[Hashable, int] = {}  # run -> attempt
         self.where: dict[Hashable, str] = {}  # run -> node id, once its task said so
         self.task = ray.remote(run_attempt).options(
@@ -503,9 +505,15 @@ class RayPlacement:
                 for n in self._nodes
             ],
         }
-        tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        tmp.replace(self.status_file)
+        # the scheduler's loop and the attempts' threads all write it: one at a time, and a failed
+        # write (a full disk) only costs status its freshness, never the batch
+        with self._status_lock:
+            tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
+            try:
+                tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+                tmp.replace(self.status_file)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.status_file, exc)
 
     # the interface ------------------------------------------------------------------------------
     def decide(self, pending: Sequence[Candidate]) -> Decision:

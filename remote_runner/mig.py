@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,16 +112,16 @@ def resize_to_zero(
         request = urllib.request.Request(url, data=b"", method="POST", headers=headers)  # noqa: S310 (checked)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked above)
-                body = _json(response.read())
+                body = api_json(response.read())
             code = 200
         except urllib.error.HTTPError as exc:
-            code, body = exc.code, _json(exc.read())
+            code, body = exc.code, api_json(exc.read())
         except (urllib.error.URLError, OSError) as exc:
             code, body = 0, {"error": {"message": f"no answer: {exc}"}}
         if code == 200:
             errors = (body.get("error") or {}).get("errors") or []
             if errors:
-                raise MigError(f"resizing {label} to 0 failed: {_message(body)}")
+                raise MigError(f"resizing {label} to 0 failed: {api_message(body)}")
             return ResizeResult(
                 group=group,
                 zone=zone,
@@ -129,7 +129,7 @@ def resize_to_zero(
                 status=str(body.get("status") or "UNKNOWN"),
                 attempts=attempt,
             )
-        last = f"{code or 'no answer'}: {_message(body)}"
+        last = f"{code or 'no answer'}: {api_message(body)}"
         if code not in RETRIED and code != 0:
             hint = {
                 403: "; the head's service account needs the stack's resize role on this group "
@@ -142,7 +142,9 @@ def resize_to_zero(
     raise MigError(f"resizing {label} to 0 failed {attempts} times (last: {last})")
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def api_json(raw: bytes) -> dict[str, Any]:
+    """A Google API answer's body as a dict (``{"raw": ...}`` when it is not a JSON object); shared
+    with stacks/compute.py."""
     try:
         value = json.loads(raw or b"{}")
     except ValueError:
@@ -150,8 +152,9 @@ def _json(raw: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"raw": value}
 
 
-def _message(body: dict[str, Any]) -> str:
+def api_message(body: Mapping[str, Any]) -> str:
+    """The error message of a Google API answer's body."""
     error = body.get("error")
     if isinstance(error, dict):
         return str(error.get("message") or error.get("errors") or error)
-    return str(body.get("raw") or "no details")
+    return str(body.get("raw") or body or "no details")

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from remote_runner.mig import api_json, api_message
+
 DEFAULT_ENDPOINT = "https://compute.googleapis.com"
 ENDPOINT_ENV = "LLAMARESTTEST_COMPUTE_API"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -108,9 +110,9 @@ class ComputeClient:
         req = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                return resp.status, _json(resp.read())
+                return resp.status, api_json(resp.read())
         except urllib.error.HTTPError as exc:
-            return exc.code, _json(exc.read())
+            return exc.code, api_json(exc.read())
         except (urllib.error.URLError, OSError) as exc:
             raise ComputeError(f"the Compute API at {self.endpoint} could not be reached: {exc}") from exc
 
@@ -120,16 +122,18 @@ class ComputeClient:
         if code == 404:
             return None
         if code != 200:
-            raise ComputeError(f"instances.get of {ref.label} answered {code}: {_message(body)}")
+            raise ComputeError(f"instances.get of {ref.label} answered {code}: {api_message(body)}")
         return InstanceState.of(body)
 
     def start(self, ref: InstanceRef) -> None:
         code, body = self._request("POST", ref.path + "/start")
         if code != 200:
-            raise ComputeError(f"instances.start of {ref.label} answered {code}: {_message(body)}")
+            raise ComputeError(f"instances.start of {ref.label} answered {code}: {api_message(body)}")
         error = (body.get("error") or {}).get("errors") or []
         if error:
-            raise ComputeError(f"instances.start of {ref.label} failed: {_message({'error': body['error']})}")
+            raise ComputeError(
+                f"instances.start of {ref.label} failed: {api_message({'error': body['error']})}"
+            )
 
     def wait_while(self, ref: InstanceRef, statuses: frozenset[str], timeout: float) -> InstanceState | None:
         """Polls until the status leaves ``statuses`` (or the instance is gone); bounded by ``timeout``."""
@@ -141,21 +145,6 @@ class ComputeClient:
             if self.clock() - started >= timeout:
                 raise ComputeError(f"{ref.label} stayed {state.status} for {timeout:.0f}s")
             self.sleep(2.0)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw or b"{}")
-    except ValueError:
-        return {"raw": raw[:200].decode(errors="replace")}
-    return value if isinstance(value, dict) else {"raw": value}
-
-
-def _message(body: Mapping[str, Any]) -> str:
-    error = body.get("error")
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("errors") or error)
-    return str(body.get("raw") or body or "no details")
 
 
 def google_token(environ: Mapping[str, str]) -> TokenSource:
