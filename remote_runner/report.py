@@ -14,7 +14,8 @@ HTML is self-contained apart from the PNG files next to it) and the PNG plots:
   verified run of that API, rounded down to a row of the cumulative series, as RESTgym compares
   tools) and the areas under the cumulative curves up to that count, with the same statistics;
 - across APIs, for two or more tools: mean ranks, the Friedman test, Nemenyi post-hoc p-values and a
-  critical-difference diagram per ranked metric, naming the APIs that went in.
+  critical-difference diagram per ranked metric, naming the APIs that went in; once on the values at
+  the budget's end and once on those at each API's smallest request count.
 
 Both fault counts are shown: ours (per operation and status, normalised tokens, first similar group,
 Jaccard 0.8) and RESTgym's (one pool per run, per-API text cleaning and threshold;
@@ -431,6 +432,13 @@ def _compare(xa: Sequence[float], xb: Sequence[float]) -> str:
     return f"p={_fmt_p(stats.mann_whitney_u(xa, xb).p_value)}, A12={stats.a12(xa, xb):.2f}"
 
 
+#: what a ranking ranks on: each (API, tool)'s median at the budget's end, or at the API's smallest
+#: request count (the series row of :class:`EqualRequests`)
+BUDGET_END = "budget-end"
+EQUAL_REQUESTS = "equal-requests"
+BASIS_TEXT = {BUDGET_END: "at the budget's end", EQUAL_REQUESTS: "at equal requests"}
+
+
 @dataclass(frozen=True)
 class Ranking:
     metric: str
@@ -441,25 +449,54 @@ class Ranking:
     result: stats.Friedman | None  # None with fewer than 2 tools or no API
     nemenyi: tuple[tuple[float, ...], ...] = ()
     critical_difference: float | None = None
+    basis: str = BUDGET_END
+    points: tuple[int, ...] = ()  # EQUAL_REQUESTS: the request count of each API that went in
 
 
-def rank_tools(groups: dict[str, dict[str, list[Run]]], key: str, label: str) -> Ranking:
-    """Friedman over APIs x tools on each (API, tool)'s median of ``key`` over verified runs."""
+def rank_tools(
+    groups: dict[str, dict[str, list[Run]]],
+    key: str,
+    label: str,
+    equal: Mapping[str, EqualRequests] | None = None,
+) -> Ranking:
+    """Friedman over APIs x tools on each (API, tool)'s median of ``key`` over verified runs: at the
+    budget's end, or, given ``equal`` (per API), at each API's smallest request count (an API whose
+    smallest verified run sent fewer requests than one series row has no such value)."""
     tools = tuple(sorted({t for by_tool in groups.values() for t in by_tool}))
-    apis, left_out, table = [], [], []
+    apis, left_out, table, points = [], [], [], []
     for api in sorted(groups):
-        medians = [metric_values(groups[api].get(t, []), key) for t in tools]
-        if all(medians):
+        if equal is None:
+            per_tool = [metric_values(groups[api].get(t, []), key) for t in tools]
+        else:
+            at = equal[api].at
+            per_tool = [at[t].values(key) if t in at else [] for t in tools]
+        if all(per_tool):
             apis.append(api)
-            table.append([stats.median(v) for v in medians])
+            table.append([stats.median(v) for v in per_tool])
+            if equal is not None:
+                points.append(equal[api].point or 0)
         else:
             left_out.append(api)
+    basis = BUDGET_END if equal is None else EQUAL_REQUESTS
     if len(tools) < 2 or not table:
-        return Ranking(key, label, tools, tuple(apis), tuple(left_out), None)
+        return Ranking(
+            key, label, tools, tuple(apis), tuple(left_out), None, basis=basis, points=tuple(points)
+        )
     result = stats.friedman(table)
     p = stats.nemenyi(result.mean_ranks, result.blocks)
     cd = stats.critical_difference(len(tools), result.blocks, ALPHA)
-    return Ranking(key, label, tools, tuple(apis), tuple(left_out), result, tuple(map(tuple, p)), cd)
+    return Ranking(
+        key,
+        label,
+        tools,
+        tuple(apis),
+        tuple(left_out),
+        result,
+        tuple(map(tuple, p)),
+        cd,
+        basis,
+        tuple(points),
+    )
 
 
 # --- plots ----------------------------------------------------------------------------------------
@@ -587,6 +624,12 @@ def plot_operations(groups: dict[str, dict[str, list[Run]]], out_dir: Path) -> s
     return name
 
 
+def cd_name(ranking: Ranking) -> str:
+    """cd-<metric>.png at the budget's end, cd-<metric>-equal-requests.png at equal requests."""
+    suffix = "" if ranking.basis == BUDGET_END else f"-{ranking.basis}"
+    return f"cd-{_safe(ranking.metric)}{suffix}.png"
+
+
 def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
     """cd-<metric>.png: Demsar's critical-difference diagram: the tools on the mean-rank axis (1 =
     best, left), a bar as long as the critical difference, and thick lines joining tools whose mean
@@ -623,11 +666,12 @@ def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
     for n, (a, b) in enumerate(cliques):
         ax.hlines(-0.35 - 0.2 * n, ranks[order[a]] - 0.03, ranks[order[b]] + 0.03, color="black", linewidth=4)
     ax.set_title(
-        f"{ranking.label}: mean ranks over {ranking.result.blocks} APIs (Nemenyi, alpha={ALPHA:g})",
+        f"{ranking.label} {BASIS_TEXT[ranking.basis]}: mean ranks over {ranking.result.blocks} APIs "
+        f"(Nemenyi, alpha={ALPHA:g})",
         fontsize=10,
     )
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85)
-    name = f"cd-{_safe(ranking.metric)}.png"
+    name = cd_name(ranking)
     fig.savefig(out_dir / name, dpi=80)
     plt.close(fig)
     return name
@@ -748,7 +792,7 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
             if name:
                 doc.heading(3, "Coverage over time")
                 doc.image(name, f"{api} coverage over time")
-    add_rankings(doc, groups, out_dir, plots=plots)
+    add_rankings(doc, groups, out_dir, plots=plots, equal=equal)
     if plots:
         name = plot_operations(groups, out_dir)
         if name:
@@ -789,55 +833,88 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
 
 
 def add_rankings(
-    doc: Doc, groups: dict[str, dict[str, list[Run]]], out_dir: Path, *, plots: bool = True
+    doc: Doc,
+    groups: dict[str, dict[str, list[Run]]],
+    out_dir: Path,
+    *,
+    plots: bool = True,
+    equal: Mapping[str, EqualRequests] | None = None,
 ) -> None:
-    """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram."""
+    """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram, at
+    the budget's end and (given ``equal``) again at each API's smallest request count."""
     tools = sorted({t for by_tool in groups.values() for t in by_tool})
     doc.heading(2, "Ranks across APIs")
     if len(tools) < 2:
         doc.para("Ranking needs two or more tools; this batch has " + (tools[0] if tools else "none") + ".")
         return
     doc.para(
-        "Per metric, each API ranks the tools by their median over verified runs at the budget's end "
-        "(1 = best, i.e. highest; ties share the average rank). Friedman test over the APIs, Nemenyi "
-        f"post-hoc p-values, critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in "
-        "FuzzBench's reports). An API goes in when every tool has a verified value there."
+        "Per metric, each API ranks the tools by their median over verified runs (1 = best, i.e. "
+        "highest; ties share the average rank), twice: at the budget's end, then at equal requests "
+        "(each API at its smallest request count, the row of its 'At the smallest request count' "
+        "section, as RESTgym compares tools). Friedman test over the APIs, Nemenyi post-hoc p-values, "
+        f"critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in FuzzBench's reports). An "
+        "API goes in when every tool has a verified value there."
     )
-    for key, label in RANK_METRICS:
-        ranking = rank_tools(groups, key, label)
-        doc.heading(3, f"Ranks: {label}")
+    bases: list[Mapping[str, EqualRequests] | None] = [None] if equal is None else [None, equal]
+    for basis in bases:
+        if basis is not None:
+            doc.heading(3, "At equal requests")
+            doc.para(
+                "The same ranks on each tool's values at its API's smallest request count (the "
+                "fewest requests of any verified run of that API, rounded down to a row of the "
+                f"cumulative series, every {cumulative.STEP}); an API whose smallest verified run sent "
+                f"fewer than {cumulative.STEP} requests has no such values and is left out."
+            )
+        for key, label in RANK_METRICS:
+            _add_ranking(doc, rank_tools(groups, key, label, basis), out_dir, plots=plots)
+
+
+def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> None:
+    at_end = ranking.basis == BUDGET_END
+    doc.heading(
+        3 if at_end else 4,
+        f"Ranks: {ranking.label}" if at_end else f"Ranks at equal requests: {ranking.label}",
+    )
+    if not ranking.apis:
+        went_in = "No API went in."
+    elif at_end:
+        went_in = f"{len(ranking.apis)} APIs went in: {', '.join(ranking.apis)}."
+    else:
         went_in = (
-            f"{len(ranking.apis)} APIs went in: {', '.join(ranking.apis)}."
-            if ranking.apis
-            else "No API went in."
+            f"{len(ranking.apis)} APIs went in, each at its smallest request count: "
+            + ", ".join(
+                f"{api} at {point} requests" for api, point in zip(ranking.apis, ranking.points, strict=True)
+            )
+            + "."
         )
-        if ranking.left_out:
-            went_in += f" Left out (a tool has no verified value): {', '.join(ranking.left_out)}."
-        if ranking.result is None:
-            doc.para(went_in)
-            continue
-        res = ranking.result
-        doc.para(
-            f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
-            f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
-            + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
-        )
-        order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
-        doc.table(
-            ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+    if ranking.left_out:
+        why = "a tool has no verified value" if at_end else "a tool has no value at equal requests"
+        went_in += f" Left out ({why}): {', '.join(ranking.left_out)}."
+    if ranking.result is None:
+        doc.para(went_in)
+        return
+    res = ranking.result
+    doc.para(
+        f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
+        f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
+        + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
+    )
+    order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
+    doc.table(
+        ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+        [
             [
-                [
-                    ranking.tools[i],
-                    f"{res.mean_ranks[i]:.2f}",
-                    *["-" if i == j else _fmt_p(ranking.nemenyi[i][j]) for j in order],
-                ]
-                for i in order
-            ],
-        )
-        if plots:
-            name = plot_critical_difference(ranking, out_dir)
-            if name:
-                doc.image(name, f"critical-difference diagram: {label}")
+                ranking.tools[i],
+                f"{res.mean_ranks[i]:.2f}",
+                *["-" if i == j else _fmt_p(ranking.nemenyi[i][j]) for j in order],
+            ]
+            for i in order
+        ],
+    )
+    if plots:
+        name = plot_critical_difference(ranking, out_dir)
+        if name:
+            doc.image(name, f"critical-difference diagram: {ranking.label} {BASIS_TEXT[ranking.basis]}")
 
 
 def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:
