@@ -7,7 +7,8 @@ HTML is self-contained apart from the PNG files next to it) and the PNG plots:
 - per API, per tool: median and interquartile range of every metric, over verified runs, with n;
 - per API, per pair of tools: two-sided Mann-Whitney U p-value and Vargha-Delaney A12 per metric
   (:mod:`remote_runner.stats`);
-- per API: coverage over time (line, branch, method), median line and IQR band per tool;
+- per API: coverage over time (line, branch, method), median line and IQR band per tool, of the
+  verified runs (an API without one gets no plot, and a line saying why);
 - a bar chart of operations covered (median, IQR whiskers) per API and tool;
 - every failed or unverified run, with its reason; these runs are left out of the statistics;
 - per API: every metric again at the API's smallest request count (the fewest requests of any
@@ -584,6 +585,23 @@ def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str
     return name
 
 
+def no_coverage_plot_reason(api: str, runs: Sequence[Run]) -> str:
+    """Why an API has no coverage-<api>.png: the plot, like the statistics, draws verified runs only,
+    so an API none of whose runs is verified (too few coverage samples per minute in a short or
+    crowded run, say) has none, even where its runs sampled coverage (pure)."""
+    verified = [r for r in runs if r.verified]
+    sampled = [r for r in runs if r.series]
+    if verified:  # verified without samples: only with a sample threshold of 0
+        return f"No plot: none of the {len(verified)} verified runs of {api} has coverage samples."
+    if not sampled:
+        return f"No plot: no run of {api} has coverage samples."
+    return (
+        f"No plot: it draws verified runs only, as the statistics do, and no run of {api} is verified; "
+        f"{len(sampled)} of its {len(runs)} runs have coverage samples (see 'Runs left out of the "
+        "statistics' for why each is not verified)."
+    )
+
+
 def plot_operations(groups: dict[str, dict[str, list[Run]]], out_dir: Path) -> str | None:
     """operations-covered.png: median operations covered per API and tool, IQR as whiskers."""
     apis = sorted(
@@ -789,9 +807,11 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                 )
         if plots:
             name = plot_coverage(api, by_tool, out_dir)
+            doc.heading(3, "Coverage over time")
             if name:
-                doc.heading(3, "Coverage over time")
                 doc.image(name, f"{api} coverage over time")
+            else:
+                doc.para(no_coverage_plot_reason(api, [r for r in runs if r.api == api]))
     add_rankings(doc, groups, out_dir, plots=plots, equal=equal)
     if plots:
         name = plot_operations(groups, out_dir)

@@ -167,6 +167,42 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
 
 
+def test_an_api_without_verified_runs_has_no_coverage_plot_and_says_why(tmp_path: Path) -> None:
+    """Why a stand-in batch's report lacked coverage-features-service.png and coverage-genome-nexus.png
+    although those runs had coverage samples: the plot, like the statistics, draws verified runs only,
+    and 10-second runs on a crowded machine can fall short of a check (here: the coverage samples per
+    minute, as a slow-starting service gives). The report now says so instead of leaving the plot out
+    without a word; the API with verified runs (the control) keeps its plot."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(PETSTORE_SPEC))
+    batch = tmp_path / "batch-20261129T230000Z"
+    for n in (1, 2):
+        synthetic_run(batch / "fast" / "walker" / f"run-{n}", seed=n, budget=60)
+        synthetic_run(batch / "slow-start" / "walker" / f"run-{n}", seed=10 + n, budget=60, sample_every=20)
+    for run_dir in results.find_run_dirs(batch):
+        results.write_run_summary(run_dir, spec, 60)
+    results.write_batch_summary(batch)
+    md = report.build_report(batch).read_text()
+    slow = [r for r in report.load_runs(batch) if r.api == "slow-start"]
+    assert all(r.series and not r.verified and "coverage_samples_per_minute" in r.reason for r in slow)
+    assert (batch / "coverage-fast.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (batch / "coverage-slow-start.png").exists()
+    section = md.split("## API: slow-start", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "### Coverage over time\n\nNo plot: it draws verified runs only, as the statistics do, and no run "
+        "of slow-start is verified; 2 of its 2 runs have coverage samples (see 'Runs left out of the "
+        "statistics' for why each is not verified)." in section
+    )
+    assert "![fast coverage over time](coverage-fast.png)" in md
+    # the other reasons, on hand-made runs
+    bare = report.Run("x", "t", 1, "succeeded", False, "", {}, (), 60.0, "x/t/run-1")
+    assert report.no_coverage_plot_reason("x", [bare]) == "No plot: no run of x has coverage samples."
+    verified = report.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1")
+    assert report.no_coverage_plot_reason("x", [verified]) == (
+        "No plot: none of the 1 verified runs of x has coverage samples."
+    )
+
+
 def test_coverage_matrix_steps_and_band_hand_checked() -> None:
     def run(series: list[tuple[float, float | None]]) -> report.Run:
         return report.Run(
