@@ -889,6 +889,10 @@ def add_rankings(
             _add_ranking(doc, rank_tools(groups, key, label, basis), out_dir, plots=plots)
 
 
+def _apis(n: int) -> str:
+    return f"{n} API" if n == 1 else f"{n} APIs"
+
+
 def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> None:
     at_end = ranking.basis == BUDGET_END
     doc.heading(
@@ -898,10 +902,10 @@ def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> N
     if not ranking.apis:
         went_in = "No API went in."
     elif at_end:
-        went_in = f"{len(ranking.apis)} APIs went in: {', '.join(ranking.apis)}."
+        went_in = f"{_apis(len(ranking.apis))} went in: {', '.join(ranking.apis)}."
     else:
         went_in = (
-            f"{len(ranking.apis)} APIs went in, each at its smallest request count: "
+            f"{_apis(len(ranking.apis))} went in, each at its smallest request count: "
             + ", ".join(
                 f"{api} at {point} requests" for api, point in zip(ranking.apis, ranking.points, strict=True)
             )
