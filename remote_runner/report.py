@@ -7,14 +7,16 @@ HTML is self-contained apart from the PNG files next to it) and the PNG plots:
 - per API, per tool: median and interquartile range of every metric, over verified runs, with n;
 - per API, per pair of tools: two-sided Mann-Whitney U p-value and Vargha-Delaney A12 per metric
   (:mod:`remote_runner.stats`);
-- per API: coverage over time (line, branch, method), median line and IQR band per tool;
+- per API: coverage over time (line, branch, method), median line and IQR band per tool, of the
+  verified runs (an API without one gets no plot, and a line saying why);
 - a bar chart of operations covered (median, IQR whiskers) per API and tool;
 - every failed or unverified run, with its reason; these runs are left out of the statistics;
 - per API: every metric again at the API's smallest request count (the fewest requests of any
   verified run of that API, rounded down to a row of the cumulative series, as RESTgym compares
   tools) and the areas under the cumulative curves up to that count, with the same statistics;
 - across APIs, for two or more tools: mean ranks, the Friedman test, Nemenyi post-hoc p-values and a
-  critical-difference diagram per ranked metric, naming the APIs that went in.
+  critical-difference diagram per ranked metric, naming the APIs that went in; once on the values at
+  the budget's end and once on those at each API's smallest request count.
 
 Both fault counts are shown: ours (per operation and status, normalised tokens, first similar group,
 Jaccard 0.8) and RESTgym's (one pool per run, per-API text cleaning and threshold;
@@ -31,7 +33,7 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -370,30 +372,72 @@ def smallest_point(runs: Sequence[Run]) -> tuple[int | None, int | None]:
     return smallest, cumulative.comparison_point(smallest)
 
 
+@dataclass(frozen=True)
+class AtPoint:
+    """One tool's verified runs of an API at the API's comparison point: each run's series row there
+    and its areas up to there, found once per run (the tables and the ranks then read them per
+    metric; finding them per metric was most of the report's time on large batches). Runs that did
+    not reach the point are not in it."""
+
+    point: int
+    rows: tuple[Mapping[str, Any], ...]
+    areas: tuple[dict[str, float | None], ...]
+
+    @classmethod
+    def of(cls, runs: Sequence[Run], point: int) -> AtPoint:
+        rows: list[Mapping[str, Any]] = []
+        areas: list[dict[str, float | None]] = []
+        for r in runs:
+            row = cumulative.row_at(r.cumulative, point)
+            if row is not None:
+                rows.append(row)
+                areas.append(cumulative.areas(r.cumulative, point))
+        return cls(point, tuple(rows), tuple(areas))
+
+    def values(self, key: str) -> list[float]:
+        """Each run's ``key`` at the point (runs without a value are skipped)."""
+        return [v for row in self.rows if (v := _series_num(row.get(key))) is not None]
+
+    def area_values(self, key: str) -> list[float]:
+        return [v for a in self.areas if (v := a.get(key)) is not None]
+
+
 def values_at(runs: Sequence[Run], point: int, key: str) -> list[float]:
     """Each run's ``key`` at its series row of ``point`` requests (runs without one are skipped)."""
-    out = []
-    for r in runs:
-        row = cumulative.row_at(r.cumulative, point)
-        if row is not None and (v := _series_num(row.get(key))) is not None:
-            out.append(v)
-    return out
+    return AtPoint.of(runs, point).values(key)
 
 
 def area_values(runs: Sequence[Run], point: int, key: str) -> list[float]:
-    out = []
-    for r in runs:
-        if cumulative.row_at(r.cumulative, point) is None:
-            continue
-        if (v := cumulative.areas(r.cumulative, point).get(key)) is not None:
-            out.append(v)
-    return out
+    return AtPoint.of(runs, point).area_values(key)
+
+
+@dataclass(frozen=True)
+class EqualRequests:
+    """An API's comparison at equal requests: the fewest requests of its verified runs, the series
+    row that rounds it down to (None below one row) and every tool's runs there."""
+
+    smallest: int | None
+    point: int | None
+    at: dict[str, AtPoint]
+
+    @classmethod
+    def of(cls, by_tool: dict[str, list[Run]]) -> EqualRequests:
+        smallest, point = smallest_point([r for rs in by_tool.values() for r in rs])
+        at = {} if point is None else {t: AtPoint.of(rs, point) for t, rs in by_tool.items()}
+        return cls(smallest, point, at)
 
 
 def _compare(xa: Sequence[float], xb: Sequence[float]) -> str:
     if not xa or not xb:
         return "-"
     return f"p={_fmt_p(stats.mann_whitney_u(xa, xb).p_value)}, A12={stats.a12(xa, xb):.2f}"
+
+
+#: what a ranking ranks on: each (API, tool)'s median at the budget's end, or at the API's smallest
+#: request count (the series row of :class:`EqualRequests`)
+BUDGET_END = "budget-end"
+EQUAL_REQUESTS = "equal-requests"
+BASIS_TEXT = {BUDGET_END: "at the budget's end", EQUAL_REQUESTS: "at equal requests"}
 
 
 @dataclass(frozen=True)
@@ -406,25 +450,54 @@ class Ranking:
     result: stats.Friedman | None  # None with fewer than 2 tools or no API
     nemenyi: tuple[tuple[float, ...], ...] = ()
     critical_difference: float | None = None
+    basis: str = BUDGET_END
+    points: tuple[int, ...] = ()  # EQUAL_REQUESTS: the request count of each API that went in
 
 
-def rank_tools(groups: dict[str, dict[str, list[Run]]], key: str, label: str) -> Ranking:
-    """Friedman over APIs x tools on each (API, tool)'s median of ``key`` over verified runs."""
+def rank_tools(
+    groups: dict[str, dict[str, list[Run]]],
+    key: str,
+    label: str,
+    equal: Mapping[str, EqualRequests] | None = None,
+) -> Ranking:
+    """Friedman over APIs x tools on each (API, tool)'s median of ``key`` over verified runs: at the
+    budget's end, or, given ``equal`` (per API), at each API's smallest request count (an API whose
+    smallest verified run sent fewer requests than one series row has no such value)."""
     tools = tuple(sorted({t for by_tool in groups.values() for t in by_tool}))
-    apis, left_out, table = [], [], []
+    apis, left_out, table, points = [], [], [], []
     for api in sorted(groups):
-        medians = [metric_values(groups[api].get(t, []), key) for t in tools]
-        if all(medians):
+        if equal is None:
+            per_tool = [metric_values(groups[api].get(t, []), key) for t in tools]
+        else:
+            at = equal[api].at
+            per_tool = [at[t].values(key) if t in at else [] for t in tools]
+        if all(per_tool):
             apis.append(api)
-            table.append([stats.median(v) for v in medians])
+            table.append([stats.median(v) for v in per_tool])
+            if equal is not None:
+                points.append(equal[api].point or 0)
         else:
             left_out.append(api)
+    basis = BUDGET_END if equal is None else EQUAL_REQUESTS
     if len(tools) < 2 or not table:
-        return Ranking(key, label, tools, tuple(apis), tuple(left_out), None)
+        return Ranking(
+            key, label, tools, tuple(apis), tuple(left_out), None, basis=basis, points=tuple(points)
+        )
     result = stats.friedman(table)
     p = stats.nemenyi(result.mean_ranks, result.blocks)
     cd = stats.critical_difference(len(tools), result.blocks, ALPHA)
-    return Ranking(key, label, tools, tuple(apis), tuple(left_out), result, tuple(map(tuple, p)), cd)
+    return Ranking(
+        key,
+        label,
+        tools,
+        tuple(apis),
+        tuple(left_out),
+        result,
+        tuple(map(tuple, p)),
+        cd,
+        basis,
+        tuple(points),
+    )
 
 
 # --- plots ----------------------------------------------------------------------------------------
@@ -470,8 +543,16 @@ def median_band(matrix: Any, grid: Sequence[float]) -> tuple[Any, Any, Any, Any]
     times = np.asarray(grid, dtype=float)[keep]
     if not keep.any():
         return times, times, times, times
-    q1, med, q3 = np.nanpercentile(matrix[:, keep], [25, 50, 75], axis=0)
-    return times, q1, med, q3
+    sub = matrix[:, keep]
+    # np.percentile over the columns without NaN (most of them: every run has started) is one
+    # vectorised call; nanpercentile goes column by column. Same order statistics, same numbers.
+    whole = ~np.isnan(sub).any(axis=0)
+    q = np.empty((3, sub.shape[1]))
+    if whole.any():
+        q[:, whole] = np.percentile(sub[:, whole], [25, 50, 75], axis=0)
+    if not whole.all():
+        q[:, ~whole] = np.nanpercentile(sub[:, ~whole], [25, 50, 75], axis=0)
+    return times, q[0], q[1], q[2]
 
 
 def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str | None:
@@ -502,6 +583,23 @@ def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str
     fig.savefig(out_dir / name, dpi=80)
     plt.close(fig)
     return name
+
+
+def no_coverage_plot_reason(api: str, runs: Sequence[Run]) -> str:
+    """Why an API has no coverage-<api>.png: the plot, like the statistics, draws verified runs only,
+    so an API none of whose runs is verified (too few coverage samples per minute in a short or
+    crowded run, say) has none, even where its runs sampled coverage (pure)."""
+    verified = [r for r in runs if r.verified]
+    sampled = [r for r in runs if r.series]
+    if verified:  # verified without samples: only with a sample threshold of 0
+        return f"No plot: none of the {len(verified)} verified runs of {api} has coverage samples."
+    if not sampled:
+        return f"No plot: no run of {api} has coverage samples."
+    return (
+        f"No plot: it draws verified runs only, as the statistics do, and no run of {api} is verified; "
+        f"{len(sampled)} of its {len(runs)} runs have coverage samples (see 'Runs left out of the "
+        "statistics' for why each is not verified)."
+    )
 
 
 def plot_operations(groups: dict[str, dict[str, list[Run]]], out_dir: Path) -> str | None:
@@ -544,6 +642,12 @@ def plot_operations(groups: dict[str, dict[str, list[Run]]], out_dir: Path) -> s
     return name
 
 
+def cd_name(ranking: Ranking) -> str:
+    """cd-<metric>.png at the budget's end, cd-<metric>-equal-requests.png at equal requests."""
+    suffix = "" if ranking.basis == BUDGET_END else f"-{ranking.basis}"
+    return f"cd-{_safe(ranking.metric)}{suffix}.png"
+
+
 def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
     """cd-<metric>.png: Demsar's critical-difference diagram: the tools on the mean-rank axis (1 =
     best, left), a bar as long as the critical difference, and thick lines joining tools whose mean
@@ -580,11 +684,12 @@ def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
     for n, (a, b) in enumerate(cliques):
         ax.hlines(-0.35 - 0.2 * n, ranks[order[a]] - 0.03, ranks[order[b]] + 0.03, color="black", linewidth=4)
     ax.set_title(
-        f"{ranking.label}: mean ranks over {ranking.result.blocks} APIs (Nemenyi, alpha={ALPHA:g})",
+        f"{ranking.label} {BASIS_TEXT[ranking.basis]}: mean ranks over {ranking.result.blocks} APIs "
+        f"(Nemenyi, alpha={ALPHA:g})",
         fontsize=10,
     )
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85)
-    name = f"cd-{_safe(ranking.metric)}.png"
+    name = cd_name(ranking)
     fig.savefig(out_dir / name, dpi=80)
     plt.close(fig)
     return name
@@ -619,6 +724,7 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
         groups.setdefault(r.api, {}).setdefault(r.tool, [])
         if r.verified:
             groups[r.api][r.tool].append(r)
+    equal = {api: EqualRequests.of(by_tool) for api, by_tool in groups.items()}
     for api in sorted(groups):
         by_tool = groups[api]
         tools = sorted(by_tool)
@@ -649,7 +755,8 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                     cells.append("-" if res is None else f"p={_fmt_p(res[0])}, A12={res[1]:.2f}")
                 rows.append([label, *cells])
             doc.table(["metric", *[f"{a} vs {b}" for a, b in pairs]], rows)
-        smallest, point = smallest_point([r for rs in by_tool.values() for r in rs])
+        eq = equal[api]
+        smallest, point = eq.smallest, eq.point
         doc.heading(3, "At the smallest request count")
         if point is None:
             doc.para(
@@ -668,17 +775,18 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                 "Coverage is the sample nearest in time to that request. Areas: sum of the series' "
                 f"rows up to {point} requests (RESTgym's area under the curve)."
             )
+            at = eq.at
             doc.table(
-                ["metric", *[f"{t} (n={len(values_at(by_tool[t], point, 'status_2xx'))})" for t in tools]],
+                ["metric", *[f"{t} (n={len(at[t].values('status_2xx'))})" for t in tools]],
                 [
-                    [label, *[describe(values_at(by_tool[t], point, key), kind) for t in tools]]
+                    [label, *[describe(at[t].values(key), kind) for t in tools]]
                     for key, label, kind in SERIES_METRICS
                 ],
             )
             doc.table(
                 ["area under the curve", *tools],
                 [
-                    [label, *[describe(area_values(by_tool[t], point, key), "num") for t in tools]]
+                    [label, *[describe(at[t].area_values(key), "num") for t in tools]]
                     for key, label, _kind in SERIES_METRICS
                 ],
             )
@@ -686,37 +794,25 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                 doc.table(
                     ["metric (at equal requests)", *[f"{a} vs {b}" for a, b in pairs]],
                     [
-                        [
-                            label,
-                            *[
-                                _compare(values_at(by_tool[a], point, key), values_at(by_tool[b], point, key))
-                                for a, b in pairs
-                            ],
-                        ]
+                        [label, *[_compare(at[a].values(key), at[b].values(key)) for a, b in pairs]]
                         for key, label, _kind in SERIES_METRICS
                     ],
                 )
                 doc.table(
                     ["area under the curve", *[f"{a} vs {b}" for a, b in pairs]],
                     [
-                        [
-                            label,
-                            *[
-                                _compare(
-                                    area_values(by_tool[a], point, key), area_values(by_tool[b], point, key)
-                                )
-                                for a, b in pairs
-                            ],
-                        ]
+                        [label, *[_compare(at[a].area_values(key), at[b].area_values(key)) for a, b in pairs]]
                         for key, label, _kind in SERIES_METRICS
                     ],
                 )
         if plots:
             name = plot_coverage(api, by_tool, out_dir)
+            doc.heading(3, "Coverage over time")
             if name:
-                doc.heading(3, "Coverage over time")
                 doc.image(name, f"{api} coverage over time")
-    add_rankings(doc, groups, out_dir, plots=plots)
+            else:
+                doc.para(no_coverage_plot_reason(api, [r for r in runs if r.api == api]))
+    add_rankings(doc, groups, out_dir, plots=plots, equal=equal)
     if plots:
         name = plot_operations(groups, out_dir)
         if name:
@@ -757,55 +853,92 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
 
 
 def add_rankings(
-    doc: Doc, groups: dict[str, dict[str, list[Run]]], out_dir: Path, *, plots: bool = True
+    doc: Doc,
+    groups: dict[str, dict[str, list[Run]]],
+    out_dir: Path,
+    *,
+    plots: bool = True,
+    equal: Mapping[str, EqualRequests] | None = None,
 ) -> None:
-    """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram."""
+    """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram, at
+    the budget's end and (given ``equal``) again at each API's smallest request count."""
     tools = sorted({t for by_tool in groups.values() for t in by_tool})
     doc.heading(2, "Ranks across APIs")
     if len(tools) < 2:
         doc.para("Ranking needs two or more tools; this batch has " + (tools[0] if tools else "none") + ".")
         return
     doc.para(
-        "Per metric, each API ranks the tools by their median over verified runs at the budget's end "
-        "(1 = best, i.e. highest; ties share the average rank). Friedman test over the APIs, Nemenyi "
-        f"post-hoc p-values, critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in "
-        "FuzzBench's reports). An API goes in when every tool has a verified value there."
+        "Per metric, each API ranks the tools by their median over verified runs (1 = best, i.e. "
+        "highest; ties share the average rank), twice: at the budget's end, then at equal requests "
+        "(each API at its smallest request count, the row of its 'At the smallest request count' "
+        "section, as RESTgym compares tools). Friedman test over the APIs, Nemenyi post-hoc p-values, "
+        f"critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in FuzzBench's reports). An "
+        "API goes in when every tool has a verified value there."
     )
-    for key, label in RANK_METRICS:
-        ranking = rank_tools(groups, key, label)
-        doc.heading(3, f"Ranks: {label}")
+    bases: list[Mapping[str, EqualRequests] | None] = [None] if equal is None else [None, equal]
+    for basis in bases:
+        if basis is not None:
+            doc.heading(3, "At equal requests")
+            doc.para(
+                "The same ranks on each tool's values at its API's smallest request count (the "
+                "fewest requests of any verified run of that API, rounded down to a row of the "
+                f"cumulative series, every {cumulative.STEP}); an API whose smallest verified run sent "
+                f"fewer than {cumulative.STEP} requests has no such values and is left out."
+            )
+        for key, label in RANK_METRICS:
+            _add_ranking(doc, rank_tools(groups, key, label, basis), out_dir, plots=plots)
+
+
+def _apis(n: int) -> str:
+    return f"{n} API" if n == 1 else f"{n} APIs"
+
+
+def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> None:
+    at_end = ranking.basis == BUDGET_END
+    doc.heading(
+        3 if at_end else 4,
+        f"Ranks: {ranking.label}" if at_end else f"Ranks at equal requests: {ranking.label}",
+    )
+    if not ranking.apis:
+        went_in = "No API went in."
+    elif at_end:
+        went_in = f"{_apis(len(ranking.apis))} went in: {', '.join(ranking.apis)}."
+    else:
         went_in = (
-            f"{len(ranking.apis)} APIs went in: {', '.join(ranking.apis)}."
-            if ranking.apis
-            else "No API went in."
+            f"{_apis(len(ranking.apis))} went in, each at its smallest request count: "
+            + ", ".join(
+                f"{api} at {point} requests" for api, point in zip(ranking.apis, ranking.points, strict=True)
+            )
+            + "."
         )
-        if ranking.left_out:
-            went_in += f" Left out (a tool has no verified value): {', '.join(ranking.left_out)}."
-        if ranking.result is None:
-            doc.para(went_in)
-            continue
-        res = ranking.result
-        doc.para(
-            f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
-            f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
-            + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
-        )
-        order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
-        doc.table(
-            ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+    if ranking.left_out:
+        why = "a tool has no verified value" if at_end else "a tool has no value at equal requests"
+        went_in += f" Left out ({why}): {', '.join(ranking.left_out)}."
+    if ranking.result is None:
+        doc.para(went_in)
+        return
+    res = ranking.result
+    doc.para(
+        f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
+        f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
+        + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
+    )
+    order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
+    doc.table(
+        ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+        [
             [
-                [
-                    ranking.tools[i],
-                    f"{res.mean_ranks[i]:.2f}",
-                    *["-" if i == j else _fmt_p(ranking.nemenyi[i][j]) for j in order],
-                ]
-                for i in order
-            ],
-        )
-        if plots:
-            name = plot_critical_difference(ranking, out_dir)
-            if name:
-                doc.image(name, f"critical-difference diagram: {label}")
+                ranking.tools[i],
+                f"{res.mean_ranks[i]:.2f}",
+                *["-" if i == j else _fmt_p(ranking.nemenyi[i][j]) for j in order],
+            ]
+            for i in order
+        ],
+    )
+    if plots:
+        name = plot_critical_difference(ranking, out_dir)
+        if name:
+            doc.image(name, f"critical-difference diagram: {ranking.label} {BASIS_TEXT[ranking.basis]}")
 
 
 def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:

@@ -233,8 +233,10 @@ def studentized_range_sf(q: float, k: int) -> float:
     return 1.0 - studentized_range_cdf(q, k)
 
 
+@lru_cache(maxsize=64)
 def studentized_range_ppf(p: float, k: int) -> float:
-    """The q with P(range <= q) = p, by bisection."""
+    """The q with P(range <= q) = p, by bisection (cached: the report asks it once per ranked metric,
+    always for the same few k)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be within (0, 1), got {p}")
     lo, hi = 0.0, 1.0

@@ -15,9 +15,12 @@ from scipy.stats import mannwhitneyu
 
 from remote_runner import report, results
 from remote_runner.process import execute
+from remote_runner.verification import Thresholds
 from tests.results.factory import PETSTORE_SPEC, Row, synthetic_run, write_metadata, write_traffic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# 90 requests a minute count as enough (a run below one row of the cumulative series stays verified)
+SLOW_OK = Thresholds(min_requests_per_minute=60)
 # headless flags that work on this project's machines (../shared/ENVIRONMENT.md)
 CHROMIUM_FLAGS = (
     "--headless",
@@ -71,7 +74,7 @@ def test_report_files(batch: Path) -> None:
     md = (batch / "report.md").read_text()
     html = (batch / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    cd = [f"cd-{key}.png" for key, _ in report.RANK_METRICS]
+    cd = [f"cd-{key}{basis}.png" for key, _ in report.RANK_METRICS for basis in ("", "-equal-requests")]
     assert sorted(images) == sorted(
         ["coverage-petstore.png", "coverage-shop.png", "operations-covered.png", *cd]
     )
@@ -164,6 +167,42 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
 
 
+def test_an_api_without_verified_runs_has_no_coverage_plot_and_says_why(tmp_path: Path) -> None:
+    """Why a stand-in batch's report lacked coverage-features-service.png and coverage-genome-nexus.png
+    although those runs had coverage samples: the plot, like the statistics, draws verified runs only,
+    and 10-second runs on a crowded machine can fall short of a check (here: the coverage samples per
+    minute, as a slow-starting service gives). The report now says so instead of leaving the plot out
+    without a word; the API with verified runs (the control) keeps its plot."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(PETSTORE_SPEC))
+    batch = tmp_path / "batch-20261129T230000Z"
+    for n in (1, 2):
+        synthetic_run(batch / "fast" / "walker" / f"run-{n}", seed=n, budget=60)
+        synthetic_run(batch / "slow-start" / "walker" / f"run-{n}", seed=10 + n, budget=60, sample_every=20)
+    for run_dir in results.find_run_dirs(batch):
+        results.write_run_summary(run_dir, spec, 60)
+    results.write_batch_summary(batch)
+    md = report.build_report(batch).read_text()
+    slow = [r for r in report.load_runs(batch) if r.api == "slow-start"]
+    assert all(r.series and not r.verified and "coverage_samples_per_minute" in r.reason for r in slow)
+    assert (batch / "coverage-fast.png").read_bytes().startswith(PNG_MAGIC)
+    assert not (batch / "coverage-slow-start.png").exists()
+    section = md.split("## API: slow-start", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "### Coverage over time\n\nNo plot: it draws verified runs only, as the statistics do, and no run "
+        "of slow-start is verified; 2 of its 2 runs have coverage samples (see 'Runs left out of the "
+        "statistics' for why each is not verified)." in section
+    )
+    assert "![fast coverage over time](coverage-fast.png)" in md
+    # the other reasons, on hand-made runs
+    bare = report.Run("x", "t", 1, "succeeded", False, "", {}, (), 60.0, "x/t/run-1")
+    assert report.no_coverage_plot_reason("x", [bare]) == "No plot: no run of x has coverage samples."
+    verified = report.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1")
+    assert report.no_coverage_plot_reason("x", [verified]) == (
+        "No plot: none of the 1 verified runs of x has coverage samples."
+    )
+
+
 def test_coverage_matrix_steps_and_band_hand_checked() -> None:
     def run(series: list[tuple[float, float | None]]) -> report.Run:
         return report.Run(
@@ -210,7 +249,8 @@ def test_console_summary_table(batch: Path) -> None:
 PROBE = """<script>
 window.addEventListener("load", () => {
   const images = [...document.images].map(i => ({
-    src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0, width: i.getBoundingClientRect().width
+    src: i.getAttribute("src"), loaded: i.complete && i.naturalWidth > 0,
+    width: i.getBoundingClientRect().width
   }));
   const tables = [...document.querySelectorAll("table")].map(t => ({
     rows: t.querySelectorAll("tbody tr").length, height: t.getBoundingClientRect().height
@@ -255,9 +295,9 @@ def test_html_report_renders_in_headless_chromium(batch: Path, tmp_path: Path) -
     expected_rows = [len(rows) for kind, (header, rows) in _tables(batch)]
     assert [t["rows"] for t in seen["tables"]] == expected_rows
     assert all(t["height"] > 0 for t in seen["tables"])
-    # per API 7 (runs, metrics, pairs, at equal requests, areas, and their pairs), per ranked metric 1,
-    # the runs left out 1
-    assert len(seen["tables"]) == 2 * 7 + len(report.RANK_METRICS) + 1
+    # per API 7 (runs, metrics, pairs, at equal requests, areas, and their pairs), per ranked metric 2
+    # (at the budget's end, at equal requests), the runs left out 1
+    assert len(seen["tables"]) == 2 * 7 + 2 * len(report.RANK_METRICS) + 1
 
 
 def _tables(batch: Path) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
@@ -305,6 +345,107 @@ def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
             p = float(nemenyi[i, j])
             assert cell == ("-" if i == j else "<0.001" if p < 0.001 else f"{p:.3f}")
     assert (batch / "cd-line_coverage.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def _at_point(batch: Path, api: str, tool: str, point: int, column: str) -> list[float]:
+    """Each verified run's ``column`` in its summary.json's cumulative row at ``point`` requests."""
+    out = []
+    for r in csv.DictReader((batch / "summary.csv").open()):
+        if r["api"] != api or r["tool"] != tool or r["verified"] != "true":
+            continue
+        block = json.loads((batch / api / tool / f"run-{r['run']}" / "summary.json").read_text())[
+            "cumulative"
+        ]
+        rows = [dict(zip(block["columns"], row, strict=True)) for row in block["rows"]]
+        out.append(next(float(row[column]) for row in rows if row["requests"] == point))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("key", "label"), [("line_coverage", "Line coverage"), ("branch_coverage", "Branch coverage")]
+)
+def test_cross_api_ranks_at_equal_requests_match_scipy_and_scikit_posthocs(
+    batch: Path, key: str, label: str
+) -> None:
+    """The second ranking: every tool at its API's smallest request count (the fewest requests of a
+    verified run, rounded down to a row of the cumulative series), checked on the summaries' own
+    cumulative rows against scipy and scikit-posthocs; the report says which ranking it is."""
+    import scikit_posthocs as sp
+    from scipy.stats import friedmanchisquare, rankdata
+
+    md = (batch / "report.md").read_text()
+    assert "twice: at the budget's end, then at equal requests" in md
+    section = md.split(f"#### Ranks at equal requests: {label}", 1)[1].split("###", 1)[0]
+    tools = ["arat-rl", "llamaresttest", "schemathesis"]
+    points = {}
+    for api in ("petstore", "shop"):
+        smallest = min(
+            int(r["requests"])
+            for r in csv.DictReader((batch / "summary.csv").open())
+            if r["api"] == api and r["verified"] == "true"
+        )
+        points[api] = smallest // 100 * 100
+        assert points[api] >= 100
+    assert (
+        f"2 APIs went in, each at its smallest request count: petstore at {points['petstore']} requests, "
+        f"shop at {points['shop']} requests." in section
+    )
+    table = np.array(
+        [
+            [np.median(_at_point(batch, api, t, points[api], key)) for t in tools]
+            for api in ("petstore", "shop")
+        ]
+    )
+    # the control: at equal requests the values differ from those at the budget's end
+    end = np.array([[np.median(values(batch, api, t, key)) for t in tools] for api in ("petstore", "shop")])
+    if key == "line_coverage":
+        assert not np.array_equal(table, end)
+    ref = friedmanchisquare(*table.T)
+    assert f"Friedman chi-square = {float(ref.statistic):.3f}, df = 2, p = {float(ref.pvalue):.3f}" in section
+    ranks = rankdata(-table, axis=1).mean(axis=0)
+    nemenyi = sp.posthoc_nemenyi_friedman(table).to_numpy()
+    header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
+    others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+    for i, tool in enumerate(tools):
+        cells = [
+            c.strip()
+            for c in next(ln for ln in section.splitlines() if ln.startswith(f"| {tool} |"))
+            .strip("|")
+            .split("|")
+        ]
+        assert cells[1] == f"{ranks[i]:.2f}"
+        for other, cell in zip(others, cells[2:], strict=True):
+            p = float(nemenyi[i, tools.index(other)])
+            assert cell == ("-" if other == tool else "<0.001" if p < 0.001 else f"{p:.3f}")
+    cd = f"cd-{key}-equal-requests.png"
+    assert f"![critical-difference diagram: {label} at equal requests]({cd})" in section
+    assert (batch / cd).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_an_api_below_one_series_row_is_left_out_of_the_equal_request_ranks(tmp_path: Path) -> None:
+    """An API whose smallest verified run sent fewer requests than one row of the cumulative series
+    has no values at equal requests: it stays in the ranks at the budget's end only, named."""
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(PETSTORE_SPEC))
+    batch = tmp_path / "batch-20261129T230000Z"
+    seed = 0
+    for api, rate in (("petstore", 3.0), ("shop", 3.0), ("tiny", 1.5)):
+        for tool, skill in (("a", 0.8), ("b", 0.3)):
+            for n in (1, 2):
+                seed += 1
+                synthetic_run(batch / api / tool / f"run-{n}", seed=seed, skill=skill, budget=60, rate=rate)
+    for run_dir in results.find_run_dirs(batch):
+        results.write_run_summary(run_dir, spec, 60, thresholds=SLOW_OK)
+    results.write_batch_summary(batch)
+    md = report.build_report(batch).read_text()
+    end = md.split("### Ranks: Line coverage", 1)[1].split("###", 1)[0]
+    assert "3 APIs went in: petstore, shop, tiny." in end
+    equal = md.split("#### Ranks at equal requests: Line coverage", 1)[1].split("###", 1)[0]
+    assert (
+        "2 APIs went in, each at its smallest request count: petstore at 100 requests, shop at 100 requests."
+        in equal
+    )
+    assert "Left out (a tool has no value at equal requests): tiny." in equal
 
 
 def test_damaged_summaries_are_named_with_file_and_error_and_never_verified(
