@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from remote_runner import journal, plan
 from remote_runner.admission import Machine, Measurement, Policy, Request, Reservation
-from remote_runner.experiment import SUCCEEDED, Outcome
+from remote_runner.experiment import SUCCEEDED, ExperimentSpec, Outcome
 from remote_runner.plan import RunKey
 from remote_runner.scheduler import Scheduler
 
@@ -96,28 +96,27 @@ def run_ray(jobs: dict[RunKey, float], folder: Path, address: str) -> tuple[floa
 
     cluster.connect(address)
 
+    spec_file = folder / "spec.json"
+    spec_file.write_text("{}", encoding="utf-8")
+
     def payload_for(key: RunKey, attempt: int) -> cluster.AttemptPayload:
-        return cluster.AttemptPayload(
+        spec = ExperimentSpec(
             batch=folder.name,
             batch_id="benchmark0000",
-            driver="benchmark",
             key=key,
             attempt=attempt,
-            api=Api(name=key.api, folder=folder, spec="spec.json"),
+            run_dir=folder / key.rel_dir,
+            api=Api(name=key.api, folder=folder, spec=spec_file.name),
             tool=Tool(name=key.tool, folder=folder),
             budget_seconds=jobs[key],
             cpus=REQUEST.cpus,
+            api_cpuset=None,
+            tool_cpuset=None,
             memory_bytes=REQUEST.memory_bytes,
-            stop_grace_seconds=1,
-            coverage_interval=5,
-            models_dir=str(folder),
-            extra_labels=(),
-            spec_name="spec.json",
-            spec_bytes=b"{}",
-            tool_spec_name="spec.json",
-            tool_spec_bytes=b"{}",
-            base_path="/",
-            experiment=synthetic,
+            spec_file=spec_file,
+        )
+        return cluster.AttemptPayload(
+            spec=spec, driver="benchmark", spec_bytes=b"{}", tool_spec_bytes=b"{}", experiment=synthetic
         )
 
     placement = cluster.RayPlacement(

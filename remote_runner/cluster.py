@@ -35,17 +35,16 @@ import os
 import shutil
 import tarfile
 import threading
-import time
 import traceback
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from remote_runner import clock
 from remote_runner.admission import Candidate, Decision, Request, Reservation
 from remote_runner.docker_runtime import LABEL_PREFIX, Docker, DockerError
-from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, Outcome
+from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome
 from remote_runner.placement import LOST
 from remote_runner.plan import RunKey
 
@@ -184,27 +183,15 @@ def unpack(archive: bytes, folder: Path) -> None:
 # --- the node's side ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AttemptPayload:
-    """Everything a node needs for one attempt (pickled by Ray)."""
+    """Everything a node needs for one attempt (pickled by Ray): the attempt's experiment as the
+    driver built it (the same :func:`remote_runner.scheduler.experiment_spec` as on one machine;
+    its paths are the driver's, the node puts its own in their place) and the spec files' bytes, so
+    nodes need no shared file system."""
 
-    batch: str
-    batch_id: str
+    spec: ExperimentSpec
     driver: str
-    key: RunKey
-    attempt: int
-    api: Any  # catalog.Api
-    tool: Any  # catalog.Tool
-    budget_seconds: float
-    cpus: float
-    memory_bytes: int
-    stop_grace_seconds: float
-    coverage_interval: float
-    models_dir: str
-    extra_labels: tuple[tuple[str, str], ...]
-    spec_name: str
     spec_bytes: bytes
-    tool_spec_name: str
     tool_spec_bytes: bytes
-    base_path: str
     registry: str | None = None
     upload_bucket: str | None = None
     upload_path: str = ""
@@ -212,7 +199,6 @@ class AttemptPayload:
     #: the node's experiment function: None is today's lifecycle; the benchmark puts a synthetic one
     #: here (it must be importable on the nodes), which needs no image
     experiment: Callable[..., Outcome] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def registry_image(registry: str, image: str) -> str:
@@ -264,18 +250,18 @@ def _node_machine() -> Any:
 def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], stop: threading.Event) -> dict:
     """One attempt on this node (the body of the Ray task; callable without Ray for tests). Returns
     ``{"status", "reason", "metadata", "node", "archive", "removed"}``."""
-    from remote_runner import experiment, specs
+    from remote_runner import experiment
     from remote_runner.admission import cpuset_arg
-    from remote_runner.experiment import ExperimentSpec
     from remote_runner.node_ledger import NodeLedger
 
+    planned = payload.spec
     docker = Docker()
     scratch = Path(payload.scratch) / f"node-{node_id[:16]}"
-    stage = scratch / "attempts" / payload.batch / payload.key.rel_dir / f"attempt-{payload.attempt}"
+    stage = scratch / "attempts" / planned.batch / planned.key.rel_dir / f"attempt-{planned.attempt}"
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    removed = remove_orphans(docker, payload.batch_id, payload.driver, alive)
+    removed = remove_orphans(docker, planned.batch_id, payload.driver, alive)
     if removed:
         log.warning("node %s: removed %d leftovers of dead nodes or drivers", node_id[:8], len(removed))
     problems = (
@@ -284,47 +270,35 @@ def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], sto
         else [
             p
             for p in (
-                ensure_image(docker, payload.api.image, payload.registry),
-                ensure_image(docker, payload.tool.image, payload.registry),
+                ensure_image(docker, planned.api.image, payload.registry),
+                ensure_image(docker, planned.tool.image, payload.registry),
             )
             if p
         ]
     )
     if problems:
         return _result(FAILED, "; ".join(problems), {}, node_id, stage, removed)
-    spec_dir = scratch / "specs" / payload.batch / payload.key.api
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    spec_file = spec_dir / payload.spec_name
-    spec_file.write_bytes(payload.spec_bytes)
-    tool_spec = spec_dir / payload.tool_spec_name
-    tool_spec.write_bytes(payload.tool_spec_bytes)
-    request = Request(payload.cpus, payload.memory_bytes)
+    # the batch's spec copies, each format in its own folder as in the batch (names may be equal)
+    spec_dir = scratch / "specs" / planned.batch / planned.key.api
+    spec_file = _write(spec_dir / "api" / planned.spec_file.name, payload.spec_bytes)
+    tool_spec = _write(
+        spec_dir / planned.tool.spec_format / (planned.tool_spec_file or planned.spec_file).name,
+        payload.tool_spec_bytes,
+    )
+    request = Request(planned.cpus, planned.memory_bytes)
     ledger = NodeLedger(scratch, _node_machine())
-    token = f"{payload.batch_id[:8]}-{payload.key.label}-a{payload.attempt}"
+    token = f"{planned.batch_id[:8]}-{planned.key.label}-a{planned.attempt}"
     reservation = ledger.reserve(token, request)
     try:
         sets = [cpuset_arg(s) if s else None for s in reservation.cpusets]
-        labels = (*payload.extra_labels, (NODE_LABEL, node_id), (DRIVER_LABEL, payload.driver))
-        spec = ExperimentSpec(
-            batch=payload.batch,
-            batch_id=payload.batch_id,
-            key=payload.key,
-            attempt=payload.attempt,
+        spec = replace(
+            planned,
             run_dir=stage,
-            api=payload.api,
-            tool=payload.tool,
-            budget_seconds=payload.budget_seconds,
-            cpus=payload.cpus,
-            api_cpuset=sets[0] if sets else None,
-            tool_cpuset=sets[1] if len(sets) > 1 else None,
-            memory_bytes=payload.memory_bytes,
             spec_file=spec_file,
             tool_spec_file=tool_spec,
-            base_path=payload.base_path or specs.base_path_of(tool_spec),
-            stop_grace_seconds=payload.stop_grace_seconds,
-            coverage_interval=payload.coverage_interval,
-            models_dir=Path(payload.models_dir),
-            extra_labels=labels,
+            api_cpuset=sets[0],
+            tool_cpuset=sets[1],
+            extra_labels=(*planned.extra_labels, (NODE_LABEL, node_id), (DRIVER_LABEL, payload.driver)),
         )
         run = payload.experiment or experiment.run
         outcome = run(spec, docker, stop)
@@ -343,11 +317,17 @@ def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], sto
     if payload.upload_bucket:
         from remote_runner import upload
 
-        parts = (payload.upload_path.strip("/"), payload.batch, str(payload.key.rel_dir))
+        parts = (payload.upload_path.strip("/"), planned.batch, str(planned.key.rel_dir))
         prefix = "/".join(p for p in parts if p)
         result = upload.sync_batch(stage, payload.upload_bucket, prefix)
         metadata["attempt_upload"] = {"prefix": f"{prefix}/{stage.name}", "complete": bool(result.complete)}
     return _result(outcome.status, outcome.reason, metadata, node_id, stage, removed)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def _result(
@@ -384,7 +364,7 @@ def run_attempt(payload: AttemptPayload) -> Iterator[dict]:  # a Ray generator t
         except BaseException as exc:
             box["error"] = f"runner error on node {node_id[:8]}: {exc}\n{traceback.format_exc()}"
 
-    worker = threading.Thread(target=body, name=f"attempt-{payload.key.label}", daemon=True)
+    worker = threading.Thread(target=body, name=f"attempt-{payload.spec.key.label}", daemon=True)
     worker.start()
     while worker.is_alive():
         try:
@@ -466,7 +446,7 @@ class RayPlacement:
         self._nodes_at = -1e9
         self._lock = threading.Lock()
         self._status_lock = threading.Lock()
-        self.outstanding: dict[Hashable, int] = {}  # run -> attempt
+        self.outstanding: set[Hashable] = set()  # runs whose attempt is submitted
         self.where: dict[Hashable, str] = {}  # run -> node id, once its task said so
         self.task = ray.remote(run_attempt).options(
             num_cpus=request.total_cpus,
@@ -538,11 +518,11 @@ class RayPlacement:
 
     def admit(self, reservation: Reservation) -> None:
         with self._lock:
-            self.outstanding[reservation.run] = 0
+            self.outstanding.add(reservation.run)
 
     def release(self, run: Hashable) -> None:
         with self._lock:
-            self.outstanding.pop(run, None)
+            self.outstanding.discard(run)
             self.where.pop(run, None)
         self.write_status()
 
@@ -553,8 +533,6 @@ class RayPlacement:
 
     def start(self, key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
         ray = self._ray
-        with self._lock:
-            self.outstanding[key] = attempt
         gen = self.task.remote(self.payload_for(key, attempt))
         stopped_at: float | None = None
         items: list[dict] = []
@@ -598,14 +576,3 @@ class RayPlacement:
         for what in result.get("removed") or ():
             log.info("node %s removed leftover %s", str(result.get("node", "?"))[:8], what)
         return Outcome(result["status"], result.get("reason"), dict(result.get("metadata") or {}))
-
-
-def wait_for_nodes(nodes: Callable[[], list[Node]], request: Request, timeout: float) -> str | None:
-    """Waits up to ``timeout`` s for a node that fits ``request`` (workers still joining); the
-    problem when none came, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        problem = fit_problem(nodes(), request)
-        if problem is None or time.monotonic() >= deadline:
-            return problem
-        time.sleep(1.0)

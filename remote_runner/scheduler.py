@@ -611,7 +611,6 @@ def _run_batch_locked(
         cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
         machine = machine or Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
         request = Request(settings.cpus_per_container, settings.memory_bytes)
-        extra_labels = settings.labels
         placement: Placement | None = None
         sampler: Sampler | None = None
         if settings.ray:
@@ -620,35 +619,11 @@ def _run_batch_locked(
             sampler = Sampler(machine.cpus)
 
         def start(key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
-            run_dir = batch_dir / key.rel_dir
-            if attempt > 1:
-                set_aside(run_dir, attempt - 1)  # leftovers of an attempt cut short by a kill or reboot
+            if attempt > 1:  # leftovers of an attempt cut short by a kill or reboot
+                set_aside(batch_dir / key.rel_dir, attempt - 1)
             sets = [admission.cpuset_arg(s) if s else None for s in reservation.cpusets]
-            # the spec in the tool's format (specs.collect made it before the batch started)
-            tool = catalog.tools[key.tool]
-            tool_spec = specs_mod.copy_for(batch_dir, key.api, tool.spec_format) or specs[key.api]
-            spec = ExperimentSpec(
-                batch=batch_dir.name,
-                batch_id=batch_id,
-                key=key,
-                attempt=attempt,
-                run_dir=run_dir,
-                api=catalog.apis[key.api],
-                tool=catalog.tools[key.tool],
-                budget_seconds=settings.budget_seconds,
-                cpus=settings.cpus_per_container,
-                api_cpuset=sets[0],
-                tool_cpuset=sets[1],
-                memory_bytes=settings.memory_bytes,
-                spec_file=specs[key.api],
-                tool_spec_file=tool_spec,
-                base_path=specs_mod.base_path_of(tool_spec),
-                stop_grace_seconds=settings.stop_grace_seconds,
-                coverage_interval=settings.coverage_interval,
-                models_dir=settings.models_dir,
-                extra_labels=extra_labels,
-            )
-            return experiment.run(spec, docker, stop)
+            spec = experiment_spec(settings, catalog, batch_dir, batch_id, specs, key, attempt)
+            return experiment.run(replace(spec, api_cpuset=sets[0], tool_cpuset=sets[1]), docker, stop)
 
         def before_retry(key: RunKey, attempt: int) -> None:
             set_aside(batch_dir / key.rel_dir, attempt)
@@ -724,6 +699,43 @@ def _run_batch_locked(
         handler.close()
 
 
+def experiment_spec(
+    settings: Settings,
+    catalog: Catalog,
+    batch_dir: Path,
+    batch_id: str,
+    specs: Mapping[str, Path],
+    key: RunKey,
+    attempt: int,
+) -> ExperimentSpec:
+    """One attempt's experiment as the batch defines it, without CPU ids (the placement adds them):
+    the run folder and the spec copies in the batch (the tool's in its format, made by specs.collect
+    before the batch started). The same on one machine and, before a node takes it, in cluster mode."""
+    tool = catalog.tools[key.tool]
+    tool_spec = specs_mod.copy_for(batch_dir, key.api, tool.spec_format) or specs[key.api]
+    return ExperimentSpec(
+        batch=batch_dir.name,
+        batch_id=batch_id,
+        key=key,
+        attempt=attempt,
+        run_dir=batch_dir / key.rel_dir,
+        api=catalog.apis[key.api],
+        tool=tool,
+        budget_seconds=settings.budget_seconds,
+        cpus=settings.cpus_per_container,
+        api_cpuset=None,
+        tool_cpuset=None,
+        memory_bytes=settings.memory_bytes,
+        spec_file=specs[key.api],
+        tool_spec_file=tool_spec,
+        base_path=specs_mod.base_path_of(tool_spec),
+        stop_grace_seconds=settings.stop_grace_seconds,
+        coverage_interval=settings.coverage_interval,
+        models_dir=settings.models_dir,
+        extra_labels=settings.labels,
+    )
+
+
 def _ray_placement(
     settings: Settings,
     catalog: Catalog,
@@ -745,32 +757,15 @@ def _ray_placement(
     scratch = os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH)
 
     def payload_for(key: RunKey, attempt: int) -> cluster.AttemptPayload:
-        run_dir = batch_dir / key.rel_dir
-        if attempt > 1:
-            set_aside(run_dir, attempt - 1)  # what an earlier attempt handed back, kept whole
-        tool = catalog.tools[key.tool]
-        tool_spec = specs_mod.copy_for(batch_dir, key.api, tool.spec_format) or specs[key.api]
+        if attempt > 1:  # what an earlier attempt handed back, kept whole
+            set_aside(batch_dir / key.rel_dir, attempt - 1)
+        spec = experiment_spec(settings, catalog, batch_dir, batch_id, specs, key, attempt)
         upload = settings.upload
         return cluster.AttemptPayload(
-            batch=batch_dir.name,
-            batch_id=batch_id,
+            spec=spec,
             driver=driver,
-            key=key,
-            attempt=attempt,
-            api=catalog.apis[key.api],
-            tool=tool,
-            budget_seconds=settings.budget_seconds,
-            cpus=settings.cpus_per_container,
-            memory_bytes=settings.memory_bytes,
-            stop_grace_seconds=settings.stop_grace_seconds,
-            coverage_interval=settings.coverage_interval,
-            models_dir=str(settings.models_dir),
-            extra_labels=settings.labels,
-            spec_name=specs[key.api].name,
-            spec_bytes=specs[key.api].read_bytes(),
-            tool_spec_name=tool_spec.name,
-            tool_spec_bytes=tool_spec.read_bytes(),
-            base_path=specs_mod.base_path_of(tool_spec),
+            spec_bytes=spec.spec_file.read_bytes(),
+            tool_spec_bytes=(spec.tool_spec_file or spec.spec_file).read_bytes(),
             registry=settings.registry,
             upload_bucket=upload.bucket if upload else None,
             upload_path=upload.path if upload else "",
