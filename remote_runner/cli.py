@@ -171,33 +171,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problems or place is None:
         _problems_out("cannot start: fix these and run again", problems)
         return EXIT_BAD_INPUT
-    # cluster mode with a registry and --no-build: the images are in the registry already and the
-    # nodes pull them; this machine (the driver) needs none of them
-    from_registry = bool(settings.ray and settings.registry and not settings.build)
-    if from_registry:
-        pass
-    elif not settings.build:
-        wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
+    wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
+    if settings.build:
+        failed = images.build(wanted, docker, only_missing=True, say=lambda m: print(m, file=sys.stderr))
+        if failed:
+            _problems_out("image build failed", failed)
+            return EXIT_BUILD_FAILED
+        if settings.registry:  # built once here, pulled by the cluster's nodes
+            failed = images.push(wanted, docker, settings.registry, say=lambda m: print(m, file=sys.stderr))
+            if failed:
+                _problems_out(f"pushing the images to {settings.registry} failed", failed)
+                return EXIT_BUILD_FAILED
+    elif not (settings.ray and settings.registry):
+        # (cluster mode with a registry and --no-build: the images are in the registry already and
+        # the nodes pull them; this machine, the driver, needs none of them)
         missing = [f"image {t.image} missing" for t in wanted if docker.image_id(t.image) is None]
         if missing:
             _problems_out("cannot start: build the images, or run without --no-build", missing)
             return EXIT_BAD_INPUT
-    else:
-        failed = images.build(
-            images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool),
-            docker,
-            only_missing=True,
-            say=lambda m: print(m, file=sys.stderr),
-        )
-        if failed:
-            _problems_out("image build failed", failed)
-            return EXIT_BUILD_FAILED
-    if settings.registry and settings.build:
-        wanted = images.targets(cat, selection.apis, selection.tools, settings.build_args_by_tool)
-        failed = images.push(wanted, docker, settings.registry, say=lambda m: print(m, file=sys.stderr))
-        if failed:
-            _problems_out(f"pushing the images to {settings.registry} failed", failed)
-            return EXIT_BUILD_FAILED
     # One runner per batch: the folder is made atomically and locked before anything is written in it
     # (spec copies, journal, orphan clean-up); a second runner refuses here, naming the first.
     place = scheduler.claim(place)
