@@ -109,14 +109,7 @@ class Journal:
             self._db.close()
 
     def _write(self, sql: str, params: Iterable = ()) -> None:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(sql, tuple(params))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
+        self._transaction((sql, tuple(params)))
 
     def _rollback(self) -> None:
         """Rolls back only a transaction still open: SQLite ends it by itself on some errors (a

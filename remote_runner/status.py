@@ -4,6 +4,7 @@ Reads the journal only (read-only), so it is safe while a runner works on the ba
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         finished_at = jour.meta("finished") or ""
         try:
             tries = jour.attempts_of()
-        except Exception:  # a journal of an older runner, opened read-only: no attempts table
+        except sqlite3.OperationalError:  # an older runner's journal, opened read-only: no such table
             tries = []
     finally:
         jour.close()

@@ -10,7 +10,6 @@ cluster holds 3 at once: 2 on ``big``, 1 on ``small``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -236,13 +235,6 @@ def attempts(batch_dir: Path) -> list[dict[str, object]]:
         return []
     finally:
         db.close()
-
-
-def env_without(env: dict[str, str], *keys: str) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k not in keys}
-
-
-__all__ = ["RayCluster", "attempts", "cluster_cli", "cluster_spawn", "env_without", "os"]
 
 
 @dataclass

@@ -234,5 +234,6 @@ def test_a_node_pulls_the_images_it_did_not_build_from_the_registry(
         assert execute(["docker", "image", "inspect", remote], timeout=60).ok  # pulled by the node
         served = registry.served()
         assert f"/v2/{prefix.split('/', 1)[1]}/{image}/manifests/latest" in served.replace('"', " ")
-    finally:
-        execute(["docker", "rmi", "-f", image, remote], timeout=120)
+    finally:  # the pushed tags of both images, and the rebuilt-later plain API image
+        tool_remote = f"{prefix}/{catalog_mod.load(catalog).tools['fx-good'].image}"
+        execute(["docker", "rmi", "-f", image, remote, tool_remote], timeout=120)
