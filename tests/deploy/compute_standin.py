@@ -34,23 +34,27 @@ class ComputeStandin:
         return instance
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """A quiet handler that answers JSON, the base of the Google API stand-ins (here and test_mig.py)."""
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+
 @contextmanager
 def compute_standin() -> Iterator[ComputeStandin]:
     state = ComputeStandin("", {}, [], {})
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             with lock:
                 state.requests.append(("GET", self.path))

@@ -4,16 +4,16 @@ shapes; the style of tests/deploy/compute_standin.py). Every request is recorded
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from remote_runner.mig import MigError, ResizeResult, metadata_token, resize_path, resize_to_zero
+from tests.deploy.compute_standin import JsonHandler
 
 PROJECT, ZONE, GROUP = "research-project-1", "us-central1-a", "llamaresttest-dev-workers"
 GROUP_PATH = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instanceGroupManagers/{GROUP}"
@@ -34,18 +34,7 @@ def google_standin() -> Iterator[Standin]:
     state = Standin()
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args: object) -> None:
-            pass
-
-        def _send(self, code: int, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             with lock:
                 state.requests.append(("GET", self.path, "", b""))
