@@ -1,26 +1,32 @@
-"""Resize a cluster's worker group to 0: the last step of ``shutdownWhenDone`` on a cluster head.
+"""The cluster's worker group follows the work: resize it, read its size back, release it to 0.
 
-When everything is uploaded, the driver on the head asks the Compute Engine API to resize the zonal
-managed instance group of workers (stacks/cluster.py) to 0, then powers the head off. The group
-deletes its instances itself, so the request only has to be accepted: nothing waits for the
-operation (the head may be gone before it is done). The head's service account may do exactly this:
-a custom role with ``compute.instanceGroupManagers.update`` and ``.get``, on this one group
-(docs/cluster.md, "Grants").
+The driver on the head releases the zonal managed instance group of workers (stacks/cluster.py) as
+soon as no run is pending or running, before the report and the final upload (docs/cluster.md, "The
+end of a batch"); the head's GCE shutdown script does the same through ``python -m remote_runner
+release-workers`` on any stop that is not a reboot. The group deletes its instances itself, so a
+resize only has to be accepted; :func:`release` then reads the group's ``targetSize`` back and tries
+again, with backoff, until it is 0 or its time is up. The head's service account may do exactly
+this: a custom role with ``compute.instanceGroupManagers.update`` (what ``resize`` checks) and
+``.get`` (docs/cluster.md, "Grants").
 
-Standard library only. The request, from Google's Compute Engine v1 reference
-(cloud.google.com/compute/docs/reference/rest/v1/instanceGroupManagers/resize):
-``POST {endpoint}/compute/v1/projects/P/zones/Z/instanceGroupManagers/G/resize?size=0`` with an
-empty body; the answer is an Operation ``{"name", "status": "PENDING"|"RUNNING"|"DONE", "error"}``.
-The token comes from ``token_provider`` (on a VM, :func:`metadata_token`: the metadata server's
-token of the VM's service account).
+Standard library only. The calls, from Google's Compute Engine v1 reference
+(cloud.google.com/compute/docs/reference/rest/v1/instanceGroupManagers): ``POST
+{base}/projects/P/zones/Z/instanceGroupManagers/G/resize?size=N`` with an empty body answers an
+Operation ``{"name", "status": "PENDING"|"RUNNING"|"DONE", "error"}``; ``GET {base}/projects/P/zones/
+Z/instanceGroupManagers/G`` answers the group with its ``targetSize``. The token comes from
+``token_provider`` (on a VM, :func:`metadata_token`: the metadata server's token of the VM's service
+account).
 
-The group's name, project and zone are in the runner settings a cluster stack writes (``worker_group``
-of stacks/config.py's ``experiment_settings``); the scheduler is what calls :func:`resize_to_zero`.
+Every Google endpoint is overridable by its conventional variable, so tests and a rehearsal point
+the runner at stand-ins while the defaults stay Google's: ``CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE``
+(gcloud's: the API's base URL, ``https://compute.googleapis.com/compute/v1/`` by default) and
+``GCE_METADATA_HOST`` (the metadata server's ``host[:port]``, as Google's auth libraries read it).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -29,10 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_ENDPOINT = "https://compute.googleapis.com"
-METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
-# Transient answers worth another try; everything else (403 without the grant, 404 no such group)
-# is final and reported as it is.
+COMPUTE_ENV = "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE"
+METADATA_ENV = "GCE_METADATA_HOST"
+DEFAULT_ENDPOINT = "https://compute.googleapis.com/compute/v1"
+DEFAULT_METADATA_HOST = "metadata.google.internal"
+# Transient answers worth another try within one call; everything else (403 without the grant, 404
+# no such group) ends the call and is reported as it is. :func:`release` tries again even then: a
+# fresh grant can take minutes to reach Compute (IAM propagation), and the workers bill meanwhile.
 RETRIED = frozenset({429, 500, 502, 503, 504})
 ATTEMPTS = 4
 
@@ -40,7 +49,18 @@ TokenProvider = Callable[[], str]
 
 
 class MigError(Exception):
-    """The group could not be resized; the message says what the API answered and what to check."""
+    """The group could not be resized or read; the message says what the API answered and what to check."""
+
+
+def compute_endpoint() -> str:
+    """The Compute API's base URL: ``$CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`` or Google's."""
+    return (os.environ.get(COMPUTE_ENV) or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def metadata_url() -> str:
+    """The metadata server's ``computeMetadata/v1`` URL: ``$GCE_METADATA_HOST`` or Google's."""
+    host = os.environ.get(METADATA_ENV) or DEFAULT_METADATA_HOST
+    return f"http://{host}/computeMetadata/v1"
 
 
 @dataclass(frozen=True)
@@ -55,73 +75,93 @@ class ResizeResult:
     attempts: int
 
 
-def metadata_token(metadata_url: str = METADATA_URL, timeout: float = 10.0) -> TokenProvider:
+def metadata_token(url: str | None = None, timeout: float = 10.0) -> TokenProvider:
     """A token provider that asks the metadata server for the VM service account's access token."""
-
-    if not metadata_url.startswith(("http://", "https://")):
-        raise MigError(f"the metadata server's URL must be http(s), got {metadata_url!r}")
-    url = f"{metadata_url.rstrip('/')}/instance/service-accounts/default/token"
+    base = url or metadata_url()
+    if not base.startswith(("http://", "https://")):
+        raise MigError(f"the metadata server's URL must be http(s), got {base!r}")
+    token_url = f"{base.rstrip('/')}/instance/service-accounts/default/token"
 
     def fetch() -> str:
-        request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})  # noqa: S310 (checked)
+        request = urllib.request.Request(token_url, headers={"Metadata-Flavor": "Google"})  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)
                 body = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise MigError(f"no access token from the metadata server at {metadata_url}: {exc}") from exc
+            raise MigError(f"no access token from the metadata server at {base}: {exc}") from exc
         token = body.get("access_token") if isinstance(body, dict) else None
         if not token:
-            raise MigError(f"the metadata server at {metadata_url} answered without an access_token")
+            raise MigError(f"the metadata server at {base} answered without an access_token")
         return str(token)
 
     return fetch
 
 
-def resize_path(project: str, zone: str, group: str) -> str:
+def group_path(project: str, zone: str, group: str) -> str:
     q = urllib.parse.quote
-    return (
-        f"/compute/v1/projects/{q(project, safe='')}/zones/{q(zone, safe='')}"
-        f"/instanceGroupManagers/{q(group, safe='')}/resize?size=0"
-    )
+    return f"/projects/{q(project, safe='')}/zones/{q(zone, safe='')}/instanceGroupManagers/{q(group, safe='')}"
 
 
-def resize_to_zero(
+def resize_path(project: str, zone: str, group: str, size: int = 0) -> str:
+    return f"{group_path(project, zone, group)}/resize?size={int(size)}"
+
+
+def _call(
+    method: str, url: str, token_provider: TokenProvider, timeout: float
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token_provider()}", "Accept": "application/json"}
+    data = b"" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)
+            return 200, api_json(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, api_json(exc.read())
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, {"error": {"message": f"no answer: {exc}"}}
+
+
+def _checked(endpoint: str | None) -> str:
+    base = (endpoint or compute_endpoint()).rstrip("/")
+    if not base.startswith(("https://", "http://")):
+        raise MigError(f"the Compute API endpoint must be an http(s) URL, got {base!r}")
+    return base
+
+
+HINTS = {
+    403: "; the head's service account needs the stack's resize role (pulumi up grants it; a fresh "
+    "grant can take a few minutes to apply)",
+    404: "; is the group still there (pulumi destroy deletes it)?",
+}
+
+
+def resize(
     project: str,
     zone: str,
     group: str,
+    size: int,
     *,
     token_provider: TokenProvider,
-    endpoint: str = DEFAULT_ENDPOINT,
+    endpoint: str | None = None,
     timeout: float = 30.0,
     attempts: int = ATTEMPTS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ResizeResult:
-    """Ask the Compute API to resize ``group`` (zonal, in ``project`` / ``zone``) to 0 instances.
+    """Ask the Compute API to resize ``group`` (zonal, in ``project`` / ``zone``) to ``size``.
 
     Retries a transient answer (429, 5xx, no connection) up to ``attempts`` times with a fresh token
-    each time; raises :class:`MigError` on anything else or when the attempts are used up. A group
-    already at 0 is resized to 0 again: the API accepts it, so calling this twice is harmless.
+    each time; raises :class:`MigError` on anything else or when the attempts are used up. Resizing to
+    the size the group already has is accepted by the API, so calling this twice is harmless.
     """
-    if not endpoint.startswith(("https://", "http://")):
-        raise MigError(f"the Compute API endpoint must be an http(s) URL, got {endpoint!r}")
-    url = endpoint.rstrip("/") + resize_path(project, zone, group)
+    url = _checked(endpoint) + resize_path(project, zone, group, size)
     label = f"instance group {group} ({project}, {zone})"
     last = ""
     for attempt in range(1, attempts + 1):
-        headers = {"Authorization": f"Bearer {token_provider()}", "Accept": "application/json"}
-        request = urllib.request.Request(url, data=b"", method="POST", headers=headers)  # noqa: S310 (checked)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked above)
-                body = api_json(response.read())
-            code = 200
-        except urllib.error.HTTPError as exc:
-            code, body = exc.code, api_json(exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            code, body = 0, {"error": {"message": f"no answer: {exc}"}}
+        code, body = _call("POST", url, token_provider, timeout)
         if code == 200:
             errors = (body.get("error") or {}).get("errors") or []
             if errors:
-                raise MigError(f"resizing {label} to 0 failed: {api_message(body)}")
+                raise MigError(f"resizing {label} to {size} failed: {api_message(body)}")
             return ResizeResult(
                 group=group,
                 zone=zone,
@@ -131,15 +171,86 @@ def resize_to_zero(
             )
         last = f"{code or 'no answer'}: {api_message(body)}"
         if code not in RETRIED and code != 0:
-            hint = {
-                403: "; the head's service account needs the stack's resize role on this group "
-                "(pulumi up grants it)",
-                404: "; is the group still there (pulumi destroy deletes it)?",
-            }.get(code, "")
-            raise MigError(f"resizing {label} to 0 was refused ({last}){hint}")
+            raise MigError(f"resizing {label} to {size} was refused ({last}){HINTS.get(code, '')}")
         if attempt < attempts:
             sleep(min(2.0**attempt, 30.0))
-    raise MigError(f"resizing {label} to 0 failed {attempts} times (last: {last})")
+    raise MigError(f"resizing {label} to {size} failed {attempts} times (last: {last})")
+
+
+def resize_to_zero(project: str, zone: str, group: str, **kwargs: Any) -> ResizeResult:
+    return resize(project, zone, group, 0, **kwargs)
+
+
+def target_size(
+    project: str,
+    zone: str,
+    group: str,
+    *,
+    token_provider: TokenProvider,
+    endpoint: str | None = None,
+    timeout: float = 30.0,
+) -> int:
+    """The group's ``targetSize`` as the Compute API reports it now (one call; :class:`MigError`)."""
+    url = _checked(endpoint) + group_path(project, zone, group)
+    code, body = _call("GET", url, token_provider, timeout)
+    if code != 200:
+        raise MigError(
+            f"reading instance group {group} failed ({code or 'no answer'}: {api_message(body)})"
+            f"{HINTS.get(code, '')}"
+        )
+    try:
+        return int(body["targetSize"])
+    except (KeyError, TypeError, ValueError):
+        raise MigError(f"instance group {group}: the answer has no targetSize ({body!r:.200})") from None
+
+
+@dataclass(frozen=True)
+class Release:
+    """What :func:`release` achieved: ``at_zero`` only when the group's size was read back as 0."""
+
+    at_zero: bool
+    size: int | None  # the last size read back (None: never read)
+    tries: int
+    message: str
+
+
+def release(
+    project: str,
+    zone: str,
+    group: str,
+    *,
+    token_provider: TokenProvider,
+    endpoint: str | None = None,
+    budget_seconds: float = 300.0,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    on_try: Callable[[str], None] | None = None,
+) -> Release:
+    """Resize ``group`` to 0 and read it back, again and again with backoff (2, 4, ... 30 s) until
+    the group reads 0 or ``budget_seconds`` are spent. Every failure is retried here, a refusal (403)
+    too: it is the one call that stops the workers billing, and a fresh grant may not have reached
+    Compute yet. ``on_try`` hears one line per failed try."""
+    deadline = monotonic() + budget_seconds
+    size: int | None = None
+    message = ""
+    tries = 0
+    delay = 2.0
+    while True:
+        tries += 1
+        try:
+            resize(project, zone, group, 0, token_provider=token_provider, endpoint=endpoint, attempts=1)
+            size = target_size(project, zone, group, token_provider=token_provider, endpoint=endpoint)
+            if size == 0:
+                return Release(True, 0, tries, f"worker group {group} is at 0")
+            message = f"worker group {group} still reads targetSize {size} after the resize"
+        except MigError as exc:
+            message = str(exc)
+        if on_try is not None:
+            on_try(f"try {tries}: {message}")
+        if monotonic() + delay > deadline:
+            return Release(False, size, tries, message)
+        sleep(delay)
+        delay = min(delay * 2, 30.0)
 
 
 def api_json(raw: bytes) -> dict[str, Any]:

@@ -1,87 +1,16 @@
-"""remote_runner.mig against a real HTTP stand-in on loopback for the two Google endpoints it calls:
-the metadata server's token and the Compute API's instanceGroupManagers.resize (the documented JSON
-shapes; the style of tests/deploy/compute_standin.py). Every request is recorded."""
+"""remote_runner.mig against a real HTTP stand-in on loopback for the Google endpoints it calls
+(tests/google_standin.py): the metadata server's token and the Compute API's instanceGroupManagers
+resize and get. Every request is recorded."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 
 import pytest
 
+from remote_runner import mig
 from remote_runner.mig import MigError, ResizeResult, metadata_token, resize_path, resize_to_zero
-from tests.deploy.compute_standin import JsonHandler
-
-PROJECT, ZONE, GROUP = "research-project-1", "us-central1-a", "llamaresttest-dev-workers"
-GROUP_PATH = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instanceGroupManagers/{GROUP}"
-
-
-@dataclass
-class Standin:
-    url: str = ""
-    sizes: dict[str, int] = field(default_factory=lambda: {GROUP_PATH: 3})
-    # Answers to give to the next resize requests before the real one, e.g. [503, 503].
-    failures: list[int] = field(default_factory=list)
-    tokens_issued: int = 0
-    requests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, auth, body
-
-
-@contextmanager
-def google_standin() -> Iterator[Standin]:
-    state = Standin()
-    lock = threading.Lock()
-
-    class Handler(JsonHandler):
-        def do_GET(self) -> None:
-            with lock:
-                state.requests.append(("GET", self.path, "", b""))
-                if self.path == "/computeMetadata/v1/instance/service-accounts/default/token" and (
-                    self.headers.get("Metadata-Flavor") == "Google"
-                ):
-                    state.tokens_issued += 1
-                    token = f"token-{state.tokens_issued}"
-                    self._send(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
-                else:
-                    self._send(403, {"error": {"message": "Missing Metadata-Flavor:Google header"}})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
-            with lock:
-                auth = self.headers.get("Authorization") or ""
-                state.requests.append(("POST", self.path, auth, body))
-                path, _, query = self.path.partition("?")
-                group = path.removesuffix("/resize")
-                if not auth.startswith("Bearer token-"):
-                    self._send(401, {"error": {"code": 401, "message": "Request is missing credentials"}})
-                elif state.failures:
-                    code = state.failures.pop(0)
-                    self._send(code, {"error": {"code": code, "message": f"stand-in answers {code}"}})
-                elif not path.endswith("/resize") or group not in state.sizes:
-                    self._send(
-                        404, {"error": {"code": 404, "message": f"The resource '{group}' was not found"}}
-                    )
-                elif query != "size=0":
-                    self._send(400, {"error": {"code": 400, "message": f"unexpected query {query!r}"}})
-                else:
-                    state.sizes[group] = 0
-                    self._send(
-                        200, {"kind": "compute#operation", "name": "operation-resize-1", "status": "RUNNING"}
-                    )
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-
+from tests.google_standin import GROUP, GROUP_PATH, PROJECT, ZONE, Standin, google_standin
 
 @pytest.fixture
 def standin() -> Iterator[Standin]:
@@ -96,7 +25,7 @@ def _resize(standin: Standin, group: str = GROUP, **kwargs: object) -> ResizeRes
         ZONE,
         group,
         token_provider=metadata_token(f"{standin.url}/computeMetadata/v1"),
-        endpoint=standin.url,
+        endpoint=standin.endpoint,
         sleep=pauses.append,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -109,7 +38,7 @@ def test_resizes_the_group_to_zero_with_the_metadata_token(standin: Standin) -> 
     assert standin.sizes[GROUP_PATH] == 0
     (post,) = [r for r in standin.requests if r[0] == "POST"]
     assert post == ("POST", f"{GROUP_PATH}/resize?size=0", "Bearer token-1", b"")
-    assert resize_path(PROJECT, ZONE, GROUP) == f"{GROUP_PATH}/resize?size=0"
+    assert "/compute/v1" + resize_path(PROJECT, ZONE, GROUP) == f"{GROUP_PATH}/resize?size=0"
     # Twice is harmless: the API accepts a resize to the size the group already has.
     assert _resize(standin).status == "RUNNING"
 
@@ -145,13 +74,13 @@ def test_a_refusal_is_final_and_says_what_to_check(standin: Standin) -> None:
 def test_no_metadata_server_means_no_token(standin: Standin) -> None:
     provider = metadata_token(f"{standin.url}/wrong/v1")
     with pytest.raises(MigError, match="no access token from the metadata server"):
-        resize_to_zero(PROJECT, ZONE, GROUP, token_provider=provider, endpoint=standin.url)
+        resize_to_zero(PROJECT, ZONE, GROUP, token_provider=provider, endpoint=standin.endpoint)
     assert standin.sizes[GROUP_PATH] == 3
 
 
 def test_no_compute_api_is_transient_then_reported() -> None:
     with google_standin() as gone:
-        url = gone.url
+        url = gone.endpoint
     pauses: list[float] = []
     with pytest.raises(MigError, match=r"failed 2 times .last: no answer"):
         resize_to_zero(
@@ -163,3 +92,76 @@ def test_no_compute_api_is_transient_then_reported() -> None:
 def test_the_endpoint_must_be_http() -> None:
     with pytest.raises(MigError, match="must be an http"):
         resize_to_zero(PROJECT, ZONE, GROUP, token_provider=lambda: "t", endpoint="file:///etc/passwd")
+
+
+def test_the_group_size_is_read_back(standin: Standin) -> None:
+    provider = metadata_token(f"{standin.url}/computeMetadata/v1")
+    assert mig.target_size(PROJECT, ZONE, GROUP, token_provider=provider, endpoint=standin.endpoint) == 3
+    with pytest.raises(MigError, match="reading instance group other failed .404"):
+        mig.target_size(PROJECT, ZONE, "other", token_provider=provider, endpoint=standin.endpoint)
+
+
+class FakeClock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def _release(standin: Standin, budget: float = 300.0) -> tuple[mig.Release, FakeClock, list[str]]:
+    clock, heard = FakeClock(), []
+    result = mig.release(
+        PROJECT,
+        ZONE,
+        GROUP,
+        token_provider=metadata_token(f"{standin.url}/computeMetadata/v1"),
+        endpoint=standin.endpoint,
+        budget_seconds=budget,
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        on_try=heard.append,
+    )
+    return result, clock, heard
+
+
+def test_release_retries_a_refusal_with_backoff_until_the_group_reads_zero(standin: Standin) -> None:
+    # a 403 (a grant not yet propagated) then 200: released on the second try, after one backoff
+    standin.failures = [403]
+    result, clock, heard = _release(standin)
+    assert result == mig.Release(True, 0, 2, f"worker group {GROUP} is at 0")
+    assert clock.sleeps == [2.0] and standin.sizes[GROUP_PATH] == 0
+    assert len(heard) == 1 and "403" in heard[0] and "resize role" in heard[0]
+    assert [r[0] for r in standin.requests if not r[1].startswith("/computeMetadata")] == ["POST", "POST", "GET"]
+
+
+def test_release_gives_up_at_its_budget_and_says_the_group_is_not_at_zero(standin: Standin) -> None:
+    standin.refuse_always = 403
+    result, clock, heard = _release(standin, budget=120.0)
+    assert not result.at_zero and result.size is None
+    assert "was refused (403" in result.message
+    assert clock.sleeps == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0] and clock.now <= 120.0
+    assert result.tries == len(heard) == 8
+    assert standin.sizes[GROUP_PATH] == 3
+
+
+def test_endpoints_follow_their_conventional_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(mig.COMPUTE_ENV, raising=False)
+    monkeypatch.delenv(mig.METADATA_ENV, raising=False)
+    assert mig.compute_endpoint() == "https://compute.googleapis.com/compute/v1"
+    assert mig.metadata_url() == "http://metadata.google.internal/computeMetadata/v1"
+    with google_standin() as standin:
+        for name, value in standin.env().items():
+            monkeypatch.setenv(name, value)
+        assert mig.compute_endpoint() == standin.endpoint
+        # no endpoint and no metadata URL given: both come from the variables
+        assert mig.target_size(PROJECT, ZONE, GROUP, token_provider=metadata_token()) == 3
+        assert mig.resize_to_zero(PROJECT, ZONE, GROUP, token_provider=metadata_token()).status == "RUNNING"
+        assert standin.sizes[GROUP_PATH] == 0 and standin.tokens_issued == 2

@@ -1,0 +1,128 @@
+"""A stand-in for the two Google endpoints the runner calls on a cluster head, on loopback in a thread
+of the test: the metadata server's token and the Compute API's instanceGroupManagers resize and get
+(the documented JSON shapes, cloud.google.com/compute/docs/reference/rest/v1/instanceGroupManagers).
+Every request is recorded, and every change of a group's size with its time, so a test can say how
+many VM-minutes a group billed after a moment (:meth:`Standin.vm_minutes_after`).
+
+The runner is pointed at it the way it would be pointed at any endpoint: ``GCE_METADATA_HOST`` and
+``CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE`` (:meth:`Standin.env`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+
+from tests.deploy.compute_standin import JsonHandler
+
+PROJECT, ZONE, GROUP = "research-project-1", "us-central1-a", "llamaresttest-dev-workers"
+GROUP_PATH = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instanceGroupManagers/{GROUP}"
+TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+
+
+@dataclass
+class Standin:
+    url: str = ""
+    sizes: dict[str, int] = field(default_factory=lambda: {GROUP_PATH: 3})
+    # Answers to give to the next resize requests before the real one, e.g. [503, 503].
+    failures: list[int] = field(default_factory=list)
+    refuse_always: int | None = None  # e.g. 403: every resize is refused with this code
+    tokens_issued: int = 0
+    requests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, auth, body
+    history: list[tuple[float, str, int]] = field(default_factory=list)  # (time.time(), group, size)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/compute/v1"
+
+    def env(self) -> dict[str, str]:
+        host = self.url.removeprefix("http://")
+        return {"GCE_METADATA_HOST": host, "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE": f"{self.endpoint}/"}
+
+    def resizes(self) -> list[str]:
+        return [r[1] for r in self.requests if r[0] == "POST"]
+
+    def vm_minutes_after(self, since: float, until: float | None = None, group: str = GROUP_PATH) -> float:
+        """The group's size integrated over [since, until] in VM-minutes (what its VMs would bill)."""
+        until = time.time() if until is None else until
+        changes = [(t, s) for t, g, s in self.history if g == group]
+        total, size, at = 0.0, changes[0][1], since
+        for t, s in changes[1:]:
+            if t <= since:
+                size = s
+                continue
+            if t >= until:
+                break
+            total += size * (t - at)
+            size, at = s, t
+        total += size * max(0.0, until - at)
+        return total / 60.0
+
+
+@contextmanager
+def google_standin(size: int = 3) -> Iterator[Standin]:
+    state = Standin(sizes={GROUP_PATH: size})
+    state.history.append((time.time(), GROUP_PATH, size))
+    lock = threading.Lock()
+
+    class Handler(JsonHandler):
+        def _authorised(self) -> bool:
+            if (self.headers.get("Authorization") or "").startswith("Bearer token-"):
+                return True
+            self._send(401, {"error": {"code": 401, "message": "Request is missing credentials"}})
+            return False
+
+        def do_GET(self) -> None:
+            with lock:
+                auth = self.headers.get("Authorization") or ""
+                state.requests.append(("GET", self.path, auth, b""))
+                if self.path == TOKEN_PATH:
+                    if self.headers.get("Metadata-Flavor") != "Google":
+                        self._send(403, {"error": {"message": "Missing Metadata-Flavor:Google header"}})
+                        return
+                    state.tokens_issued += 1
+                    token = f"token-{state.tokens_issued}"
+                    self._send(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+                elif not self._authorised():
+                    return
+                elif self.path in state.sizes:
+                    name = self.path.rsplit("/", 1)[-1]
+                    self._send(200, {"kind": "compute#instanceGroupManager", "name": name,
+                                     "targetSize": state.sizes[self.path]})
+                else:
+                    self._send(404, {"error": {"code": 404, "message": f"The resource '{self.path}' was not found"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            with lock:
+                auth = self.headers.get("Authorization") or ""
+                state.requests.append(("POST", self.path, auth, body))
+                path, _, query = self.path.partition("?")
+                group = path.removesuffix("/resize")
+                if not self._authorised():
+                    return
+                if state.failures or state.refuse_always:
+                    code = state.failures.pop(0) if state.failures else int(state.refuse_always or 500)
+                    self._send(code, {"error": {"code": code, "message": f"stand-in answers {code}"}})
+                elif not path.endswith("/resize") or group not in state.sizes:
+                    self._send(404, {"error": {"code": 404, "message": f"The resource '{group}' was not found"}})
+                elif not query.startswith("size=") or not query[5:].isdigit():
+                    self._send(400, {"error": {"code": 400, "message": f"unexpected query {query!r}"}})
+                else:
+                    state.sizes[group] = int(query[5:])
+                    state.history.append((time.time(), group, state.sizes[group]))
+                    self._send(200, {"kind": "compute#operation", "name": "operation-resize-1", "status": "RUNNING"})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
