@@ -6,6 +6,7 @@ Every problem with the input is reported at once, before anything starts, with e
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import signal
@@ -68,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
         help="a request to map, e.g. 'GET /rest/v1/users/7?x=1' (repeatable)",
     )
     spec.add_argument("--json", action="store_true", help='print {"operations": [...], "matches": {...}}')
+
+    release = sub.add_parser(
+        "release-workers",
+        help="resize a cluster stack's worker group to 0 and read it back (the head's shutdown script)",
+        description="Resizes the worker group named by the settings' worker_group to 0, retrying with "
+        "backoff until it reads 0 or --budget runs out. Exit 0: the group reads 0 (or the settings name "
+        "no group); 9: it does not.",
+    )
+    release.add_argument("--config", type=Path, metavar="FILE", required=True, help="settings JSON file")
+    release.add_argument(
+        "--budget", type=float, default=75.0, metavar="SECONDS", help="how long to keep trying (default: 75)"
+    )
 
     sub.add_parser(
         "report",
@@ -201,38 +214,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cluster_problems(settings: Settings) -> list[str]:
-    """Cluster mode, before anything is built or started: the cluster answers, and at least one of
-    its nodes fits an experiment (Ray would keep a task that fits no node waiting forever).
+    """Cluster mode, before anything is built or started: the cluster answers, and no node that is
+    there already is too small (Ray would keep a task that fits no node waiting forever).
 
-    At boot the head's Ray may come up after the runner and the workers join minutes later: the
-    connection and a first node with an experiment slot are waited for, up to ``engine_wait_seconds``;
-    nodes that are there but too small are refused at once."""
+    At boot the head's Ray may come up after the runner: the connection is waited for, up to
+    ``engine_wait_seconds``. Workers that have not joined yet are the batch's to wait for
+    (``worker_wait_seconds``, with status saying so); nodes that are there but too small are refused
+    at once. A problem here ends the runner for good (exit 2), so the worker group is released first."""
     import time
 
     from remote_runner import cluster
     from remote_runner.admission import Request
 
     deadline = time.monotonic() + settings.engine_wait_seconds
+    problems: list[str] = []
     while True:
         try:
             cluster.connect(str(settings.ray))
             break
         except Exception as exc:  # Ray raises ConnectionError and a few of its own
             if time.monotonic() >= deadline:
-                return [f"--ray {settings.ray}: no Ray cluster answers ({type(exc).__name__}: {exc})"]
+                problems = [f"--ray {settings.ray}: no Ray cluster answers ({type(exc).__name__}: {exc})"]
+                break
             print(f"waiting for the Ray cluster at {settings.ray}: {type(exc).__name__}", file=sys.stderr)
             time.sleep(5)
-    import ray
+    if not problems:
+        import ray
 
-    request = Request(settings.cpus_per_container, settings.memory_bytes)
-    while True:
         nodes = cluster.nodes_from(ray.nodes())
-        problem = cluster.fit_problem(nodes, request)
-        joining = not any(n.alive and n.slots > 0 for n in nodes)
-        if problem is None or not joining or time.monotonic() >= deadline:
-            return [problem] if problem else []
-        print("waiting for a worker node to join the Ray cluster", file=sys.stderr)
-        time.sleep(5)
+        if any(n.alive and n.slots > 0 for n in nodes):
+            problem = cluster.fit_problem(nodes, Request(settings.cpus_per_container, settings.memory_bytes))
+            problems = [problem] if problem else []
+    if problems:
+        from remote_runner import workers
+
+        workers.release_workers(settings, "the cluster batch cannot start")
+    return problems
 
 
 def _run_locked(
@@ -366,7 +383,6 @@ def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any],
 
 
 def cmd_spec(args: argparse.Namespace) -> int:
-    import json
 
     from remote_runner import results
 
@@ -390,6 +406,31 @@ def cmd_spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release_workers(args: argparse.Namespace) -> int:
+    """The GCE shutdown script's call on a cluster head (any stop that is not a reboot: maxRunHours, a
+    manual stop, the head's own power-off): no worker outlives the head."""
+    from remote_runner import workers
+
+    raw, problems = load_config(args.config)
+    try:
+        group = schema.worker_group(raw.get("worker_group"))
+    except ValueError as exc:
+        problems.append(f"worker_group: {exc}")
+    if problems:
+        _problems_out(f"cannot read the worker group from {args.config}", problems)
+        return EXIT_BAD_INPUT
+    if group is None:
+        print(f"{args.config} names no worker_group: nothing to release", file=sys.stderr)
+        return 0
+    released = workers.release_workers(
+        Settings(worker_group=group), "release-workers", budget_seconds=args.budget
+    )
+    print(
+        f"worker group {group.name}: {'at 0' if released else 'NOT at 0: resize it by hand'}", file=sys.stderr
+    )
+    return 0 if released else exit_codes.WORKERS_NOT_RELEASED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
@@ -402,5 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(upload.main(argv[1:]) or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "build": cmd_build, "status": cmd_status, "spec": cmd_spec}
+    handlers = {
+        "run": cmd_run,
+        "build": cmd_build,
+        "status": cmd_status,
+        "spec": cmd_spec,
+        "release-workers": cmd_release_workers,
+    }
     return handlers[args.command](args)

@@ -380,6 +380,59 @@ def run_attempt(payload: AttemptPayload) -> Iterator[dict]:  # a Ray generator t
     yield result
 
 
+def clean_here(batch_ids: Sequence[str]) -> dict:
+    """Removes every container and network of the given batches on this node's engine (the body of
+    :func:`clean_node`; callable without Ray)."""
+    docker = Docker()
+    removed: list[str] = []
+    for batch_id in batch_ids:
+        containers, networks = docker.remove_labelled(f"{LABEL_PREFIX}.batch_id={batch_id}")
+        removed += [f"container {c}" for c in containers] + [f"network {n}" for n in networks]
+    return {"removed": removed}
+
+
+def clean_node(batch_ids: Sequence[str]) -> dict:  # a Ray task pinned to one node
+    import ray
+
+    return {"node": ray.get_runtime_context().get_node_id(), **clean_here(batch_ids)}
+
+
+def clean_nodes(batch_ids: Sequence[str], *, timeout: float = 120.0) -> dict[str, list[str]]:
+    """At the end of a batch every alive node with an experiment slot removes the batch's containers
+    and networks: an attempt whose raylet died while its engine and machine lived on (a raylet crash,
+    an existing cluster's node) leaves API containers that have no deadline of their own. One task
+    per node, pinned to it (Ray's NodeAffinitySchedulingStrategy, soft=False), asking no resources.
+    Returns node id -> what it removed; a node that does not answer in ``timeout`` is logged."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in nodes_from(ray.nodes()) if n.alive and n.slots > 0]
+    remote = ray.remote(clean_node)
+    refs = {
+        remote.options(
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
+        ).remote(list(batch_ids)): n.node_id
+        for n in nodes
+    }
+    done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+    out: dict[str, list[str]] = {}
+    for ref in done:
+        try:
+            result = ray.get(ref)
+        except Exception as exc:  # a node that died meanwhile: its containers went with its VM
+            log.warning("node %s: cleaning failed: %s", refs[ref][:8], lost_reason(exc) or exc)
+            continue
+        out[refs[ref]] = list(result.get("removed") or [])
+        if out[refs[ref]]:
+            log.info("node %s removed %d leftovers of the batch", refs[ref][:8], len(out[refs[ref]]))
+    for ref in late:
+        log.warning("node %s did not clean up within %.0f s", refs[ref][:8], timeout)
+        ray.cancel(ref, force=True)
+    return out
+
+
 # --- the driver's side ----------------------------------------------------------------------------
 def connect(address: str, *, runtime_env: Mapping[str, Any] | None = None) -> Any:
     """Connects this process to the Ray cluster at ``address`` (``auto`` or ``HOST:PORT``) as the

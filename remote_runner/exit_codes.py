@@ -12,4 +12,6 @@ BATCH_BUSY = 4  #: another live runner holds the batch's lock; nothing was touch
 ENGINE_UNAVAILABLE = 5  #: the Docker engine went away and did not come back in time; resumable
 DISK_FULL = 6  #: the results disk (or Docker's) is full or below ``min_free_disk``; resumable once freed
 PREFLIGHT_FAILED = 7  #: the preflight found broken APIs before any real run (no plan written); fix, run anew
+NO_WORKERS = 8  #: cluster mode: no worker joined within ``worker_wait_seconds``; the group was released
+WORKERS_NOT_RELEASED = 9  #: cluster mode: the batch is over but the worker group does not read 0; head stays
 STOPPED = 143  #: SIGTERM/SIGINT: running experiments were interrupted cleanly; resumable

@@ -99,16 +99,16 @@ def metadata_token(url: str | None = None, timeout: float = 10.0) -> TokenProvid
 
 def group_path(project: str, zone: str, group: str) -> str:
     q = urllib.parse.quote
-    return f"/projects/{q(project, safe='')}/zones/{q(zone, safe='')}/instanceGroupManagers/{q(group, safe='')}"
+    return (
+        f"/projects/{q(project, safe='')}/zones/{q(zone, safe='')}/instanceGroupManagers/{q(group, safe='')}"
+    )
 
 
 def resize_path(project: str, zone: str, group: str, size: int = 0) -> str:
     return f"{group_path(project, zone, group)}/resize?size={int(size)}"
 
 
-def _call(
-    method: str, url: str, token_provider: TokenProvider, timeout: float
-) -> tuple[int, dict[str, Any]]:
+def _call(method: str, url: str, token_provider: TokenProvider, timeout: float) -> tuple[int, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token_provider()}", "Accept": "application/json"}
     data = b"" if method == "POST" else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310

@@ -23,6 +23,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,14 +115,20 @@ SmokeRun = Callable[[RunKey, Path], Any]  # (key, run folder) -> experiment.Outc
 
 
 def check(
-    apis: Sequence[str], tool: str, batch_dir: Path, smoke: SmokeRun, stop: threading.Event
+    apis: Sequence[str],
+    tool: str,
+    batch_dir: Path,
+    smoke: SmokeRun,
+    stop: threading.Event,
+    *,
+    parallel: bool = False,
 ) -> list[Verdict]:
-    """One smoke run per API, one after the other (each is short; they must not compete for the
-    CPUs the real runs will measure). ``smoke`` runs the experiment into the folder it is given."""
-    verdicts: list[Verdict] = []
-    for api in apis:
-        if stop.is_set():
-            break
+    """One smoke run per API. On one machine they run one after the other (each is short; they must
+    not compete for the CPUs the real runs will measure); in cluster mode (``parallel``) all at once,
+    each on a worker of its own as Ray places it. ``smoke`` runs the experiment into the folder it is
+    given."""
+
+    def one(api: str) -> Verdict:
         folder = batch_dir / PREFLIGHT_DIR / api
         key = RunKey(0, api, tool)
         log.info("preflight: smoke run of %s with %s into %s", api, tool, folder)
@@ -132,8 +139,17 @@ def check(
             status, reason = "failed", f"smoke run raised {type(exc).__name__}: {exc}"
         ev = read_evidence(folder, status, reason)
         why = judge(ev)
-        verdicts.append(Verdict(api, why is None, why or "ok", ev.log_tail, folder))
         log.info("preflight: %s %s", api, "passed" if why is None else f"BROKEN: {why}")
+        return Verdict(api, why is None, why or "ok", ev.log_tail, folder)
+
+    if parallel and len(apis) > 1:
+        with ThreadPoolExecutor(max_workers=len(apis), thread_name_prefix="preflight") as pool:
+            return list(pool.map(one, apis))
+    verdicts: list[Verdict] = []
+    for api in apis:
+        if stop.is_set():
+            break
+        verdicts.append(one(api))
     return verdicts
 
 
@@ -142,47 +158,21 @@ EXIT_BROKEN = exit_codes.PREFLIGHT_FAILED  # run_batch's exit code when the pref
 
 def gate(
     settings: Any,
-    catalog: Any,
     apis: tuple[str, ...],
     tools: tuple[str, ...],
     batch_dir: Path,
-    docker: Any,
-    specs: Any,
+    smoke: SmokeRun,
     stop: threading.Event,
+    *,
+    parallel: bool = False,
 ) -> tuple[str, ...] | None:
     """The preflight of a new batch: the APIs the batch goes on with, or ``None`` to stop it (the
-    table of broken APIs is logged). The smoke runs use the real experiment pipeline."""
-    import uuid
-
-    from remote_runner import experiment
-
+    table of broken APIs is logged). ``smoke`` is the batch's own pipeline for one short run (the
+    scheduler builds it: on this machine's engine, or on the cluster's workers through the same
+    placement as the real runs, never on the head)."""
     if not apis or not tools:
         return apis
-    smoke_id = uuid.uuid4().hex
-
-    def smoke(key: RunKey, folder: Path) -> Any:
-        spec = experiment.ExperimentSpec(
-            batch=f"{batch_dir.name}-preflight",
-            batch_id=smoke_id,
-            key=key,
-            attempt=1,
-            run_dir=folder,
-            api=catalog.apis[key.api],
-            tool=catalog.tools[key.tool],
-            budget_seconds=settings.preflight_seconds,
-            cpus=settings.cpus_per_container,
-            api_cpuset=None,
-            tool_cpuset=None,
-            memory_bytes=settings.memory_bytes,
-            spec_file=specs[key.api],
-            stop_grace_seconds=settings.stop_grace_seconds,
-            coverage_interval=min(settings.coverage_interval, max(1.0, settings.preflight_seconds / 4)),
-            models_dir=settings.models_dir,
-            extra_labels=settings.labels,
-        )
-        return experiment.run(spec, docker, stop)
-
-    verdicts = check(apis, tools[0], batch_dir, smoke, stop)
+    verdicts = check(apis, tools[0], batch_dir, smoke, stop, parallel=parallel)
     if stop.is_set():
         return None
     report = table(verdicts)

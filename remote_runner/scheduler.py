@@ -570,13 +570,26 @@ def _run_batch_locked(
     batch_dir = place.batch_dir
     handler = attach_log(batch_dir)
     jour = journal.Journal(batch_dir / "journal.sqlite")
+    request = Request(settings.cpus_per_container, settings.memory_bytes)
+    driver = uuid.uuid4().hex  # cluster mode: this driver's label on its attempts' containers
+    smoke_id = uuid.uuid4().hex  # the preflight's own batch id (its containers' label)
     try:
+        if settings.ray:  # the first worker may still be booting; a cluster that cannot run stops here
+            code = _await_workers(settings, batch_dir, request, stop)
+            if code is not None:
+                return code
         if not place.resume and settings.preflight:  # smoke run per API before any budget is spent
             from remote_runner import preflight
 
-            kept = preflight.gate(settings, catalog, apis, tools, batch_dir, docker, specs, stop)
+            smoke = _smoke_runner(
+                settings, catalog, batch_dir, specs, docker, stop, smoke_id=smoke_id, driver=driver
+            )
+            kept = preflight.gate(settings, apis, tools, batch_dir, smoke, stop, parallel=bool(settings.ray))
             if kept is None:
-                return 143 if stop.is_set() else preflight.EXIT_BROKEN
+                if stop.is_set():
+                    return exit_codes.STOPPED
+                _release_workers(settings, batch_dir, "the preflight stopped the batch")
+                return preflight.EXIT_BROKEN
             apis = kept
         if place.resume:
             keys, _ = plan.read(batch_dir)
@@ -610,11 +623,13 @@ def _run_batch_locked(
 
         cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
         machine = machine or Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
-        request = Request(settings.cpus_per_container, settings.memory_bytes)
         placement: Placement | None = None
         sampler: Sampler | None = None
         if settings.ray:
-            placement = _ray_placement(settings, catalog, batch_dir, batch_id, jour, specs, request, stop)
+            jour.set_meta("driver", driver)
+            placement = _ray_placement(
+                settings, catalog, batch_dir, batch_id, driver, jour, specs, request, stop
+            )
         else:
             sampler = Sampler(machine.cpus)
 
@@ -665,6 +680,13 @@ def _run_batch_locked(
         completed = scheduler.run()
         if sampler is not None:
             sampler.close()
+        if settings.ray:  # no container of the batch outlives it, on any node still alive
+            from remote_runner import cluster
+
+            _hook(
+                "removing the batch's containers on every node",
+                lambda: cluster.clean_nodes([batch_id, smoke_id]),
+            )
         if scheduler.engine_unavailable is not None:
             log.error("%s", scheduler.engine_unavailable)
             print(scheduler.engine_unavailable, file=sys.stderr)
@@ -675,6 +697,7 @@ def _run_batch_locked(
                 line = disk.full_message(batch_dir, line)
             log.error("%s", line)
             print(line, file=sys.stderr)
+            _release_workers(settings, batch_dir, "the head's disk is full")  # the unit does not restart
             return exit_codes.DISK_FULL
         if not completed:
             log.info(
@@ -691,7 +714,16 @@ def _run_batch_locked(
         jour.set_meta("finished", repr(clock.now()))
         counts = jour.counts()
         log.info("batch done: %s", json.dumps(counts))
-        _finish_batch(batch_dir, settings, jour)
+        # no run pending or running: the workers go now, before the report and the final upload
+        released = _release_workers(settings, batch_dir, "no run is pending or running")
+        _finish_batch(batch_dir, settings, jour, workers_released=released)
+        if released is False:
+            print(
+                "the batch is done but the worker group did not read 0: the head stays up (see "
+                "`status` and the log)",
+                file=sys.stderr,
+            )
+            return exit_codes.WORKERS_NOT_RELEASED
         return exit_codes.DONE_WITH_FAILURES if counts.get(journal.FAILED) else exit_codes.DONE
     finally:
         jour.close()
@@ -736,41 +768,46 @@ def experiment_spec(
     )
 
 
+def _payload(settings: Settings, spec: ExperimentSpec, driver: str, *, upload: bool) -> Any:
+    """One attempt's :class:`remote_runner.cluster.AttemptPayload`: the spec files travel as bytes,
+    so nodes need no shared file system."""
+    from remote_runner import cluster
+
+    target = settings.upload if upload else None
+    return cluster.AttemptPayload(
+        spec=spec,
+        driver=driver,
+        spec_bytes=spec.spec_file.read_bytes(),
+        tool_spec_bytes=(spec.tool_spec_file or spec.spec_file).read_bytes(),
+        registry=settings.registry,
+        upload_bucket=target.bucket if target else None,
+        upload_path=target.path if target else "",
+        scratch=os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH),
+    )
+
+
 def _ray_placement(
     settings: Settings,
     catalog: Catalog,
     batch_dir: Path,
     batch_id: str,
+    driver: str,
     jour: journal.Journal,
     specs: Mapping[str, Path],
     request: Request,
     stop: threading.Event,
 ) -> Placement:
     """Cluster mode (:mod:`remote_runner.cluster`): one Ray task per attempt; the driver (this
-    process) keeps the journal. Every attempt gets the batch's spec copies as bytes, so nodes need no
-    shared file system."""
+    process) keeps the journal."""
     from remote_runner import cluster
 
     context = cluster.connect(str(settings.ray))
-    driver = uuid.uuid4().hex
-    jour.set_meta("driver", driver)
-    scratch = os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH)
 
-    def payload_for(key: RunKey, attempt: int) -> cluster.AttemptPayload:
+    def payload_for(key: RunKey, attempt: int) -> Any:
         if attempt > 1:  # what an earlier attempt handed back, kept whole
             set_aside(batch_dir / key.rel_dir, attempt - 1)
         spec = experiment_spec(settings, catalog, batch_dir, batch_id, specs, key, attempt)
-        upload = settings.upload
-        return cluster.AttemptPayload(
-            spec=spec,
-            driver=driver,
-            spec_bytes=spec.spec_file.read_bytes(),
-            tool_spec_bytes=(spec.tool_spec_file or spec.spec_file).read_bytes(),
-            registry=settings.registry,
-            upload_bucket=upload.bucket if upload else None,
-            upload_path=upload.path if upload else "",
-            scratch=scratch,
-        )
+        return _payload(settings, spec, driver, upload=True)
 
     placement = cluster.RayPlacement(
         request,
@@ -789,6 +826,113 @@ def _ray_placement(
         placement.dashboard or "-",
     )
     return placement
+
+
+#: a smoke run whose worker was lost (spot) is tried again this many times before it counts
+SMOKE_LOST_TRIES = 3
+
+
+def _smoke_runner(
+    settings: Settings,
+    catalog: Catalog,
+    batch_dir: Path,
+    specs: Mapping[str, Path],
+    docker: Any,
+    stop: threading.Event,
+    *,
+    smoke_id: str,
+    driver: str,
+) -> Callable[[RunKey, Path], Outcome]:
+    """The preflight's smoke run: the batch's own experiment (the same spec the real runs get, the
+    tool's spec format included) with ``preflight_seconds`` of budget, into ``BATCH/preflight/<api>``.
+    On one machine it runs on this engine; in cluster mode it goes to the workers through the same
+    placement as the real runs: the head (the smallest machine) runs no experiment container."""
+    from remote_runner import experiment
+
+    def spec_for(key: RunKey, folder: Path) -> ExperimentSpec:
+        spec = experiment_spec(settings, catalog, batch_dir, smoke_id, specs, key, 1)
+        return replace(
+            spec,
+            batch=f"{batch_dir.name}-preflight",
+            run_dir=folder,
+            budget_seconds=settings.preflight_seconds,
+            coverage_interval=min(settings.coverage_interval, max(1.0, settings.preflight_seconds / 4)),
+        )
+
+    if not settings.ray:
+        return lambda key, folder: experiment.run(spec_for(key, folder), docker, stop)
+    from remote_runner import cluster
+
+    request = Request(settings.cpus_per_container, settings.memory_bytes)
+    folders: dict[RunKey, Path] = {}
+    placement = cluster.RayPlacement(
+        request,
+        lambda key, _attempt: _payload(settings, spec_for(key, folders[key]), driver, upload=False),
+        run_dir_for=lambda key: folders[key],
+        stop=stop,
+    )
+
+    def smoke(key: RunKey, folder: Path) -> Outcome:
+        folders[key] = folder
+        outcome = Outcome(LOST, "not started")
+        for attempt in range(1, SMOKE_LOST_TRIES + 1):
+            reservation = Reservation(key, request, tuple(() for _ in range(request.containers)))
+            outcome = placement.start(key, reservation, attempt)
+            if outcome.status != LOST or stop.is_set():
+                break
+            log.warning("preflight: %s lost its worker (%s); placing it again", key.api, outcome.reason)
+        return outcome
+
+    return smoke
+
+
+def _await_workers(
+    settings: Settings, batch_dir: Path, request: Request, stop: threading.Event
+) -> int | None:
+    """Cluster mode, before the preflight: waits for a first worker (``worker_wait_seconds``; status
+    says "N of M workers joined"), then checks that an experiment fits a node. Returns an exit code
+    when the batch cannot go on (the workers are released first), else None."""
+    import ray
+
+    from remote_runner import cluster, workers
+
+    cluster.connect(str(settings.ray))
+    waited = workers.wait_for_workers(
+        lambda: workers.joined_workers(cluster.nodes_from(ray.nodes())),
+        give_up_seconds=settings.worker_wait_seconds,
+        stop=stop,
+        expected=lambda: workers.group_size(settings),
+        batch_dir=batch_dir,
+    )
+    if stop.is_set():
+        return exit_codes.STOPPED
+    if waited.gave_up:
+        print(waited.message, file=sys.stderr)
+        released = _release_workers(settings, batch_dir, "no worker joined")
+        if settings.shutdown_when_done and released is not False:
+            _hook("shutdown", lambda: _power_off_head("no worker joined within worker_wait_seconds"))
+        return exit_codes.NO_WORKERS
+    problem = cluster.fit_problem(cluster.nodes_from(ray.nodes()), request)
+    if problem is not None:
+        log.error("%s", problem)
+        print(f"cannot start: {problem}", file=sys.stderr)
+        _release_workers(settings, batch_dir, "no worker fits an experiment")
+        return exit_codes.BAD_INPUT
+    return None
+
+
+def _release_workers(settings: Settings, batch_dir: Path, why: str) -> bool | None:
+    """The worker group to 0 (:func:`remote_runner.workers.release_workers`); None without one."""
+    from remote_runner import workers
+
+    return workers.release_workers(settings, why, batch_dir=batch_dir)
+
+
+def _power_off_head(why: str) -> None:
+    log.info("power off: yes (%s)", why)
+    result = importlib.import_module("remote_runner.shutdown").power_off()
+    if not result.ok:
+        log.error("power off failed: %s", result.tail(5))
 
 
 def _remove_leftovers(docker: Any, batch_id: str) -> None:
@@ -834,7 +978,13 @@ def _upload_complete(result: Any) -> bool:
     return bool(getattr(result, "complete", True))
 
 
-def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) -> None:
+def _finish_batch(
+    batch_dir: Path, settings: Settings, jour: journal.Journal, *, workers_released: bool | None = None
+) -> None:
+    """The batch summary, the report, the final upload, then the power-off when asked for and safe.
+    ``workers_released``: False when a cluster's worker group did not read 0 (the head then stays up,
+    watching nothing but still the one place that says so)."""
+
     def summary() -> Any:
         return importlib.import_module("remote_runner.results").write_batch_summary(batch_dir)
 
@@ -864,19 +1014,9 @@ def _finish_batch(batch_dir: Path, settings: Settings, jour: journal.Journal) ->
             runs_finished=sum(r.status in journal.FINISHED for r in rows),
             upload_configured=settings.upload is not None,
             upload_pending=pending_files,
+            workers_released=workers_released,
         )
         log.info("power off: %s (%s)", "yes" if decision.power_off else "no", decision.reason)
-        if decision.power_off and settings.worker_group is not None:
-            # cluster stack: the workers go first (the group deletes its instances), then the head
-            group = settings.worker_group
-            mig = importlib.import_module("remote_runner.mig")
-            try:
-                resized = mig.resize_to_zero(
-                    group.project, group.zone, group.name, token_provider=mig.metadata_token()
-                )
-                log.info("worker group %s resized to 0 (operation %s)", group.name, resized.operation)
-            except Exception as exc:  # the head still powers off: the workers are the dearer part
-                log.error("resizing worker group %s to 0 failed: %s", group.name, exc)
         if decision.power_off:
             result = shutdown.power_off()
             if not result.ok:

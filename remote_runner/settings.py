@@ -186,7 +186,7 @@ class WorkerGroup:
     name: str
 
 
-def _worker_group(value: Any) -> WorkerGroup | None:
+def worker_group(value: Any) -> WorkerGroup | None:
     if value is None or isinstance(value, WorkerGroup):
         return value
     if not isinstance(value, Mapping) or not all(
@@ -444,6 +444,15 @@ KEYS: tuple[Key, ...] = (
         metavar="SECONDS",
     ),
     Key(
+        "worker_wait_seconds",
+        parse_duration,
+        1800.0,
+        "cluster mode: how long to wait for a first worker to join before giving up (the worker group "
+        "is resized to 0, the head powers off with shutdown_when_done, exit 8)",
+        flag="--worker-wait",
+        metavar="SECONDS",
+    ),
+    Key(
         "models_dir",
         _path,
         Path("/opt/llamaresttest/models"),
@@ -463,11 +472,11 @@ KEYS: tuple[Key, ...] = (
     ),
     Key(
         "worker_group",
-        _worker_group,
+        worker_group,
         None,
         "cluster stacks: the workers' managed instance group "
-        '{"project": "...", "zone": "...", "name": "..."}, resized to 0 when the batch is done and '
-        "shutdown_when_done is set (written by the stack)",
+        '{"project": "...", "zone": "...", "name": "..."}, resized to 0 as soon as no run is pending '
+        "or running, and whenever the batch cannot go on (written by the stack)",
         dump=lambda g: None if g is None else {"project": g.project, "zone": g.zone, "name": g.name},
     ),
     Key(
@@ -608,6 +617,7 @@ class Settings:
     max_attempts: int = _default("max_attempts")
     #: exit code 5 (exit_codes.ENGINE_UNAVAILABLE) after this; the batch is resumable
     engine_wait_seconds: float = _default("engine_wait_seconds")
+    worker_wait_seconds: float = _default("worker_wait_seconds")
     models_dir: Path = _default("models_dir")
     upload: Upload | None = _default("upload")
     worker_group: WorkerGroup | None = _default("worker_group")

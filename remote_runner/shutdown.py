@@ -31,12 +31,17 @@ def should_power_off(
     runs_finished: int,
     upload_configured: bool,
     upload_pending: int,
+    workers_released: bool | None = None,
 ) -> Decision:
     """Power off only when asked to, when every run of the batch reached a final state (succeeded or
     failed for good), and, when an upload is configured, when nothing is left to upload: a VM that
-    goes off with results only on its disk would lose them if it is then deleted."""
+    goes off with results only on its disk would lose them if it is then deleted. A cluster head
+    (``workers_released`` not None) powers off only once its worker group reads 0: off, nobody would
+    be left to say that workers still bill."""
     if not shutdown_when_done:
         return Decision(False, "shutdownWhenDone is off")
+    if workers_released is False:
+        return Decision(False, "the worker group does not read 0 yet: the head stays up to say so")
     if runs_finished < runs_total:
         return Decision(False, f"{runs_total - runs_finished} of {runs_total} runs not finished")
     if upload_configured and upload_pending > 0:

@@ -90,10 +90,18 @@ def google_standin(size: int = 3) -> Iterator[Standin]:
                     return
                 elif self.path in state.sizes:
                     name = self.path.rsplit("/", 1)[-1]
-                    self._send(200, {"kind": "compute#instanceGroupManager", "name": name,
-                                     "targetSize": state.sizes[self.path]})
+                    self._send(
+                        200,
+                        {
+                            "kind": "compute#instanceGroupManager",
+                            "name": name,
+                            "targetSize": state.sizes[self.path],
+                        },
+                    )
                 else:
-                    self._send(404, {"error": {"code": 404, "message": f"The resource '{self.path}' was not found"}})
+                    self._send(
+                        404, {"error": {"code": 404, "message": f"The resource '{self.path}' was not found"}}
+                    )
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -109,13 +117,17 @@ def google_standin(size: int = 3) -> Iterator[Standin]:
                     code = state.failures.pop(0) if state.failures else int(state.refuse_always or 500)
                     self._send(code, {"error": {"code": code, "message": f"stand-in answers {code}"}})
                 elif not path.endswith("/resize") or group not in state.sizes:
-                    self._send(404, {"error": {"code": 404, "message": f"The resource '{group}' was not found"}})
+                    self._send(
+                        404, {"error": {"code": 404, "message": f"The resource '{group}' was not found"}}
+                    )
                 elif not query.startswith("size=") or not query[5:].isdigit():
                     self._send(400, {"error": {"code": 400, "message": f"unexpected query {query!r}"}})
                 else:
                     state.sizes[group] = int(query[5:])
                     state.history.append((time.time(), group, state.sizes[group]))
-                    self._send(200, {"kind": "compute#operation", "name": "operation-resize-1", "status": "RUNNING"})
+                    self._send(
+                        200, {"kind": "compute#operation", "name": "operation-resize-1", "status": "RUNNING"}
+                    )
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

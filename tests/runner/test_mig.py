@@ -12,6 +12,7 @@ from remote_runner import mig
 from remote_runner.mig import MigError, ResizeResult, metadata_token, resize_path, resize_to_zero
 from tests.google_standin import GROUP, GROUP_PATH, PROJECT, ZONE, Standin, google_standin
 
+
 @pytest.fixture
 def standin() -> Iterator[Standin]:
     with google_standin() as state:
@@ -97,7 +98,7 @@ def test_the_endpoint_must_be_http() -> None:
 def test_the_group_size_is_read_back(standin: Standin) -> None:
     provider = metadata_token(f"{standin.url}/computeMetadata/v1")
     assert mig.target_size(PROJECT, ZONE, GROUP, token_provider=provider, endpoint=standin.endpoint) == 3
-    with pytest.raises(MigError, match="reading instance group other failed .404"):
+    with pytest.raises(MigError, match=r"reading instance group other failed .404"):
         mig.target_size(PROJECT, ZONE, "other", token_provider=provider, endpoint=standin.endpoint)
 
 
@@ -139,7 +140,11 @@ def test_release_retries_a_refusal_with_backoff_until_the_group_reads_zero(stand
     assert result == mig.Release(True, 0, 2, f"worker group {GROUP} is at 0")
     assert clock.sleeps == [2.0] and standin.sizes[GROUP_PATH] == 0
     assert len(heard) == 1 and "403" in heard[0] and "resize role" in heard[0]
-    assert [r[0] for r in standin.requests if not r[1].startswith("/computeMetadata")] == ["POST", "POST", "GET"]
+    assert [r[0] for r in standin.requests if not r[1].startswith("/computeMetadata")] == [
+        "POST",
+        "POST",
+        "GET",
+    ]
 
 
 def test_release_gives_up_at_its_budget_and_says_the_group_is_not_at_zero(standin: Standin) -> None:

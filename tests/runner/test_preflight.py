@@ -54,26 +54,9 @@ def test_check_reads_each_smoke_run_and_tables_the_broken(tmp_path: Path) -> Non
     assert "bad: last words" in text and "no request recorded" in text and "good  " not in text
 
 
-def test_gate_stops_or_skips_the_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from remote_runner import experiment
-
-    def run(spec, _docker, _stop):  # type: ignore[no-untyped-def]
-        assert spec.budget_seconds == 2 and spec.run_dir == tmp_path / "preflight" / spec.key.api
-        return fake_smoke({"good"})(spec.key, spec.run_dir)
-
-    monkeypatch.setattr(experiment, "run", run)
-    catalog = SimpleNamespace(apis={"good": object(), "bad": object()}, tools={"t": object()})
-    base = dict(
-        preflight_seconds=2.0,
-        cpus_per_container=0.5,
-        memory_bytes=1 << 28,
-        stop_grace_seconds=2.0,
-        coverage_interval=5.0,
-        models_dir=tmp_path,
-        labels=(),
-    )
-    args = (catalog, ("good", "bad"), ("t",), tmp_path, None, {"good": tmp_path, "bad": tmp_path})
-    stopping = SimpleNamespace(**base, skip_broken_apis=False)
+def test_gate_stops_or_skips_the_broken(tmp_path: Path) -> None:
+    args = (("good", "bad"), ("t",), tmp_path, fake_smoke({"good"}))
+    stopping = SimpleNamespace(skip_broken_apis=False)
     assert preflight.gate(stopping, *args, threading.Event()) is None
     assert "bad" in (tmp_path / "preflight" / "report.txt").read_text()
     for folder in (tmp_path / "preflight").iterdir():
@@ -81,8 +64,22 @@ def test_gate_stops_or_skips_the_broken(tmp_path: Path, monkeypatch: pytest.Monk
             for f in sorted(folder.rglob("*"), reverse=True):
                 f.unlink() if f.is_file() else f.rmdir()
             folder.rmdir()
-    skipping = SimpleNamespace(**base, skip_broken_apis=True)
+    skipping = SimpleNamespace(skip_broken_apis=True)
     assert preflight.gate(skipping, *args, threading.Event()) == ("good",)
+
+
+def test_cluster_smoke_runs_go_out_all_at_once(tmp_path: Path) -> None:
+    """In cluster mode the smoke runs are placed on the workers in parallel: each waits here until
+    all three have started, which a one-after-the-other preflight would never reach."""
+    started = threading.Barrier(3, timeout=20)
+    good = fake_smoke({"a", "b"})
+
+    def smoke(key: RunKey, folder: Path) -> SimpleNamespace:
+        started.wait()
+        return good(key, folder)
+
+    verdicts = preflight.check(["a", "b", "c"], "t", tmp_path, smoke, threading.Event(), parallel=True)
+    assert [(v.api, v.ok) for v in verdicts] == [("a", True), ("b", True), ("c", False)]
 
 
 @pytest.mark.docker

@@ -1,0 +1,189 @@
+"""Cluster mode on a stack: the worker group follows the work, on every exit path (docs/cluster.md,
+"The end of a batch").
+
+- **Waiting for workers** (:func:`wait_for_workers`): a batch whose workers are still booting (or
+  never come: a spot stockout, a quota shortfall) waits, and says so once a minute in the log and in
+  ``workers.json`` ("N of M workers joined, waiting X min"), where ``status`` shows it. After
+  ``worker_wait_seconds`` it gives up: the group is released and the runner exits
+  :data:`~remote_runner.exit_codes.NO_WORKERS` (the head powers off with ``shutdown_when_done``).
+- **Releasing** (:func:`release_workers`): as soon as no run is pending or running (before the
+  report and the final upload), and whenever the batch cannot go on (preflight failed, no node fits),
+  the group is resized to 0 and read back (:func:`remote_runner.mig.release`: retried with backoff).
+  The head powers off only once the group reads 0; otherwise it stays up and says so here, in the log
+  and in the exit code (:data:`~remote_runner.exit_codes.WORKERS_NOT_RELEASED`).
+- The head's GCE shutdown script runs ``python -m remote_runner release-workers`` on any stop that is
+  not a reboot (``maxRunHours``, a manual stop, a crash that takes the machine down), so no worker
+  outlives the head.
+
+Without a ``worker_group`` (a workstation's or a university's Ray cluster) there is nothing to resize:
+every function here is then a no-op that says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from remote_runner import clock
+
+log = logging.getLogger("remote_runner.workers")
+
+STATUS_FILE = "workers.json"
+#: seconds between two "waiting for workers" lines
+WAIT_REPORT_SECONDS = 60.0
+#: how long the driver tries to release the group before it says it could not
+RELEASE_BUDGET_SECONDS = 600.0
+
+
+def write_status(batch_dir: Path | None, **doc: Any) -> None:
+    """``workers.json`` in the batch folder: what the worker group is doing, for ``status``."""
+    if batch_dir is None:
+        return
+    doc["updated"] = clock.utc_iso()
+    path = batch_dir / STATUS_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:  # status loses freshness, never the batch
+        log.warning("cannot write %s: %s", path, exc)
+
+
+def read_status(batch_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((batch_dir / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def status_line(doc: dict[str, Any]) -> str:
+    return f"workers: {doc.get('message', '?')} (as of {doc.get('updated', '?')})"
+
+
+def waiting_message(joined: int, expected: int | None, waited: float, give_up: float) -> str:
+    """ "N of M workers joined, waiting X min" (pure)."""
+    of = f" of {expected}" if expected is not None else ""
+    left = max(0.0, give_up - waited)
+    return (
+        f"{joined}{of} workers joined, waiting {waited / 60:.0f} min "
+        f"(gives up in {left / 60:.0f} min: worker_wait_seconds)"
+    )
+
+
+@dataclass(frozen=True)
+class Waited:
+    joined: int
+    gave_up: bool
+    message: str
+
+
+def wait_for_workers(
+    joined: Callable[[], int],
+    *,
+    give_up_seconds: float,
+    stop: Any,
+    expected: Callable[[], int | None] = lambda: None,
+    batch_dir: Path | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    poll_seconds: float = 2.0,
+) -> Waited:
+    """Waits until ``joined()`` (alive nodes with an experiment slot) is at least 1, ``stop`` is set,
+    or ``give_up_seconds`` pass; reports once a minute. Returns what it saw."""
+    started = monotonic()
+    last_report = -1e9
+    while True:
+        count = joined()
+        waited = monotonic() - started
+        if count > 0:
+            if waited > poll_seconds:
+                message = f"{count} workers joined after {waited / 60:.1f} min"
+                log.info("%s", message)
+                write_status(batch_dir, state="joined", joined=count, message=message)
+            return Waited(count, False, "")
+        if stop.is_set():
+            return Waited(0, False, "stopped while waiting for workers")
+        if waited >= give_up_seconds:
+            message = (
+                f"no worker joined within worker_wait_seconds ({give_up_seconds:g} s): giving up "
+                "(is the group's zone out of spot capacity or the project out of quota? see docs/cluster.md)"
+            )
+            log.error("%s", message)
+            return Waited(0, True, message)
+        if monotonic() - last_report >= WAIT_REPORT_SECONDS:
+            try:
+                total = expected()
+            except Exception as exc:  # the size is only for the message
+                log.warning("cannot read the worker group's size: %s", exc)
+                total = None
+            message = waiting_message(count, total, waited, give_up_seconds)
+            log.info("%s", message)
+            write_status(batch_dir, state="waiting", joined=count, expected=total, message=message)
+            last_report = monotonic()
+        sleep(poll_seconds)
+
+
+def group_size(settings: Any) -> int | None:
+    """The group's ``targetSize`` (None without a worker group)."""
+    group = settings.worker_group
+    if group is None:
+        return None
+    from remote_runner import mig
+
+    return mig.target_size(group.project, group.zone, group.name, token_provider=mig.metadata_token())
+
+
+def release_workers(
+    settings: Any,
+    why: str,
+    *,
+    batch_dir: Path | None = None,
+    budget_seconds: float = RELEASE_BUDGET_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool | None:
+    """Resizes the settings' worker group to 0 and reads it back (:func:`remote_runner.mig.release`).
+    True: the group reads 0; False: it does not (logged as an error, in ``workers.json``); None: no
+    worker group is configured (nothing to do)."""
+    group = settings.worker_group
+    if group is None:
+        return None
+    from remote_runner import mig
+
+    log.info("releasing worker group %s (%s)", group.name, why)
+    try:
+        token = mig.metadata_token()
+        result = mig.release(
+            group.project,
+            group.zone,
+            group.name,
+            token_provider=token,
+            budget_seconds=budget_seconds,
+            sleep=sleep,
+            on_try=lambda line: log.warning("releasing worker group %s: %s", group.name, line),
+        )
+    except Exception as exc:  # a bad URL or the like: reported as a failed release
+        result = mig.Release(False, None, 0, f"{type(exc).__name__}: {exc}")
+    if result.at_zero:
+        message = f"group {group.name} released to 0 ({why})"
+        log.info("worker %s", message)
+        write_status(batch_dir, state="released", size=0, message=message)
+        return True
+    message = (
+        f"group {group.name} NOT released ({why}): {result.message}; the workers may still bill: resize "
+        f"it by hand (gcloud compute instance-groups managed resize {group.name} --size 0 "
+        f"--zone {group.zone} --project {group.project})"
+    )
+    log.error("worker %s", message)
+    write_status(batch_dir, state="release failed", size=result.size, message=message)
+    return False
+
+
+def joined_workers(nodes: Sequence[Any]) -> int:
+    """Alive nodes that offer an experiment slot (pure)."""
+    return sum(1 for n in nodes if n.alive and n.slots > 0)
