@@ -480,6 +480,13 @@ KEYS: tuple[Key, ...] = (
         dump=lambda g: None if g is None else {"project": g.project, "zone": g.zone, "name": g.name},
     ),
     Key(
+        "worker_release_seconds",
+        parse_duration,
+        600.0,
+        "cluster stacks: how long the driver retries resizing the worker group to 0 (with backoff, "
+        "reading it back) before it says the group is not released and exits 9",
+    ),
+    Key(
         "shutdown_when_done",
         _boolean,
         False,
@@ -621,6 +628,7 @@ class Settings:
     models_dir: Path = _default("models_dir")
     upload: Upload | None = _default("upload")
     worker_group: WorkerGroup | None = _default("worker_group")
+    worker_release_seconds: float = _default("worker_release_seconds")
     shutdown_when_done: bool = _default("shutdown_when_done")
     build: bool = _default("build")
     stop_grace_seconds: float = _default("stop_grace_seconds")  # docker stop -t for the API

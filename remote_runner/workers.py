@@ -144,7 +144,7 @@ def release_workers(
     why: str,
     *,
     batch_dir: Path | None = None,
-    budget_seconds: float = RELEASE_BUDGET_SECONDS,
+    budget_seconds: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool | None:
     """Resizes the settings' worker group to 0 and reads it back (:func:`remote_runner.mig.release`).
@@ -163,7 +163,9 @@ def release_workers(
             group.zone,
             group.name,
             token_provider=token,
-            budget_seconds=budget_seconds,
+            budget_seconds=getattr(settings, "worker_release_seconds", RELEASE_BUDGET_SECONDS)
+            if budget_seconds is None
+            else budget_seconds,
             sleep=sleep,
             on_try=lambda line: log.warning("releasing worker group %s: %s", group.name, line),
         )

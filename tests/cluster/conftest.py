@@ -73,7 +73,7 @@ class RayCluster:
     def nodes(self) -> list[dict]:
         probe = (
             f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR', "
-            "log_to_driver=False); print(json.dumps([{k: n[k] for k in "
+            "log_to_driver=False); print('NODES', json.dumps([{k: n[k] for k in "
             "('NodeID', 'Alive', 'NodeManagerPort', 'Resources')} for n in ray.nodes()]))"
         )
         out = subprocess.run(
@@ -84,7 +84,9 @@ class RayCluster:
             timeout=120,
             check=True,
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        # Ray may print its own warnings (a node that died) around ours
+        line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith("NODES "))
+        return json.loads(line.removeprefix("NODES "))
 
     def alive_ids(self) -> dict[str, str]:
         """worker name -> node id, for the workers alive now."""
