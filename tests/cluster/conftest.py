@@ -6,6 +6,12 @@ The cluster lives for one test module only (module-scoped fixtures): idle, a hea
 and two workers still hold 2.3 GB and about 11% of a CPU (measured), which the timing-sensitive tests
 that run after them on this 2-core machine would lose.
 
+The cluster runs as Google Cloud's would, in the two ways that matter to what it runs: with Ray's
+token authentication on (``RAY_AUTH_MODE=token`` and a token file on every node and the driver,
+docs.ray.io ray-security/token-auth), and on an address that is not loopback (a veth pair into a
+network namespace of the tests' own, :func:`lab_network`), so experiment containers could reach it as
+they would reach a VM's internal address unless the guards stop them.
+
 Sizes (Ray resources, not this machine's): worker ``big`` 2 CPUs, 1 GiB, 2 experiment slots; worker
 ``small`` 1 CPU, 512 MiB, 1 slot. The tests ask 2 x 0.5 CPU and 2 x 64 MiB per experiment, so the
 cluster holds 3 at once: 2 on ``big``, 1 on ``small``.
@@ -14,6 +20,7 @@ cluster holds 3 at once: 2 on ``big``, 1 on ``small``.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -29,6 +36,10 @@ import pytest
 from tests.runner.conftest import ROOT, fixture_images, runner_env, test_label  # noqa: F401  (fixtures)
 
 RAY = str(Path(sys.executable).with_name("ray"))
+#: the host's side of the tests' veth pair and the "other host" in its network namespace (RFC 2544's
+#: benchmarking range: nobody's address, never routed off this machine)
+HOST_IP, OTHER_IP = "198.18.0.1", "198.18.0.2"
+NETNS, VETH_HOST, VETH_OTHER = "lrt-other", "lrt-veth0", "lrt-veth1"
 HEAD_PORT = 46379
 DASHBOARD_PORT = 48265
 OBJECT_STORE = str(100 * 1024**2)
@@ -43,11 +54,12 @@ class WorkerNode:
     base: int  # first of this node's ports
     node_id: str = ""
 
-    def start_args(self) -> list[str]:
+    def start_args(self, ip: str) -> list[str]:
         b = self.base
         return [
             "start",
-            f"--address=127.0.0.1:{HEAD_PORT}",
+            f"--address={ip}:{HEAD_PORT}",
+            f"--node-ip-address={ip}",
             f"--num-cpus={self.cpus}",
             f"--memory={self.memory}",
             f"--object-store-memory={OBJECT_STORE}",
@@ -69,6 +81,7 @@ class RayCluster:
     address: str
     workers: dict[str, WorkerNode] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    ip: str = "127.0.0.1"
 
     def nodes(self) -> list[dict]:
         probe = (
@@ -100,7 +113,12 @@ class RayCluster:
     def start_worker(self, name: str) -> None:
         node = self.workers[name]
         res = subprocess.run(
-            [RAY, *node.start_args()], env=self.env, capture_output=True, text=True, timeout=180, check=False
+            [RAY, *node.start_args(self.ip)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
         )
         assert res.returncode == 0, f"ray start ({name}) failed:\n{res.stdout}\n{res.stderr}"
         deadline = time.monotonic() + 60
@@ -133,7 +151,32 @@ def stop_all(env: dict[str, str]) -> None:
     subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
 
 
-def start_cluster(env: dict[str, str], temp: Path = Path("/tmp/lrt-ray")) -> RayCluster:
+def lab_network() -> None:
+    """A veth pair: ``HOST_IP`` on this machine, ``OTHER_IP`` in the network namespace ``NETNS``
+    (another host, as far as Docker's FORWARD chain can tell). Made afresh (a leftover is removed)."""
+    drop_lab_network()
+    for argv in (
+        ["ip", "netns", "add", NETNS],
+        ["ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_OTHER],
+        ["ip", "link", "set", VETH_OTHER, "netns", NETNS],
+        ["ip", "addr", "add", f"{HOST_IP}/24", "dev", VETH_HOST],
+        ["ip", "link", "set", VETH_HOST, "up"],
+        ["ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{OTHER_IP}/24", "dev", VETH_OTHER],
+        ["ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_OTHER, "up"],
+        ["ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up"],
+    ):
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 0, f"{' '.join(argv)}: {res.stderr}"
+
+
+def drop_lab_network() -> None:
+    subprocess.run(["ip", "link", "del", VETH_HOST], capture_output=True, timeout=30, check=False)
+    subprocess.run(["ip", "netns", "del", NETNS], capture_output=True, timeout=30, check=False)
+
+
+def start_cluster(
+    env: dict[str, str], temp: Path = Path("/tmp/lrt-ray"), ip: str = "127.0.0.1"
+) -> RayCluster:
     """Starts the head and both workers (``ray stop --force`` first: one cluster per machine here).
     ``temp`` is Ray's session folder: short, as its socket paths must fit 107 bytes."""
     shutil.rmtree(temp, ignore_errors=True)
@@ -144,6 +187,7 @@ def start_cluster(env: dict[str, str], temp: Path = Path("/tmp/lrt-ray")) -> Ray
             "start",
             "--head",
             f"--port={HEAD_PORT}",
+            f"--node-ip-address={ip}",
             f"--temp-dir={temp}",
             "--num-cpus=0",
             f"--object-store-memory={OBJECT_STORE}",
@@ -169,12 +213,13 @@ def start_cluster(env: dict[str, str], temp: Path = Path("/tmp/lrt-ray")) -> Ray
     )
     assert head.returncode == 0, f"ray start --head failed:\n{head.stdout}\n{head.stderr}"
     cluster = RayCluster(
-        address=f"127.0.0.1:{HEAD_PORT}",
+        address=f"{ip}:{HEAD_PORT}",
         workers={
             "big": WorkerNode("big", cpus=2, memory=1024**3, slots=2, base=46500),
             "small": WorkerNode("small", cpus=1, memory=512 * 1024**2, slots=1, base=46600),
         },
         env=env,
+        ip=ip,
     )
     for name in cluster.workers:
         cluster.start_worker(name)
@@ -185,17 +230,29 @@ def cluster_env(scratch: Path) -> dict[str, str]:
     env = runner_env()
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["LLAMARESTTEST_NODE_SCRATCH"] = str(scratch)
+    # token authentication on every node and the driver, as the stack's units set it
+    token = scratch / "ray-token"
+    token.write_text(secrets.token_hex(32), encoding="utf-8")
+    token.chmod(0o600)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    # the head's two Prometheus ports are otherwise Ray's defaults (44217, 44227): pinned beside the
+    # others, as the stack's Ray unit pins them (stacks/ray_nodes.py)
+    env["AUTOSCALER_METRIC_PORT"] = "46387"
+    env["DASHBOARD_METRIC_PORT"] = "46388"
     return env
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     env = cluster_env(tmp_path_factory.mktemp("node-scratch"))
+    lab_network()
     try:
-        yield start_cluster(env)
+        yield start_cluster(env, ip=HOST_IP)
     finally:
         stop_all(env)
         shutil.rmtree("/tmp/lrt-ray", ignore_errors=True)
+        drop_lab_network()
 
 
 @pytest.fixture
