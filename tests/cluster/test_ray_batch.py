@@ -140,6 +140,9 @@ def test_a_node_lost_mid_run_is_requeued_and_runs_elsewhere_exactly_once(
         assert orphans
         cluster.kill_worker("small")
         assert proc.wait(240) == 0, (tmp_path / "driver.log").read_text()
+        # no container of the batch outlives it: the dead node's API container (its engine lives on,
+        # as after a raylet crash) was removed by the end-of-batch clean-up of the alive nodes
+        assert labelled(test_label) == ([], [])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
