@@ -114,8 +114,6 @@ def gcp_stack(cfg: StackConfig) -> None:
             ClusterGrantsArgs(
                 project=cfg.gcp_project,
                 region=cfg.region,
-                zone=cfg.zone,
-                group_name=cfg.worker_group,
                 resize_role_id=resize_role_id(prefix),
                 repository=registry.repository.repository_id,
                 head_email=access.email,

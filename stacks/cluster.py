@@ -7,7 +7,7 @@ the rest, each a component:
   builds each image once and pushes it there, the workers pull it (they never build);
 - :class:`WorkerAccess`: the workers' own service account (stacks/access.py's grants: models read,
   results folder written) plus reader on that repository only, and the head's extra grants: writer
-  on the repository, and the one permission that resizes the worker group, on that group only;
+  on the repository, and a custom role holding only the permissions that resize an instance group;
 - :class:`RayFirewall`: Ray's fixed ports (stacks/ray_nodes.py) between the head's and the workers'
   network tags, nothing from any address range;
 - :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
@@ -18,7 +18,6 @@ the rest, each a component:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,13 @@ REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
 # instanceGroupManagers.resize needs compute.instanceGroupManagers.update (Compute Engine's
 # permissions reference); get lets the runner read the group's size back. The predefined roles that
 # hold it (compute.instanceAdmin.v1, compute.admin) also create, delete and SSH into instances, and
-# Compute Engine offers no IAM resource on one instance group manager: so a custom role with these
-# two permissions, bound at the project under an IAM condition naming this one group.
+# Compute Engine offers no IAM resource on one instance group manager. An IAM condition on the
+# group's resource.name would only ever match for resource types on Google's "Resource attributes for
+# IAM Conditions" list, and compute.googleapis.com/InstanceGroupManager is not on it (issue 19,
+# /work/shared/REFERENCE.md): a conditioned binding would never grant, and the resize at the end of a
+# batch would get 403. So the custom role with these two permissions is bound at the project without
+# a condition: the head can resize (and read) any group of the project, and nothing else
+# (docs/cluster.md, "Grants").
 RESIZE_PERMISSIONS = ("compute.instanceGroupManagers.get", "compute.instanceGroupManagers.update")
 
 
@@ -49,12 +53,6 @@ def worker_account_id(prefix: str) -> str:
 def resize_role_id(prefix: str) -> str:
     """A custom role id ([a-zA-Z0-9_.], 3-64 characters): no dashes allowed there."""
     return re.sub(r"[^a-zA-Z0-9_.]", "_", f"{prefix}_workers_resize")[:64]
-
-
-def group_condition(project: str, zone: str, group: str) -> str:
-    """CEL expression confining a project-level grant to one zonal instance group manager."""
-    name = json.dumps(f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}")
-    return f'resource.type == "compute.googleapis.com/InstanceGroupManager" && resource.name == {name}'
 
 
 def node_requirements(pyproject_text: str) -> tuple[str, ...]:
@@ -117,8 +115,6 @@ class ImageRegistry(pulumi.ComponentResource):
 class ClusterGrantsArgs:
     project: str
     region: str
-    zone: str
-    group_name: str
     resize_role_id: str
     repository: pulumi.Input[str]  # the repository's id (its last name part)
     head_email: pulumi.Input[str]
@@ -127,7 +123,7 @@ class ClusterGrantsArgs:
 
 class ClusterGrants(pulumi.ComponentResource):
     """The grants a cluster adds: the workers read the repository, the head writes it and may resize
-    the worker group (and nothing else of Compute Engine)."""
+    instance groups of the project (and nothing else of Compute Engine)."""
 
     worker_registry_reader: gcp.artifactregistry.RepositoryIamMember
     head_registry_writer: gcp.artifactregistry.RepositoryIamMember
@@ -173,11 +169,6 @@ class ClusterGrants(pulumi.ComponentResource):
             project=args.project,
             role=self.resize_role.name,
             member=head,
-            condition=gcp.projects.IAMMemberConditionArgs(
-                title=f"only {args.group_name}",
-                description="the llamaresttest head may resize its own worker group only",
-                expression=group_condition(args.project, args.zone, args.group_name),
-            ),
             opts=child,
         )
         self.register_outputs({})
