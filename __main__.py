@@ -18,8 +18,6 @@ import pulumi
 from stacks.config import StackConfig, experiment_settings, load_config, resource_name
 
 PROJECT_ROOT = Path(__file__).parent
-# How often the instance schedule tries to start a preempted spot VM (docs/stacks.md).
-SPOT_RESTART_MINUTES = 15
 
 
 def gcp_stack(cfg: StackConfig) -> None:
@@ -158,7 +156,7 @@ def gcp_stack(cfg: StackConfig) -> None:
             # Only the stack's own key opens the VM, not keys added to the whole project.
             extra_metadata={"block-project-ssh-keys": "TRUE"},
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
-            restart_every_minutes=SPOT_RESTART_MINUTES if cfg.spot and cfg.auto_start and not cluster else 0,
+            spot_restart=cfg.spot and cfg.auto_start and not cluster,
             project=cfg.gcp_project,
         ),
         opts=pulumi.ResourceOptions(depends_on=[access]),

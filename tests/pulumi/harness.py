@@ -85,8 +85,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ.endswith(":BatchName"):
             state["name"] = BATCH
         elif args.typ == "gcp:compute/resourcePolicy:ResourcePolicy":
+            state["name"] = args.inputs.get("name") or f"{args.name}-0f3a"  # the provider's auto-name
             state["selfLink"] = (
-                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{args.name}"
+                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{state['name']}"
             )
         elif args.typ == "gcp:compute/instanceTemplate:InstanceTemplate":
             link = f"projects/{GCP_PROJECT}/global/instanceTemplates/{args.name}"
@@ -115,6 +116,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+@dataclass(frozen=True)
+class Options:
+    """The resource options the engine gets with a registration (those the tests look at)."""
+
+    delete_before_replace: bool
+    ignore_changes: tuple[str, ...]
+    replace_on_changes: tuple[str, ...]
+
+
 @dataclass
 class ProgramRun:
     mocks: RecordingMocks
@@ -122,6 +132,8 @@ class ProgramRun:
     secret_outputs: set[str] = field(default_factory=set)
     # resource name -> names of the resources it depends on (as the engine would store them)
     dependencies: dict[str, set[str]] = field(default_factory=dict)
+    # resource name -> its options (deleteBeforeReplace, ignoreChanges, ...)
+    options: dict[str, Options] = field(default_factory=dict)
 
     @property
     def resources(self) -> list[Registered]:
@@ -166,6 +178,11 @@ def run_program(project_dir: Path, config: Mapping[str, object], *, stack: str =
 
     def register(monitor: MockMonitor, request: Any) -> Any:
         run.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        run.options[request.name] = Options(
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            ignore_changes=tuple(request.ignoreChanges),
+            replace_on_changes=tuple(request.replaceOnChanges),
+        )
         return original(monitor, request)
 
     MockMonitor.RegisterResource = register  # type: ignore[method-assign]
