@@ -76,6 +76,8 @@ def gcp_stack(cfg: StackConfig) -> None:
         from stacks.cluster import (
             ClusterGrants,
             ClusterGrantsArgs,
+            HeadAddress,
+            HeadAddressArgs,
             ImageRegistry,
             ImageRegistryArgs,
             RayFirewall,
@@ -119,6 +121,16 @@ def gcp_stack(cfg: StackConfig) -> None:
             ),
         )
         ray_firewall = RayFirewall("ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network))
+        # The head's internal address, reserved: the workers' template names it.
+        head_address = HeadAddress(
+            "head-address",
+            HeadAddressArgs(
+                name=f"{resource_name(prefix, 58)}-head",
+                project=cfg.gcp_project,
+                region=cfg.region,
+                network=cfg.network,
+            ),
+        )
         cluster_needs = [
             *worker_access.grants,
             *grants.resources,
@@ -153,6 +165,7 @@ def gcp_stack(cfg: StackConfig) -> None:
             service_account_email=access.email,
             startup_script=startup_script,
             nat_ip=network.address.address if network.address else None,
+            network_ip=head_address.address.address if cluster else None,
             # Only the stack's own key opens the VM, not keys added to the whole project.
             extra_metadata={"block-project-ssh-keys": "TRUE"},
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
@@ -166,7 +179,8 @@ def gcp_stack(cfg: StackConfig) -> None:
     if cluster:
         from stacks.cluster import WorkerGroup, WorkerGroupArgs
 
-        head_ip = vm.instance.network_interfaces.apply(lambda nics: nics[0].network_ip or "")
+        # The reserved address, not the instance's: a recreated head keeps it, the template stays valid.
+        head_ip = head_address.address.address
         workers = WorkerGroup(
             "workers",
             WorkerGroupArgs(

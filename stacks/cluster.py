@@ -10,6 +10,8 @@ the rest, each a component:
   on the repository, and a custom role holding only the permissions that resize an instance group;
 - :class:`RayFirewall`: Ray's fixed ports (stacks/ray_nodes.py) between the head's and the workers'
   network tags, nothing from any address range;
+- :class:`HeadAddress`: a reserved internal address for the head, so the address baked into the
+  worker template (where the workers find the GCS) outlives a recreated head;
 - :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
   and a zonal managed instance group of ``workers`` instances, which recreates preempted ones.
 
@@ -229,6 +231,44 @@ class RayFirewall(pulumi.ComponentResource):
 
 
 @dataclass(frozen=True)
+class HeadAddressArgs:
+    name: str  # the address's name, e.g. "llamaresttest-dev-head"
+    project: str
+    region: str
+    network: str
+
+
+def default_subnetwork(project: str, region: str, network: str) -> str:
+    """The subnetwork an instance on ``network`` gets when only the network is named: in an auto-mode
+    network (Google's ``default`` is one) each region's subnetwork carries the network's name."""
+    return f"projects/{project}/regions/{region}/subnetworks/{network}"
+
+
+class HeadAddress(pulumi.ComponentResource):
+    """A static internal address for the head. The workers' template carries the head's address (the
+    GCS they join); an ephemeral one would change when the head is recreated (a new machine type
+    that needs a new instance, a replaced disk), and every worker would then look for Ray at an
+    address nobody holds. Internal static addresses are free (VPC pricing: only external addresses
+    are charged) and come from the subnetwork's range."""
+
+    address: gcp.compute.Address
+
+    def __init__(self, name: str, args: HeadAddressArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:HeadAddress", name, None, opts)
+        self.address = gcp.compute.Address(
+            name,
+            name=args.name,
+            project=args.project,
+            region=args.region,
+            address_type="INTERNAL",
+            subnetwork=default_subnetwork(args.project, args.region, args.network),
+            description="llamaresttest cluster head: the address the workers join (managed by Pulumi)",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"address": self.address.address})
+
+
+@dataclass(frozen=True)
 class WorkerGroupArgs:
     group_name: str
     base_instance_name: str
@@ -275,8 +315,11 @@ class WorkerGroup(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llamaresttest:stacks:WorkerGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Templates cannot change: a new script or size is a new template (Pulumi creates it before
-        # deleting the old one, hence a name prefix rather than a name).
+        # Templates cannot change: a new script or size is a new template. Pulumi replaces it the
+        # default way, create before delete: the new template (a name prefix, so both can exist at
+        # once), then the group updated to it (it depends on the template's link), then the old one
+        # deleted, which Google allows only once no group uses it (resourceInUseByAnotherResource).
+        # delete_before_replace would delete a template the group still uses: never set it here.
         self.template = gcp.compute.InstanceTemplate(
             f"{name}-template",
             name_prefix=f"{args.base_instance_name}-",
@@ -330,6 +373,13 @@ class WorkerGroup(pulumi.ComponentResource):
             # replacing a worker in the middle of its runs.
             update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
                 type="OPPORTUNISTIC", minimal_action="REPLACE"
+            ),
+            # A preempted (deleted) spot worker is recreated by a repair, which by default uses the
+            # template the instance was first built from; YES applies the group's current template
+            # instead ("Apply configuration updates during repairs", Google's MIG docs), so a new
+            # script, Ray pin or head address reaches every recreated worker.
+            instance_lifecycle_policy=gcp.compute.InstanceGroupManagerInstanceLifecyclePolicyArgs(
+                force_update_on_repair="YES"
             ),
             # Spot capacity may take a while: `pulumi up` does not wait for the instances.
             wait_for_instances=False,

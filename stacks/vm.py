@@ -60,6 +60,8 @@ class ExperimentVmArgs:
     service_account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
     nat_ip: pulumi.Input[str] | None = None
+    # A reserved internal address (a cluster's head: the workers' template names it); None: ephemeral.
+    network_ip: pulumi.Input[str] | None = None
     extra_metadata: Mapping[str, str] = field(default_factory=dict)
     # Spot recovery (docs/stacks.md, "Spot without a babysitter"): attaches an instance schedule that
     # starts the VM every hour (a no-op while it runs), so a preempted VM comes back by itself when
@@ -128,6 +130,7 @@ class ExperimentVm(pulumi.ComponentResource):
             network_interfaces=[
                 gcp.compute.InstanceNetworkInterfaceArgs(
                     network=args.network,
+                    network_ip=args.network_ip,
                     access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=args.nat_ip)],
                 )
             ],

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "llamaresttest"
 GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
-INTERNAL_IP = "10.128.0.7"  # the instance's address in its VPC (a cluster's workers join it)
+INTERNAL_IP = "10.128.0.7"  # an instance's ephemeral address in its VPC
+HEAD_INTERNAL_IP = "10.128.0.42"  # a reserved INTERNAL address (a cluster's head; the workers join it)
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
 PROJECT_NUMBER = "123456789012"
@@ -99,7 +100,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
             state["name"] = f"projects/{GCP_PROJECT}/roles/{args.inputs['roleId']}"
         elif args.typ == "gcp:compute/address:Address":
-            state["address"] = STATIC_IP
+            internal = args.inputs.get("addressType") == "INTERNAL"
+            state["address"] = HEAD_INTERNAL_IP if internal else STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
             interfaces = json.loads(json.dumps(inputs.get("networkInterfaces", [])))
             for interface in interfaces:

@@ -15,9 +15,17 @@ from stacks.access import results_write_condition
 from stacks.cluster import RESIZE_PERMISSIONS
 from stacks.config import BENCHMARK_APIS, ConfigError
 from stacks.ray_nodes import GCS_PORT, HEAD_PORTS, NODE_PORTS
-from tests.pulumi.harness import GCP_PROJECT, INTERNAL_IP, ROOT, ProgramRun, make_project, run_program
+from tests.pulumi.harness import (
+    GCP_PROJECT,
+    HEAD_INTERNAL_IP,
+    ROOT,
+    ProgramRun,
+    make_project,
+    run_program,
+)
 from tests.pulumi.test_program import (
     ACCOUNT,
+    ADDRESS,
     DEPLOYMENT,
     FIREWALL,
     IAM_MEMBER,
@@ -217,8 +225,8 @@ def test_startup_scripts_of_head_and_workers(cluster_project: Path) -> None:
     assert "--dashboard-host=127.0.0.1" in head_script
     assert host_private.strip() in head_script
     assert "NODE_ROLE='worker'\n" in worker_script
-    # Workers join the head's internal address with n1-standard-96's 6 slots, and carry no SSH key.
-    assert f"--address={INTERNAL_IP}:6379" in worker_script
+    # Workers join the head's reserved internal address with n1-standard-96's 6 slots, no SSH key.
+    assert f"--address={HEAD_INTERNAL_IP}:6379" in worker_script
     assert '--resources={"experiment_slot":6}' in worker_script
     assert "PRIVATE KEY" not in worker_script and "HOST_PRIVATE_KEY=''\n" in worker_script
     pin = ray_pin(cluster_project)
@@ -300,3 +308,52 @@ def test_cluster_config_problems_are_listed_together(cluster_project: Path) -> N
         assert any(p.startswith(key + ":") and text in p for p in problems), (key, text, problems)
     assert len(problems) == len(expected), problems
     assert _declared_nothing()
+
+
+def test_the_head_keeps_a_reserved_internal_address_that_the_worker_template_names(
+    cluster_project: Path,
+) -> None:
+    """The workers find the GCS at the address baked into their template: a reserved INTERNAL address
+    (free) that the head uses, so a recreated head comes back at the same address."""
+    run = run_program(cluster_project, cluster_config())
+    (internal,) = [a for a in run.of_type(ADDRESS) if a.inputs.get("addressType") == "INTERNAL"]
+    assert internal.inputs == {
+        "name": "llamaresttest-dev-head",
+        "project": GCP_PROJECT,
+        "region": "us-central1",
+        "addressType": "INTERNAL",
+        "subnetwork": f"projects/{GCP_PROJECT}/regions/us-central1/subnetworks/default",
+        "description": internal.inputs["description"],
+    }
+    head = run.one(INSTANCE)
+    assert head.inputs["networkInterfaces"][0]["networkIp"] == HEAD_INTERNAL_IP
+    assert internal.name in run.dependencies[head.name]
+    worker_script = run.one(TEMPLATE).inputs["metadata"]["startup-script"]
+    assert f"--address={HEAD_INTERNAL_IP}:6379" in worker_script
+    # The template follows the reserved address, not the instance's own interface.
+    assert internal.name in run.dependencies[run.one(TEMPLATE).name]
+    # No external address is reserved for an on-demand head (staticIp defaults to spot).
+    assert [a.inputs.get("addressType") for a in run.of_type(ADDRESS)] == ["INTERNAL"]
+
+
+def test_repairs_apply_the_current_template(cluster_project: Path) -> None:
+    """A recreated (preempted) worker gets the group's current template, not the one it was first built
+    from: the default (NO) would bring back an old script, Ray pin or head address."""
+    run = run_program(cluster_project, cluster_config())
+    group = run.one(GROUP).inputs
+    assert group["instanceLifecyclePolicy"] == {"forceUpdateOnRepair": "YES"}
+
+
+def test_a_changed_template_is_created_before_the_old_one_is_deleted(cluster_project: Path) -> None:
+    """Google refuses to delete a template a group uses (resourceInUseByAnotherResource): the template
+    is auto-named from a prefix (old and new exist side by side), replaced create-before-delete, and
+    the group follows the new one's unique link in between."""
+    run = run_program(cluster_project, cluster_config())
+    template, group = run.one(TEMPLATE), run.one(GROUP)
+    assert "name" not in template.inputs
+    assert template.inputs["namePrefix"] == "llamaresttest-dev-wk-"
+    assert run.options[template.name].delete_before_replace is False
+    assert template.name in run.dependencies[group.name]
+    assert group.inputs["versions"][0]["instanceTemplate"].endswith("?uniqueId=7001")
+    # The head, by contrast, has a fixed name and must go first: the check above can tell them apart.
+    assert run.options[run.one(INSTANCE).name].delete_before_replace is True
