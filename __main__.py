@@ -80,6 +80,7 @@ def gcp_stack(cfg: StackConfig) -> None:
             HeadAddressArgs,
             ImageRegistry,
             ImageRegistryArgs,
+            RayAuthToken,
             RayFirewall,
             RayFirewallArgs,
             resize_role_id,
@@ -121,6 +122,8 @@ def gcp_stack(cfg: StackConfig) -> None:
             ),
         )
         ray_firewall = RayFirewall("ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network))
+        # Ray's token: a Pulumi secret, in the head's and the workers' metadata only.
+        ray_token = RayAuthToken("ray-token")
         # The head's internal address, reserved: the workers' template names it.
         head_address = HeadAddress(
             "head-address",
@@ -139,6 +142,12 @@ def gcp_stack(cfg: StackConfig) -> None:
         ]
 
     # --- the VM (the head, in a cluster) and its startup script -----------------------------------
+    head_metadata: dict[str, pulumi.Input[str]] = {}
+    if cluster:
+        from stacks.ray_nodes import RAY_TOKEN_METADATA_KEY
+
+        head_metadata[RAY_TOKEN_METADATA_KEY] = ray_token.value
+
     def vm_script(k: list[str]) -> str:
         params = startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])
         if not cluster:
@@ -167,7 +176,7 @@ def gcp_stack(cfg: StackConfig) -> None:
             nat_ip=network.address.address if network.address else None,
             network_ip=head_address.address.address if cluster else None,
             # Only the stack's own key opens the VM, not keys added to the whole project.
-            extra_metadata={"block-project-ssh-keys": "TRUE"},
+            extra_metadata={"block-project-ssh-keys": "TRUE", **head_metadata},
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
             spot_restart=cfg.spot and cfg.auto_start and not cluster,
             project=cfg.gcp_project,
@@ -201,6 +210,7 @@ def gcp_stack(cfg: StackConfig) -> None:
                     "role": "ray-worker",
                 },
                 service_account_email=worker_access.email,
+                ray_token=ray_token.value,
                 startup_script=head_ip.apply(
                     lambda ip: render_cluster_script(
                         worker_startup_params(cfg),

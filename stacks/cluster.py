@@ -10,6 +10,8 @@ the rest, each a component:
   on the repository, and a custom role holding only the permissions that resize an instance group;
 - :class:`RayFirewall`: Ray's fixed ports (stacks/ray_nodes.py) between the head's and the workers'
   network tags, nothing from any address range;
+- :class:`RayAuthToken`: the cluster's Ray token, random, a Pulumi secret from end to end; it
+  reaches every node in its instance metadata (``ray-auth-token``), never a script or an image;
 - :class:`HeadAddress`: a reserved internal address for the head, so the address baked into the
   worker template (where the workers find the GCS) outlives a recreated head;
 - :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
@@ -26,10 +28,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from stacks.bundle import runner_requirements
 from stacks.config import ConfigError, resource_name
-from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS
+from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS, RAY_TOKEN_METADATA_KEY
 from stacks.vm import IMAGE
 
 REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
@@ -230,6 +233,30 @@ class RayFirewall(pulumi.ComponentResource):
         self.register_outputs({"headTag": self.head_tag, "workerTag": self.worker_tag})
 
 
+# 64 letters and digits: 381 bits of randomness, and nothing a header, a file or metadata would
+# need to escape. Ray compares it as an opaque bearer string (docs.ray.io ray-security/token-auth).
+RAY_TOKEN_LENGTH = 64
+
+
+class RayAuthToken(pulumi.ComponentResource):
+    """The token every Ray node and the driver present (``RAY_AUTH_MODE=token``). Generated once and
+    kept in the stack's state as a secret; the same value goes into the head's and the worker
+    template's metadata, from where each node's startup script copies it into a root-only file."""
+
+    value: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:RayAuthToken", name, None, opts)
+        password = random.RandomPassword(
+            name,
+            length=RAY_TOKEN_LENGTH,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
+        )
+        self.value = pulumi.Output.secret(password.result)
+        self.register_outputs({})
+
+
 @dataclass(frozen=True)
 class HeadAddressArgs:
     name: str  # the address's name, e.g. "llamaresttest-dev-head"
@@ -284,6 +311,7 @@ class WorkerGroupArgs:
     labels: Mapping[str, str]
     service_account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
+    ray_token: pulumi.Input[str]  # a secret: the template's whole metadata becomes one
 
 
 def worker_scheduling(spot: bool) -> gcp.compute.InstanceTemplateSchedulingArgs:
@@ -353,6 +381,7 @@ class WorkerGroup(pulumi.ComponentResource):
                 "startup-script": pulumi.Output.from_input(args.startup_script),
                 # Nobody logs in to a worker: not with the project's keys either.
                 "block-project-ssh-keys": "TRUE",
+                RAY_TOKEN_METADATA_KEY: pulumi.Output.secret(args.ray_token),
             },
             tags=list(args.network_tags),
             labels=dict(args.labels),

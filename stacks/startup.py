@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_runner import metadata_guard
 from stacks.config import (
     MODEL_FILES,
     VM_FAILED_MARKER,
@@ -30,7 +31,15 @@ from stacks.config import (
     VM_VENV,
     StackConfig,
 )
-from stacks.ray_nodes import RAY_UNIT_PATH, RayNode, render_unit
+from stacks.ray_nodes import (
+    GUARD_SCRIPT_PATH,
+    RAY_TOKEN_METADATA_KEY,
+    RAY_TOKEN_PATH,
+    RAY_UNIT_PATH,
+    RayNode,
+    render_guard_script,
+    render_unit,
+)
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "startup.sh.tmpl"
 CLUSTER_TEMPLATE_PATH = Path(__file__).parent / "templates" / "cluster.sh.tmpl"
@@ -124,6 +133,10 @@ def render_cluster_script(params: StartupParams, cluster: ClusterParams, templat
         "REGISTRY_HOST": shlex.quote(cluster.registry_host),
         "RAY_UNIT_PATH": shlex.quote(RAY_UNIT_PATH),
         "RAY_UNIT": shlex.quote(render_unit(cluster.node)),
+        "GUARD_SCRIPT_PATH": shlex.quote(GUARD_SCRIPT_PATH),
+        "GUARD_SCRIPT": shlex.quote(render_guard_script([metadata_guard.CHAIN, *metadata_guard.rule()])),
+        "RAY_TOKEN_FILE": shlex.quote(RAY_TOKEN_PATH),
+        "RAY_TOKEN_KEY": shlex.quote(RAY_TOKEN_METADATA_KEY),
     }
     return base[: -len(VM_GUARD)] + _substitute(text, values)
 

@@ -62,7 +62,7 @@ class ExperimentVmArgs:
     nat_ip: pulumi.Input[str] | None = None
     # A reserved internal address (a cluster's head: the workers' template names it); None: ephemeral.
     network_ip: pulumi.Input[str] | None = None
-    extra_metadata: Mapping[str, str] = field(default_factory=dict)
+    extra_metadata: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     # Spot recovery (docs/stacks.md, "Spot without a babysitter"): attaches an instance schedule that
     # starts the VM every hour (a no-op while it runs), so a preempted VM comes back by itself when
     # capacity returns; ``project`` is needed to grant the schedule's service agent.

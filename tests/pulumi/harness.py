@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import pulumi
@@ -83,6 +84,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
             self.keys[args.name] = (private, public)
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            # Letters and digits, as asked (special=False); distinct per run like the provider's.
+            length = int(args.inputs["length"])  # numbers arrive as floats
+            state["result"] = token_hex(length)[:length]
         elif args.typ.endswith(":BatchName"):
             state["name"] = BATCH
         elif args.typ == "gcp:compute/resourcePolicy:ResourcePolicy":
