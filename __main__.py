@@ -145,8 +145,12 @@ def gcp_stack(cfg: StackConfig) -> None:
     head_metadata: dict[str, pulumi.Input[str]] = {}
     if cluster:
         from stacks.ray_nodes import RAY_TOKEN_METADATA_KEY
+        from stacks.startup import render_shutdown_script
 
         head_metadata[RAY_TOKEN_METADATA_KEY] = ray_token.value
+        # Any stop that is not a reboot (maxRunHours, a manual stop, a crash followed by a stop, the
+        # runner's own power-off) resizes the worker group to 0 (docs/cluster.md, "Stopping billing").
+        head_metadata["shutdown-script"] = render_shutdown_script()
 
     def vm_script(k: list[str]) -> str:
         params = startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])

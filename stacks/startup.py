@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote_runner import metadata_guard
+from stacks import systemd
 from stacks.config import (
     MODEL_FILES,
     VM_FAILED_MARKER,
@@ -43,6 +44,7 @@ from stacks.ray_nodes import (
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "startup.sh.tmpl"
 CLUSTER_TEMPLATE_PATH = Path(__file__).parent / "templates" / "cluster.sh.tmpl"
+SHUTDOWN_TEMPLATE_PATH = Path(__file__).parent / "templates" / "shutdown.sh.tmpl"
 # The last lines of the one VM's script, replaced by the cluster part's own.
 VM_GUARD = 'if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then\n  main "$@"\nfi\n'
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
@@ -151,3 +153,20 @@ def worker_startup_params(cfg: StackConfig) -> StartupParams:
         host_private_key="",
         host_public_key="",
     )
+
+
+def render_shutdown_script(
+    remote_root: str = systemd.DEFAULT_REMOTE_ROOT, template: str | None = None
+) -> str:
+    """A cluster head's ``shutdown-script``: unless the head is rebooting, the runner's
+    ``release-workers`` resizes the worker group to 0, within Google's shutdown window."""
+    if not remote_root.startswith("/") or any(ch.isspace() for ch in remote_root):
+        raise ValueError(f"remote root must be an absolute path without spaces, got {remote_root!r}")
+    text = SHUTDOWN_TEMPLATE_PATH.read_text(encoding="utf-8") if template is None else template
+    values = {
+        "VM_STARTUP_LOG": shlex.quote(VM_STARTUP_LOG),
+        "REMOTE_ROOT": shlex.quote(remote_root),
+        "RUNNER_PYTHON": shlex.quote(systemd.venv_python(remote_root)),
+        "RUNNER_CONFIG": shlex.quote(systemd.config_path(remote_root)),
+    }
+    return _substitute(text, values)

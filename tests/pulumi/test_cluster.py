@@ -381,3 +381,16 @@ def test_the_ray_token_is_a_secret_in_the_head_and_worker_metadata_only(cluster_
     one_vm = run_program(cluster_project, base_config())
     assert one_vm.of_type(PASSWORD) == []
     assert "ray-auth-token" not in one_vm.one(INSTANCE).inputs["metadata"]
+
+
+def test_the_head_releases_its_workers_when_it_stops(cluster_project: Path) -> None:
+    """The head's metadata carries the shutdown script (any stop but a reboot resizes the group to 0);
+    workers and the one VM have none."""
+    from stacks.startup import render_shutdown_script
+
+    run = run_program(cluster_project, cluster_config())
+    assert run.one(INSTANCE).inputs["metadata"]["shutdown-script"] == render_shutdown_script()
+    assert "release-workers" in run.one(INSTANCE).inputs["metadata"]["shutdown-script"]
+    assert "shutdown-script" not in run.one(TEMPLATE).inputs["metadata"]
+    one_vm = run_program(cluster_project, base_config())
+    assert "shutdown-script" not in one_vm.one(INSTANCE).inputs["metadata"]
