@@ -14,6 +14,7 @@ import pytest
 from stacks.access import results_write_condition
 from stacks.cluster import RESIZE_PERMISSIONS
 from stacks.config import BENCHMARK_APIS, ConfigError
+from stacks.machines import MACHINE_TYPES
 from stacks.ray_nodes import GCS_PORT, HEAD_PORTS, NODE_PORTS
 from tests.pulumi.harness import (
     GCP_PROJECT,
@@ -394,3 +395,49 @@ def test_the_head_releases_its_workers_when_it_stops(cluster_project: Path) -> N
     assert "shutdown-script" not in run.one(TEMPLATE).inputs["metadata"]
     one_vm = run_program(cluster_project, base_config())
     assert "shutdown-script" not in one_vm.one(INSTANCE).inputs["metadata"]
+
+
+# Which Google API serves each resource type the cluster declares (the provider's module names).
+API_OF_MODULE = {
+    "compute": "compute.googleapis.com",
+    "artifactregistry": "artifactregistry.googleapis.com",
+    "serviceaccount": "iam.googleapis.com",
+    # Project-level IAM bindings read and write the project's policy through Resource Manager.
+    "projects/iAMMember": "cloudresourcemanager.googleapis.com",
+    "projects/iAMCustomRole": "iam.googleapis.com",
+    "storage": "storage.googleapis.com",  # bucket IAM: the Cloud Storage API, on in every project
+}
+
+
+def test_docs_name_every_api_the_cluster_calls_and_the_quotas_it_needs(cluster_project: Path) -> None:
+    run = run_program(cluster_project, cluster_config())
+    used = set()
+    for resource in run.resources:
+        if not resource.type.startswith("gcp:"):
+            continue
+        module_path = resource.type.split(":")[1]
+        api = API_OF_MODULE.get(module_path) or API_OF_MODULE[module_path.split("/")[0]]
+        used.add(api)
+    assert {"compute.googleapis.com", "cloudresourcemanager.googleapis.com"} <= used
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    running = text[text.index("## Running it on Google Cloud") : text.index("## On an existing Ray cluster")]
+    apis = running[running.index("### APIs to enable") : running.index("### Quotas a cluster needs")]
+    command = apis.index("gcloud services enable")
+    enable = apis[command : apis.index("```", command)]
+    for api in used - {"storage.googleapis.com"}:
+        assert f"`{api}`" in apis and api in enable, api
+    quotas = running[running.index("### Quotas a cluster needs") :]
+    named = set(re.findall(r"^\| `([A-Z0-9_]+)`", quotas, flags=re.MULTILINE))
+    assert {"CPUS", "PREEMPTIBLE_CPUS", "IN_USE_ADDRESSES", "SSD_TOTAL_GB"} <= named
+    # The worked example's figures follow from the stack's own sizes: 8 n1-standard-96 spot workers
+    # and a head, each with an external address and a 100 GB pd-balanced disk (the default).
+    worker_cpus = 8 * MACHINE_TYPES["n1-standard-96"].vcpus
+    head_cpus = MACHINE_TYPES["n1-standard-4"].vcpus
+    example = {
+        "CPUS": f"{head_cpus} ({head_cpus + worker_cpus} without",
+        "PREEMPTIBLE_CPUS": str(worker_cpus),
+    }
+    example |= {"IN_USE_ADDRESSES": "9", "SSD_TOTAL_GB": str(9 * 100)}
+    for metric, figure in example.items():
+        row = next(line for line in quotas.splitlines() if line.startswith(f"| `{metric}` |"))
+        assert row.rsplit("|", 2)[1].strip().startswith(figure), (metric, row)
