@@ -18,8 +18,6 @@ import pulumi
 from stacks.config import StackConfig, experiment_settings, load_config, resource_name
 
 PROJECT_ROOT = Path(__file__).parent
-# How often the instance schedule tries to start a preempted spot VM (docs/stacks.md).
-SPOT_RESTART_MINUTES = 15
 
 
 def gcp_stack(cfg: StackConfig) -> None:
@@ -78,8 +76,11 @@ def gcp_stack(cfg: StackConfig) -> None:
         from stacks.cluster import (
             ClusterGrants,
             ClusterGrantsArgs,
+            HeadAddress,
+            HeadAddressArgs,
             ImageRegistry,
             ImageRegistryArgs,
+            RayAuthToken,
             RayFirewall,
             RayFirewallArgs,
             resize_role_id,
@@ -114,8 +115,6 @@ def gcp_stack(cfg: StackConfig) -> None:
             ClusterGrantsArgs(
                 project=cfg.gcp_project,
                 region=cfg.region,
-                zone=cfg.zone,
-                group_name=cfg.worker_group,
                 resize_role_id=resize_role_id(prefix),
                 repository=registry.repository.repository_id,
                 head_email=access.email,
@@ -123,6 +122,18 @@ def gcp_stack(cfg: StackConfig) -> None:
             ),
         )
         ray_firewall = RayFirewall("ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network))
+        # Ray's token: a Pulumi secret, in the head's and the workers' metadata only.
+        ray_token = RayAuthToken("ray-token")
+        # The head's internal address, reserved: the workers' template names it.
+        head_address = HeadAddress(
+            "head-address",
+            HeadAddressArgs(
+                name=f"{resource_name(prefix, 58)}-head",
+                project=cfg.gcp_project,
+                region=cfg.region,
+                network=cfg.network,
+            ),
+        )
         cluster_needs = [
             *worker_access.grants,
             *grants.resources,
@@ -131,6 +142,16 @@ def gcp_stack(cfg: StackConfig) -> None:
         ]
 
     # --- the VM (the head, in a cluster) and its startup script -----------------------------------
+    head_metadata: dict[str, pulumi.Input[str]] = {}
+    if cluster:
+        from stacks.ray_nodes import RAY_TOKEN_METADATA_KEY
+        from stacks.startup import render_shutdown_script
+
+        head_metadata[RAY_TOKEN_METADATA_KEY] = ray_token.value
+        # Any stop that is not a reboot (maxRunHours, a manual stop, a crash followed by a stop, the
+        # runner's own power-off) resizes the worker group to 0 (docs/cluster.md, "Stopping billing").
+        head_metadata["shutdown-script"] = render_shutdown_script()
+
     def vm_script(k: list[str]) -> str:
         params = startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])
         if not cluster:
@@ -157,10 +178,11 @@ def gcp_stack(cfg: StackConfig) -> None:
             service_account_email=access.email,
             startup_script=startup_script,
             nat_ip=network.address.address if network.address else None,
+            network_ip=head_address.address.address if cluster else None,
             # Only the stack's own key opens the VM, not keys added to the whole project.
-            extra_metadata={"block-project-ssh-keys": "TRUE"},
+            extra_metadata={"block-project-ssh-keys": "TRUE", **head_metadata},
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
-            restart_every_minutes=SPOT_RESTART_MINUTES if cfg.spot and cfg.auto_start and not cluster else 0,
+            spot_restart=cfg.spot and cfg.auto_start and not cluster,
             project=cfg.gcp_project,
         ),
         opts=pulumi.ResourceOptions(depends_on=[access]),
@@ -170,7 +192,8 @@ def gcp_stack(cfg: StackConfig) -> None:
     if cluster:
         from stacks.cluster import WorkerGroup, WorkerGroupArgs
 
-        head_ip = vm.instance.network_interfaces.apply(lambda nics: nics[0].network_ip or "")
+        # The reserved address, not the instance's: a recreated head keeps it, the template stays valid.
+        head_ip = head_address.address.address
         workers = WorkerGroup(
             "workers",
             WorkerGroupArgs(
@@ -191,6 +214,7 @@ def gcp_stack(cfg: StackConfig) -> None:
                     "role": "ray-worker",
                 },
                 service_account_email=worker_access.email,
+                ray_token=ray_token.value,
                 startup_script=head_ip.apply(
                     lambda ip: render_cluster_script(
                         worker_startup_params(cfg),

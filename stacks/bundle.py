@@ -46,7 +46,9 @@ EXCLUDED_FILES = ("*.pyc", "*.pyo", ".DS_Store", "*.swp")
 EXCLUDED_WHEELHOUSE = ("*.whl", "*.tar.gz", "*.zip")
 
 # Dependencies of the infrastructure program only (operator's machine), not of the runner.
-OPERATOR_ONLY_PACKAGES = frozenset({"pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-tls", "paramiko"})
+OPERATOR_ONLY_PACKAGES = frozenset(
+    {"pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-tls", "pulumi-random", "paramiko"}
+)
 
 FIXED_MTIME = 0
 

@@ -7,9 +7,13 @@ the rest, each a component:
   builds each image once and pushes it there, the workers pull it (they never build);
 - :class:`WorkerAccess`: the workers' own service account (stacks/access.py's grants: models read,
   results folder written) plus reader on that repository only, and the head's extra grants: writer
-  on the repository, and the one permission that resizes the worker group, on that group only;
+  on the repository, and a custom role holding only the permissions that resize an instance group;
 - :class:`RayFirewall`: Ray's fixed ports (stacks/ray_nodes.py) between the head's and the workers'
   network tags, nothing from any address range;
+- :class:`RayAuthToken`: the cluster's Ray token, random, a Pulumi secret from end to end; it
+  reaches every node in its instance metadata (``ray-auth-token``), never a script or an image;
+- :class:`HeadAddress`: a reserved internal address for the head, so the address baked into the
+  worker template (where the workers find the GCS) outlives a recreated head;
 - :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
   and a zonal managed instance group of ``workers`` instances, which recreates preempted ones.
 
@@ -18,17 +22,17 @@ the rest, each a component:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumi_random as random
 
 from stacks.bundle import runner_requirements
 from stacks.config import ConfigError, resource_name
-from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS
+from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS, RAY_TOKEN_METADATA_KEY
 from stacks.vm import IMAGE
 
 REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
@@ -36,8 +40,13 @@ REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
 # instanceGroupManagers.resize needs compute.instanceGroupManagers.update (Compute Engine's
 # permissions reference); get lets the runner read the group's size back. The predefined roles that
 # hold it (compute.instanceAdmin.v1, compute.admin) also create, delete and SSH into instances, and
-# Compute Engine offers no IAM resource on one instance group manager: so a custom role with these
-# two permissions, bound at the project under an IAM condition naming this one group.
+# Compute Engine offers no IAM resource on one instance group manager. An IAM condition on the
+# group's resource.name would only ever match for resource types on Google's "Resource attributes for
+# IAM Conditions" list, and compute.googleapis.com/InstanceGroupManager is not on it (issue 19,
+# /work/shared/REFERENCE.md): a conditioned binding would never grant, and the resize at the end of a
+# batch would get 403. So the custom role with these two permissions is bound at the project without
+# a condition: the head can resize (and read) any group of the project, and nothing else
+# (docs/cluster.md, "Grants").
 RESIZE_PERMISSIONS = ("compute.instanceGroupManagers.get", "compute.instanceGroupManagers.update")
 
 
@@ -49,12 +58,6 @@ def worker_account_id(prefix: str) -> str:
 def resize_role_id(prefix: str) -> str:
     """A custom role id ([a-zA-Z0-9_.], 3-64 characters): no dashes allowed there."""
     return re.sub(r"[^a-zA-Z0-9_.]", "_", f"{prefix}_workers_resize")[:64]
-
-
-def group_condition(project: str, zone: str, group: str) -> str:
-    """CEL expression confining a project-level grant to one zonal instance group manager."""
-    name = json.dumps(f"projects/{project}/zones/{zone}/instanceGroupManagers/{group}")
-    return f'resource.type == "compute.googleapis.com/InstanceGroupManager" && resource.name == {name}'
 
 
 def node_requirements(pyproject_text: str) -> tuple[str, ...]:
@@ -117,8 +120,6 @@ class ImageRegistry(pulumi.ComponentResource):
 class ClusterGrantsArgs:
     project: str
     region: str
-    zone: str
-    group_name: str
     resize_role_id: str
     repository: pulumi.Input[str]  # the repository's id (its last name part)
     head_email: pulumi.Input[str]
@@ -127,7 +128,7 @@ class ClusterGrantsArgs:
 
 class ClusterGrants(pulumi.ComponentResource):
     """The grants a cluster adds: the workers read the repository, the head writes it and may resize
-    the worker group (and nothing else of Compute Engine)."""
+    instance groups of the project (and nothing else of Compute Engine)."""
 
     worker_registry_reader: gcp.artifactregistry.RepositoryIamMember
     head_registry_writer: gcp.artifactregistry.RepositoryIamMember
@@ -173,11 +174,6 @@ class ClusterGrants(pulumi.ComponentResource):
             project=args.project,
             role=self.resize_role.name,
             member=head,
-            condition=gcp.projects.IAMMemberConditionArgs(
-                title=f"only {args.group_name}",
-                description="the llamaresttest head may resize its own worker group only",
-                expression=group_condition(args.project, args.zone, args.group_name),
-            ),
             opts=child,
         )
         self.register_outputs({})
@@ -237,6 +233,68 @@ class RayFirewall(pulumi.ComponentResource):
         self.register_outputs({"headTag": self.head_tag, "workerTag": self.worker_tag})
 
 
+# 64 letters and digits: 381 bits of randomness, and nothing a header, a file or metadata would
+# need to escape. Ray compares it as an opaque bearer string (docs.ray.io ray-security/token-auth).
+RAY_TOKEN_LENGTH = 64
+
+
+class RayAuthToken(pulumi.ComponentResource):
+    """The token every Ray node and the driver present (``RAY_AUTH_MODE=token``). Generated once and
+    kept in the stack's state as a secret; the same value goes into the head's and the worker
+    template's metadata, from where each node's startup script copies it into a root-only file."""
+
+    value: pulumi.Output[str]
+
+    def __init__(self, name: str, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:RayAuthToken", name, None, opts)
+        password = random.RandomPassword(
+            name,
+            length=RAY_TOKEN_LENGTH,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["result"]),
+        )
+        self.value = pulumi.Output.secret(password.result)
+        self.register_outputs({})
+
+
+@dataclass(frozen=True)
+class HeadAddressArgs:
+    name: str  # the address's name, e.g. "llamaresttest-dev-head"
+    project: str
+    region: str
+    network: str
+
+
+def default_subnetwork(project: str, region: str, network: str) -> str:
+    """The subnetwork an instance on ``network`` gets when only the network is named: in an auto-mode
+    network (Google's ``default`` is one) each region's subnetwork carries the network's name."""
+    return f"projects/{project}/regions/{region}/subnetworks/{network}"
+
+
+class HeadAddress(pulumi.ComponentResource):
+    """A static internal address for the head. The workers' template carries the head's address (the
+    GCS they join); an ephemeral one would change when the head is recreated (a new machine type
+    that needs a new instance, a replaced disk), and every worker would then look for Ray at an
+    address nobody holds. Internal static addresses are free (VPC pricing: only external addresses
+    are charged) and come from the subnetwork's range."""
+
+    address: gcp.compute.Address
+
+    def __init__(self, name: str, args: HeadAddressArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:HeadAddress", name, None, opts)
+        self.address = gcp.compute.Address(
+            name,
+            name=args.name,
+            project=args.project,
+            region=args.region,
+            address_type="INTERNAL",
+            subnetwork=default_subnetwork(args.project, args.region, args.network),
+            description="llamaresttest cluster head: the address the workers join (managed by Pulumi)",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"address": self.address.address})
+
+
 @dataclass(frozen=True)
 class WorkerGroupArgs:
     group_name: str
@@ -253,6 +311,7 @@ class WorkerGroupArgs:
     labels: Mapping[str, str]
     service_account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
+    ray_token: pulumi.Input[str]  # a secret: the template's whole metadata becomes one
 
 
 def worker_scheduling(spot: bool) -> gcp.compute.InstanceTemplateSchedulingArgs:
@@ -284,8 +343,11 @@ class WorkerGroup(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llamaresttest:stacks:WorkerGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Templates cannot change: a new script or size is a new template (Pulumi creates it before
-        # deleting the old one, hence a name prefix rather than a name).
+        # Templates cannot change: a new script or size is a new template. Pulumi replaces it the
+        # default way, create before delete: the new template (a name prefix, so both can exist at
+        # once), then the group updated to it (it depends on the template's link), then the old one
+        # deleted, which Google allows only once no group uses it (resourceInUseByAnotherResource).
+        # delete_before_replace would delete a template the group still uses: never set it here.
         self.template = gcp.compute.InstanceTemplate(
             f"{name}-template",
             name_prefix=f"{args.base_instance_name}-",
@@ -319,6 +381,7 @@ class WorkerGroup(pulumi.ComponentResource):
                 "startup-script": pulumi.Output.from_input(args.startup_script),
                 # Nobody logs in to a worker: not with the project's keys either.
                 "block-project-ssh-keys": "TRUE",
+                RAY_TOKEN_METADATA_KEY: pulumi.Output.secret(args.ray_token),
             },
             tags=list(args.network_tags),
             labels=dict(args.labels),
@@ -339,6 +402,13 @@ class WorkerGroup(pulumi.ComponentResource):
             # replacing a worker in the middle of its runs.
             update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
                 type="OPPORTUNISTIC", minimal_action="REPLACE"
+            ),
+            # A preempted (deleted) spot worker is recreated by a repair, which by default uses the
+            # template the instance was first built from; YES applies the group's current template
+            # instead ("Apply configuration updates during repairs", Google's MIG docs), so a new
+            # script, Ray pin or head address reaches every recreated worker.
+            instance_lifecycle_policy=gcp.compute.InstanceGroupManagerInstanceLifecyclePolicyArgs(
+                force_update_on_repair="YES"
             ),
             # Spot capacity may take a while: `pulumi up` does not wait for the instances.
             wait_for_instances=False,

@@ -603,7 +603,8 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
                     session, install_deps_script(paths, digest, req_sha), "installing runner deps"
                 )
                 progress(f"runner dependencies: {out.strip().splitlines()[-1] if out.strip() else 'done'}")
-            self._install_unit(session, paths)
+            # A cluster's settings name Ray ("ray"): the runner's unit then carries the token variables.
+            self._install_unit(session, paths, cluster=bool(dict(props.get(EXPERIMENT) or {}).get("ray")))
             self._start(session, bool(props.get(AUTO_START)), switched)
         return {**props, "release_dir": paths.release(digest), "uploaded": uploaded}
 
@@ -681,8 +682,8 @@ class DeployProvider(pulumi.dynamic.ResourceProvider):
         progress(f"release {paths.release(digest)} in place")
         return True
 
-    def _install_unit(self, session: Session, paths: Paths) -> None:
-        text = systemd.render_unit(paths.root)
+    def _install_unit(self, session: Session, paths: Paths, *, cluster: bool = False) -> None:
+        text = systemd.render_unit(paths.root, cluster=cluster)
         existing = session.run(
             as_root(f"cat {shell([paths.unit_file])} 2>/dev/null || true", session.target.user)
         )

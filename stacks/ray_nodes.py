@@ -16,14 +16,31 @@ docs.ray.io/en/master/ray-core/internals/port-service-discovery.html):
   driver and other workers call a task's worker directly;
 - the runtime-env agent and the metrics export port (random by default) are pinned too but only
   their own node's raylet or a local scraper talks to them, so the firewall does not open them;
-- the dashboard (8265) listens on 127.0.0.1 of the head only (``--dashboard-host``): reach it with
-  an SSH tunnel; the Ray client server (10001, head) is not opened either (the driver is on the head).
+- the dashboard (8265) listens on every address of the head (``--dashboard-host=0.0.0.0``): the
+  workers' dashboard agents report to it (on 127.0.0.1 they would post to their own loopback), the
+  firewall admits it from the worker tag only, and token authentication guards it; operators still
+  reach it through an SSH tunnel;
+- the Ray client server (``--ray-client-server-port``, 10001, head) is pinned and never opened (the
+  driver runs on the head); the autoscaler monitor's and the dashboard's Prometheus ports (44217 and
+  44227, Ray's defaults, read from ``AUTOSCALER_METRIC_PORT`` and ``DASHBOARD_METRIC_PORT``) listen
+  on 0.0.0.0 of the head and are pinned by the unit's environment; not opened either.
+
+Measured (issue 19) with Ray 2.60: ``ray start --head`` with these flags, in a network namespace of
+its own with a non-loopback node address, listened on exactly 6379-6385, 8265, 10001, 44217 and
+44227 (plus worker processes in 10002-10999 once tasks run); nothing else.
+
+Who may connect is enforced three ways: Google's firewall (stacks/cluster.py: tags only), Ray's
+token authentication (``RAY_AUTH_MODE=token`` in every node's unit and the driver's; the token, a
+Pulumi secret, reaches each node through its instance metadata and lives in a root-only file), and
+on every node iptables rules that reject new TCP connections from Docker's bridges to every Ray port
+(:func:`container_guard_rules`), so no experiment container reaches Ray on its own node or another.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,8 +55,13 @@ DASHBOARD_AGENT_LISTEN_PORT = 6384
 METRICS_EXPORT_PORT = 6385
 MIN_WORKER_PORT = 10002
 MAX_WORKER_PORT = 10999
-DASHBOARD_HOST = "127.0.0.1"
+RAY_CLIENT_SERVER_PORT = 10001
+DASHBOARD_HOST = "0.0.0.0"  # noqa: S104 (the workers report to it; firewall + token, above)
 DASHBOARD_PORT = 8265
+# Ray's defaults (ray/autoscaler/_private/constants.py, ray/dashboard/consts.py), pinned through the
+# environment variables Ray reads them from, so a future default cannot move them past the guard.
+AUTOSCALER_METRIC_PORT = 44217
+DASHBOARD_METRIC_PORT = 44227
 # The object store is shared memory taken from the machine; nothing big travels through it (tasks
 # get a run's description and return its outcome; run folders go to the bucket), so 2 GiB instead
 # of Ray's default 30% of memory, which would be missing from the experiments' containers.
@@ -50,6 +72,24 @@ EXPERIMENT_SLOT = "experiment_slot"
 RAY_UNIT_NAME = "llamaresttest-ray.service"
 RAY_UNIT_PATH = f"/etc/systemd/system/{RAY_UNIT_NAME}"
 RAY_BIN = f"{VM_VENV}/bin/ray"
+
+# Token authentication (Ray >= 2.52; docs.ray.io/en/latest/ray-security/token-auth.html): Ray reads
+# the mode and the token file from these variables. The mode is set explicitly on every node and the
+# driver: a token file in ~/.ray alone turned authentication on for a head but not for a worker
+# (issue 19, measured with Ray 2.60).
+RAY_TOKEN_METADATA_KEY = "ray-auth-token"  # noqa: S105 (the metadata key, not the token)
+RAY_TOKEN_PATH = "/etc/llamaresttest/ray-token"  # noqa: S105 (where the token is kept, not it)
+RAY_AUTH_ENVIRONMENT: tuple[tuple[str, str], ...] = (
+    ("RAY_AUTH_MODE", "token"),
+    ("RAY_AUTH_TOKEN_PATH", RAY_TOKEN_PATH),
+)
+
+# The guards against experiment containers, installed by the startup script and again by the Ray
+# unit's ExecStartPre (after a reboot the rules are gone until something puts them back).
+GUARD_SCRIPT_PATH = "/usr/local/sbin/llamaresttest-guards"
+GUARD_COMMENT = "llamaresttest-ray-guard"
+# Docker's default bridge and its user-defined networks (br-<id>); iptables' "+" is a prefix match.
+DOCKER_BRIDGES = ("docker0", "br-+")
 
 
 def _ports(ports: Sequence[int | tuple[int, int]]) -> list[str]:
@@ -68,7 +108,90 @@ NODE_PORTS: tuple[str, ...] = tuple(
         ]
     )
 )
-HEAD_PORTS: tuple[str, ...] = (str(GCS_PORT), *NODE_PORTS)
+# The head adds the GCS and the dashboard (the workers' agents report to it).
+HEAD_PORTS: tuple[str, ...] = (str(GCS_PORT), str(DASHBOARD_PORT), *NODE_PORTS)
+
+
+def ray_guard_ports() -> list[str]:
+    """Every port Ray listens on under this stack's flags, head and worker alike, in iptables'
+    ``--dport`` form ("6379", "10002:10999"): the firewall's ports and those no other node may use
+    (runtime-env agent, metrics, client server, Prometheus ports). A port a node does not listen on
+    costs a rule and nothing else."""
+    return [
+        str(port)
+        for port in (
+            GCS_PORT,
+            NODE_MANAGER_PORT,
+            OBJECT_MANAGER_PORT,
+            RUNTIME_ENV_AGENT_PORT,
+            DASHBOARD_AGENT_GRPC_PORT,
+            DASHBOARD_AGENT_LISTEN_PORT,
+            METRICS_EXPORT_PORT,
+            DASHBOARD_PORT,
+            RAY_CLIENT_SERVER_PORT,
+            AUTOSCALER_METRIC_PORT,
+            DASHBOARD_METRIC_PORT,
+        )
+    ] + [f"{MIN_WORKER_PORT}:{MAX_WORKER_PORT}"]
+
+
+_DPORT = re.compile(r"([0-9]{1,5})(?::([0-9]{1,5}))?")
+
+
+def container_guard_rules(tcp_ports: Sequence[str]) -> list[list[str]]:
+    """iptables rules (argument vectors without ``iptables`` and without the action) that reject new
+    TCP connections from Docker's bridges to ``tcp_ports`` ("6379" or a range "10002:10999").
+
+    Each vector starts with its chain, so ``iptables -w 5 -C *rule`` checks it, ``-I *rule`` inserts
+    it at the top and ``-D *rule`` deletes it:
+
+    - ``INPUT``: a container connecting to the host's own addresses (its bridge's gateway, the VM's
+      internal address): the host's Ray;
+    - ``DOCKER-USER`` (Docker's chain in FORWARD, never flushed by Docker;
+      docs.docker.com/network/packet-filtering-firewalls): a container connecting to another host
+      (another node's Ray). ``! -o <bridge>`` leaves traffic that stays on its own bridge alone, so
+      two containers of one experiment network still talk to each other on any port.
+
+    Only NEW connections (conntrack), so nothing the host itself opened towards a container is cut;
+    REJECT with a TCP reset, so a probe fails at once instead of timing out. Every rule carries the
+    comment ``llamaresttest-ray-guard`` so it can be listed and removed.
+    """
+    rules: list[list[str]] = []
+    for port in tcp_ports:
+        match = _DPORT.fullmatch(port)
+        if match is None or not all(0 < int(p) < 65536 for p in match.groups() if p is not None):
+            raise ValueError(f"not a TCP port or range (N or N:M): {port!r}")
+        if match.group(2) is not None and int(match.group(1)) > int(match.group(2)):
+            raise ValueError(f"a port range runs upwards: {port!r}")
+    for chain in ("INPUT", "DOCKER-USER"):
+        for bridge in DOCKER_BRIDGES:
+            for port in tcp_ports:
+                out = ["!", "-o", bridge] if chain == "DOCKER-USER" else []
+                rules.append(
+                    [
+                        chain,
+                        "-i",
+                        bridge,
+                        *out,
+                        "-p",
+                        "tcp",
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "NEW",
+                        "--dport",
+                        port,
+                        "-m",
+                        "comment",
+                        "--comment",
+                        GUARD_COMMENT,
+                        "-j",
+                        "REJECT",
+                        "--reject-with",
+                        "tcp-reset",
+                    ]
+                )
+    return rules
 
 
 def _common_flags() -> list[str]:
@@ -97,6 +220,7 @@ def head_command() -> list[str]:
         f"--port={GCS_PORT}",
         f"--dashboard-host={DASHBOARD_HOST}",
         f"--dashboard-port={DASHBOARD_PORT}",
+        f"--ray-client-server-port={RAY_CLIENT_SERVER_PORT}",
         *_common_flags(),
     ]
 
@@ -134,6 +258,40 @@ class RayNode:
         return head_command() if self.role == "head" else worker_command(self.head_address, self.slots)
 
 
+def auth_environment() -> str:
+    """The token variables as a systemd ``Environment=`` value (Ray's unit here, the runner's unit
+    on a cluster head in stacks/systemd.py)."""
+    return " ".join(f"{key}={value}" for key, value in RAY_AUTH_ENVIRONMENT)
+
+
+def render_guard_script(metadata_rule: Sequence[str]) -> str:
+    """The script that installs the guards, each rule only when ``iptables -C`` does not find it:
+    ``metadata_rule`` (``DOCKER-USER`` + remote_runner.metadata_guard's rule) and the Ray guard of
+    :func:`container_guard_rules` over :func:`ray_guard_ports`. Run by the startup script after
+    Docker is up and by the Ray unit's ExecStartPre."""
+    rules = [list(metadata_rule), *container_guard_rules(ray_guard_ports())]
+    lines = [
+        "#!/bin/bash",
+        "# Installed by the llamaresttest startup script (stacks/ray_nodes.py render_guard_script);",
+        "# the next boot overwrites it. Keeps experiment containers (on Docker bridges) off the metadata",
+        "# server and off every Ray port of this node and of the others. Idempotent.",
+        "set -euo pipefail",
+        "added=0",
+        "ensure_rule() {",
+        '  if iptables -w 5 -C "$@" 2>/dev/null; then',
+        "    return 0",
+        "  fi",
+        '  iptables -w 5 -n -L "$1" >/dev/null 2>&1 || iptables -w 5 -N "$1"',
+        '  iptables -w 5 -I "$@"',
+        "  added=$((added + 1))",
+        "}",
+        *(f"ensure_rule {shlex.join(rule)}" for rule in rules),
+        f'echo "llamaresttest guards: $added of {len(rules)} rules added, the others were in place"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:=,@+-]+")
 
 
@@ -165,11 +323,18 @@ def render_unit(node: RayNode) -> str:
             "",
             "[Service]",
             "Type=simple",
+            # Before Ray (and so before any experiment container it starts): containers can reach
+            # neither the metadata server nor any Ray port. After a reboot the rules are gone until
+            # this runs; the startup script installs them too, later in the boot.
+            f"ExecStartPre={GUARD_SCRIPT_PATH}",
             f"ExecStart={exec_start}",
             f"ExecStop={RAY_BIN} stop",
             "Restart=always",
             "RestartSec=10",
             "Environment=PYTHONUNBUFFERED=1",
+            f"Environment={auth_environment()}",
+            f"Environment=AUTOSCALER_METRIC_PORT={AUTOSCALER_METRIC_PORT} "
+            f"DASHBOARD_METRIC_PORT={DASHBOARD_METRIC_PORT}",
             "",
             "[Install]",
             "WantedBy=multi-user.target",

@@ -17,6 +17,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from remote_runner import metadata_guard
+from stacks import systemd
 from stacks.config import (
     MODEL_FILES,
     VM_FAILED_MARKER,
@@ -30,10 +32,19 @@ from stacks.config import (
     VM_VENV,
     StackConfig,
 )
-from stacks.ray_nodes import RAY_UNIT_PATH, RayNode, render_unit
+from stacks.ray_nodes import (
+    GUARD_SCRIPT_PATH,
+    RAY_TOKEN_METADATA_KEY,
+    RAY_TOKEN_PATH,
+    RAY_UNIT_PATH,
+    RayNode,
+    render_guard_script,
+    render_unit,
+)
 
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "startup.sh.tmpl"
 CLUSTER_TEMPLATE_PATH = Path(__file__).parent / "templates" / "cluster.sh.tmpl"
+SHUTDOWN_TEMPLATE_PATH = Path(__file__).parent / "templates" / "shutdown.sh.tmpl"
 # The last lines of the one VM's script, replaced by the cluster part's own.
 VM_GUARD = 'if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then\n  main "$@"\nfi\n'
 _PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
@@ -124,6 +135,10 @@ def render_cluster_script(params: StartupParams, cluster: ClusterParams, templat
         "REGISTRY_HOST": shlex.quote(cluster.registry_host),
         "RAY_UNIT_PATH": shlex.quote(RAY_UNIT_PATH),
         "RAY_UNIT": shlex.quote(render_unit(cluster.node)),
+        "GUARD_SCRIPT_PATH": shlex.quote(GUARD_SCRIPT_PATH),
+        "GUARD_SCRIPT": shlex.quote(render_guard_script([metadata_guard.CHAIN, *metadata_guard.rule()])),
+        "RAY_TOKEN_FILE": shlex.quote(RAY_TOKEN_PATH),
+        "RAY_TOKEN_KEY": shlex.quote(RAY_TOKEN_METADATA_KEY),
     }
     return base[: -len(VM_GUARD)] + _substitute(text, values)
 
@@ -138,3 +153,20 @@ def worker_startup_params(cfg: StackConfig) -> StartupParams:
         host_private_key="",
         host_public_key="",
     )
+
+
+def render_shutdown_script(
+    remote_root: str = systemd.DEFAULT_REMOTE_ROOT, template: str | None = None
+) -> str:
+    """A cluster head's ``shutdown-script``: unless the head is rebooting, the runner's
+    ``release-workers`` resizes the worker group to 0, within Google's shutdown window."""
+    if not remote_root.startswith("/") or any(ch.isspace() for ch in remote_root):
+        raise ValueError(f"remote root must be an absolute path without spaces, got {remote_root!r}")
+    text = SHUTDOWN_TEMPLATE_PATH.read_text(encoding="utf-8") if template is None else template
+    values = {
+        "VM_STARTUP_LOG": shlex.quote(VM_STARTUP_LOG),
+        "REMOTE_ROOT": shlex.quote(remote_root),
+        "RUNNER_PYTHON": shlex.quote(systemd.venv_python(remote_root)),
+        "RUNNER_CONFIG": shlex.quote(systemd.config_path(remote_root)),
+    }
+    return _substitute(text, values)

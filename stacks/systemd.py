@@ -40,8 +40,24 @@ def guard_command(remote_root: str = DEFAULT_REMOTE_ROOT) -> list[str]:
     return [venv_python(remote_root), "-m", "remote_runner.metadata_guard"]
 
 
+def ray_environment(cluster: bool) -> str:
+    """The unit's line for Ray: on a cluster head the driver authenticates with the cluster's token
+    (the same two variables as every node's Ray unit, stacks/ray_nodes.py); the one VM has no Ray."""
+    if not cluster:
+        return "# One VM: no Ray cluster, no Ray token."
+    from stacks.ray_nodes import auth_environment  # pure; imported here to keep this module light
+
+    return (
+        "# The driver joins the cluster's Ray with its token (root-only file from the instance metadata).\n"
+        f"Environment={auth_environment()}"
+    )
+
+
 def render_unit(
-    remote_root: str = DEFAULT_REMOTE_ROOT, timeout_stop_sec: int = DEFAULT_TIMEOUT_STOP_SEC
+    remote_root: str = DEFAULT_REMOTE_ROOT,
+    timeout_stop_sec: int = DEFAULT_TIMEOUT_STOP_SEC,
+    *,
+    cluster: bool = False,
 ) -> str:
     if timeout_stop_sec < MIN_TIMEOUT_STOP_SEC:
         raise ValueError(f"TimeoutStopSec must be at least {MIN_TIMEOUT_STOP_SEC} s, got {timeout_stop_sec}")
@@ -52,6 +68,7 @@ def render_unit(
         exec_start=shlex.join(runner_command(remote_root)),
         guard_start=shlex.join(guard_command(remote_root)),
         timeout_stop_sec=str(timeout_stop_sec),
+        ray_environment=ray_environment(cluster),
     )
 
 

@@ -60,22 +60,26 @@ class ExperimentVmArgs:
     service_account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
     nat_ip: pulumi.Input[str] | None = None
-    extra_metadata: Mapping[str, str] = field(default_factory=dict)
-    # Spot recovery (docs/stacks.md, "Spot without a babysitter"): > 0 attaches an instance schedule
-    # that starts the VM every so many minutes (a no-op while it runs), so a preempted VM comes back
-    # by itself when capacity returns; ``project`` is needed to grant the schedule's service agent.
-    restart_every_minutes: int = 0
+    # A reserved internal address (a cluster's head: the workers' template names it); None: ephemeral.
+    network_ip: pulumi.Input[str] | None = None
+    extra_metadata: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # Spot recovery (docs/stacks.md, "Spot without a babysitter"): attaches an instance schedule that
+    # starts the VM every hour (a no-op while it runs), so a preempted VM comes back by itself when
+    # capacity returns; ``project`` is needed to grant the schedule's service agent.
+    spot_restart: bool = False
     project: str = ""
 
 
 RESTART_ROLE = "roles/compute.instanceAdmin.v1"
-
-
-def restart_schedule(minutes: int) -> str:
-    """The cron expression of the start schedule (UTC)."""
-    if not 15 <= minutes <= 59:
-        raise ValueError(f"a restart interval must be 15 to 59 minutes, got {minutes}")
-    return f"*/{minutes} * * * *"
+# Hourly, at minute 0 UTC. Google's page on instance schedules
+# (cloud.google.com/compute/docs/instances/schedule-instance-start-stop, "Limitations") names no
+# minimum interval between operations (same region, one schedule per VM, no capacity guarantee);
+# a third-party source says a schedule may start a VM once an hour, and the schedule is unix-cron
+# (gcloud compute resource-policies create instance-schedule). An hourly start stays inside both, so
+# `pulumi up` cannot be refused for a schedule more frequent than Google allows; a */15 schedule was
+# never confirmed. The cost of that choice is in docs/stacks.md: up to 60 min (not 15) of waiting
+# after a preemption, during which the stopped VM bills only its disk and reserved address.
+RESTART_SCHEDULE = "0 * * * *"
 
 
 def schedule_agent(project_number: str) -> str:
@@ -94,7 +98,8 @@ class ExperimentVm(pulumi.ComponentResource):
         super().__init__("llamaresttest:stacks:ExperimentVm", name, None, opts)
         self.restart_policy: gcp.compute.ResourcePolicy | None = None
         self.restart_grant: gcp.compute.InstanceIAMMember | None = None
-        if args.restart_every_minutes > 0:
+        self.restart_attachment: gcp.compute.ResourcePolicyAttachment | None = None
+        if args.spot_restart:
             self.restart_policy = gcp.compute.ResourcePolicy(
                 f"{name}-restart",
                 region=args.zone.rsplit("-", 1)[0],
@@ -102,7 +107,7 @@ class ExperimentVm(pulumi.ComponentResource):
                 instance_schedule_policy=gcp.compute.ResourcePolicyInstanceSchedulePolicyArgs(
                     time_zone="UTC",
                     vm_start_schedule=gcp.compute.ResourcePolicyInstanceSchedulePolicyVmStartScheduleArgs(
-                        schedule=restart_schedule(args.restart_every_minutes)
+                        schedule=RESTART_SCHEDULE
                     ),
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
@@ -125,6 +130,7 @@ class ExperimentVm(pulumi.ComponentResource):
             network_interfaces=[
                 gcp.compute.InstanceNetworkInterfaceArgs(
                     network=args.network,
+                    network_ip=args.network_ip,
                     access_configs=[gcp.compute.InstanceNetworkInterfaceAccessConfigArgs(nat_ip=args.nat_ip)],
                 )
             ],
@@ -138,14 +144,19 @@ class ExperimentVm(pulumi.ComponentResource):
                 enable_secure_boot=True, enable_vtpm=True, enable_integrity_monitoring=True
             ),
             metadata=metadata,
-            resource_policies=self.restart_policy.self_link if self.restart_policy is not None else None,
             tags=list(args.network_tags),
             labels=dict(args.labels),
             # A new machine type or service account only needs a stop/start, not a new VM.
             allow_stopping_for_update=True,
             description="llamaresttest experiment VM (managed by Pulumi)",
-            # The explicit name is taken until the old VM is gone.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # The explicit name is taken until the old VM is gone.
+                delete_before_replace=True,
+                # The restart schedule is attached by its own resource (below), not in this list: a
+                # refreshed state that lists it must not make `pulumi up` detach it.
+                ignore_changes=["resourcePolicies"],
+            ),
         )
         if self.restart_policy is not None:
             number = gcp.organizations.get_project_output(project_id=args.project).number
@@ -157,6 +168,18 @@ class ExperimentVm(pulumi.ComponentResource):
                 role=RESTART_ROLE,
                 member=number.apply(lambda n: schedule_agent(str(n))),
                 opts=pulumi.ResourceOptions(parent=self),
+            )
+            # Attached only once the service agent may start this instance: Compute checks the grant
+            # when the schedule is attached, and attaching it in the instance's own resource_policies
+            # (before any grant on the instance can exist) fails with Error 412
+            # (hashicorp/terraform-provider-google#11899).
+            self.restart_attachment = gcp.compute.ResourcePolicyAttachment(
+                f"{name}-restart-attachment",
+                project=args.project,
+                zone=args.zone,
+                instance=self.instance.name,
+                name=self.restart_policy.name,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.restart_grant]),
             )
         self.external_ip = self.instance.network_interfaces.apply(_external_ip)
         self.register_outputs({"externalIp": self.external_ip})

@@ -145,7 +145,7 @@ def test_runner_requirements_of_this_project_leave_out_the_operator_side() -> No
     reqs = runner_requirements(pyproject)
     names = {r.split(">")[0].split("<")[0].split("=")[0].strip().lower() for r in reqs}
     assert "psutil" in names and "tenacity" in names
-    assert not names & {"pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-tls", "paramiko"}
+    assert not names & {"pulumi", "pulumi-gcp", "pulumi-docker", "pulumi-tls", "pulumi-random", "paramiko"}
 
 
 def test_planted_secret_files_are_refused_each_named(tmp_path: Path) -> None:

@@ -77,6 +77,20 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert verify(tmp_path, systemd.render_unit) == ""
 
 
+def test_on_a_cluster_head_the_driver_authenticates_to_ray_with_the_token_file(tmp_path: Path) -> None:
+    """The same two variables as every node's Ray unit (stacks/ray_nodes.py): RAY_AUTH_MODE set
+    explicitly (a token file alone does not turn authentication on everywhere) and the root-only file
+    the startup script wrote; the one VM's unit has neither."""
+    cluster = directives(systemd.render_unit(cluster=True))
+    assert cluster["Service.Environment"] == [
+        "PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1",
+        "RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/etc/llamaresttest/ray-token",
+    ]
+    one_vm = systemd.render_unit()
+    assert "RAY_AUTH" not in one_vm
+    assert verify(tmp_path, lambda root: systemd.render_unit(root, cluster=True)) == ""
+
+
 def test_systemd_analyze_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     """The check above can fail: the same verifier rejects the unit with one mistake put in."""
     problems = verify(tmp_path, lambda root: systemd.render_unit(root).replace("=on-failure", "=sometimes"))

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 from typing import Any
 
 import pulumi
@@ -27,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "llamaresttest"
 GCP_PROJECT = "research-project-1"
 EPHEMERAL_IP = "34.123.45.67"
-INTERNAL_IP = "10.128.0.7"  # the instance's address in its VPC (a cluster's workers join it)
+INTERNAL_IP = "10.128.0.7"  # an instance's ephemeral address in its VPC
+HEAD_INTERNAL_IP = "10.128.0.42"  # a reserved INTERNAL address (a cluster's head; the workers join it)
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
 PROJECT_NUMBER = "123456789012"
@@ -82,11 +84,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
             )
             self.keys[args.name] = (private, public)
             state.update(privateKeyOpenssh=private, publicKeyOpenssh=public + "\n")
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            # Letters and digits, as asked (special=False); distinct per run like the provider's.
+            length = int(args.inputs["length"])  # numbers arrive as floats
+            state["result"] = token_hex(length)[:length]
         elif args.typ.endswith(":BatchName"):
             state["name"] = BATCH
         elif args.typ == "gcp:compute/resourcePolicy:ResourcePolicy":
+            state["name"] = args.inputs.get("name") or f"{args.name}-0f3a"  # the provider's auto-name
             state["selfLink"] = (
-                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{args.name}"
+                f"projects/{GCP_PROJECT}/regions/{args.inputs['region']}/resourcePolicies/{state['name']}"
             )
         elif args.typ == "gcp:compute/instanceTemplate:InstanceTemplate":
             link = f"projects/{GCP_PROJECT}/global/instanceTemplates/{args.name}"
@@ -98,7 +105,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "gcp:projects/iAMCustomRole:IAMCustomRole":
             state["name"] = f"projects/{GCP_PROJECT}/roles/{args.inputs['roleId']}"
         elif args.typ == "gcp:compute/address:Address":
-            state["address"] = STATIC_IP
+            internal = args.inputs.get("addressType") == "INTERNAL"
+            state["address"] = HEAD_INTERNAL_IP if internal else STATIC_IP
         elif args.typ == "gcp:compute/instance:Instance":
             interfaces = json.loads(json.dumps(inputs.get("networkInterfaces", [])))
             for interface in interfaces:
@@ -115,6 +123,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+@dataclass(frozen=True)
+class Options:
+    """The resource options the engine gets with a registration (those the tests look at)."""
+
+    delete_before_replace: bool
+    ignore_changes: tuple[str, ...]
+    replace_on_changes: tuple[str, ...]
+
+
 @dataclass
 class ProgramRun:
     mocks: RecordingMocks
@@ -122,6 +139,8 @@ class ProgramRun:
     secret_outputs: set[str] = field(default_factory=set)
     # resource name -> names of the resources it depends on (as the engine would store them)
     dependencies: dict[str, set[str]] = field(default_factory=dict)
+    # resource name -> its options (deleteBeforeReplace, ignoreChanges, ...)
+    options: dict[str, Options] = field(default_factory=dict)
 
     @property
     def resources(self) -> list[Registered]:
@@ -166,6 +185,11 @@ def run_program(project_dir: Path, config: Mapping[str, object], *, stack: str =
 
     def register(monitor: MockMonitor, request: Any) -> Any:
         run.dependencies[request.name] = {urn.rsplit("::", 1)[-1] for urn in request.dependencies}
+        run.options[request.name] = Options(
+            delete_before_replace=bool(request.deleteBeforeReplace),
+            ignore_changes=tuple(request.ignoreChanges),
+            replace_on_changes=tuple(request.replaceOnChanges),
+        )
         return original(monitor, request)
 
     MockMonitor.RegisterResource = register  # type: ignore[method-assign]

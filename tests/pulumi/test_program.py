@@ -572,24 +572,24 @@ def test_local_stack_warns_when_this_machine_fits_no_experiment(
 
 POLICY = "gcp:compute/resourcePolicy:ResourcePolicy"
 INSTANCE_IAM = "gcp:compute/instanceIAMMember:InstanceIAMMember"
+ATTACHMENT = "gcp:compute/resourcePolicyAttachment:ResourcePolicyAttachment"
 
 
 def test_spot_with_auto_start_comes_back_by_itself_at_the_same_address_and_key(
     project_dir: Path, _bundles_in_tmp: Path
 ) -> None:
-    """A preempted spot VM is started again by an instance schedule (a no-op while it runs); it is the
-    same instance with the same boot disk, so the host key the startup script installed and the
+    """A preempted spot VM is started again by an hourly instance schedule (a no-op while it runs); it
+    is the same instance with the same boot disk, so the host key the startup script installed and the
     deployment pins is the same, and with spot the address is reserved (staticIp defaults to spot)."""
     run = run_program(project_dir, base_config(spot=True, autoStart=True))
     policy = run.one(POLICY).inputs
     assert policy["region"] == "us-central1"
     assert policy["instanceSchedulePolicy"] == {
         "timeZone": "UTC",
-        "vmStartSchedule": {"schedule": "*/15 * * * *"},
+        "vmStartSchedule": {"schedule": "0 * * * *"},
     }
     assert "vmStopSchedule" not in policy["instanceSchedulePolicy"]
     vm = run.one(INSTANCE).inputs
-    assert vm["resourcePolicies"] == f"projects/{GCP_PROJECT}/regions/us-central1/resourcePolicies/vm-restart"
     grant = run.one(INSTANCE_IAM).inputs
     assert grant["role"] == "roles/compute.instanceAdmin.v1"
     assert grant["member"] == "serviceAccount:service-123456789012@compute-system.iam.gserviceaccount.com"
@@ -607,10 +607,36 @@ def test_spot_with_auto_start_comes_back_by_itself_at_the_same_address_and_key(
     assert host_public.strip() in vm["metadata"]["startup-script"]  # installed on the disk each boot
 
 
+def test_the_restart_schedule_is_attached_after_the_service_agent_may_start_the_vm(
+    project_dir: Path,
+) -> None:
+    """Compute refuses to attach a schedule whose service agent cannot start the VM yet (Error 412,
+    terraform-provider-google#11899), and that grant is on the instance, so it cannot exist before the
+    instance: the schedule is attached by its own resource, after the grant, never in the instance's
+    own resource_policies."""
+    run = run_program(project_dir, base_config(spot=True, autoStart=True))
+    policy, grant, attachment = run.one(POLICY), run.one(INSTANCE_IAM), run.one(ATTACHMENT)
+    vm = run.one(INSTANCE)
+    assert "resourcePolicies" not in vm.inputs or not vm.inputs["resourcePolicies"]
+    assert attachment.inputs == {
+        "project": GCP_PROJECT,
+        "zone": "us-central1-a",
+        "instance": vm.inputs["name"],
+        "name": "vm-restart-0f3a",  # the policy's own (auto-)name, read from its outputs
+    }
+    assert grant.name in run.dependencies[attachment.name]
+    assert policy.name in run.dependencies[attachment.name] and vm.name in run.dependencies[attachment.name]
+    # The grant needs the instance; nothing the instance needs waits for the attachment.
+    assert vm.name in run.dependencies[grant.name]
+    assert attachment.name not in run.dependencies[vm.name]
+    # A refreshed state listing the attached policy must not make `pulumi up` detach it.
+    assert "resourcePolicies" in run.options[vm.name].ignore_changes
+
+
 def test_no_restart_schedule_without_spot_or_without_auto_start(project_dir: Path) -> None:
     for config in (base_config(), base_config(spot=True, autoStart=False)):
         run = run_program(project_dir, config)
-        assert run.of_type(POLICY) == [] and run.of_type(INSTANCE_IAM) == []
+        assert run.of_type(POLICY) == [] and run.of_type(INSTANCE_IAM) == [] and run.of_type(ATTACHMENT) == []
         assert (
             "resourcePolicies" not in run.one(INSTANCE).inputs
             or not run.one(INSTANCE).inputs["resourcePolicies"]

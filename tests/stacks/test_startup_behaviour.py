@@ -360,3 +360,114 @@ def test_a_download_survives_403s_and_a_break_mid_body_resuming_where_it_stopped
     # One token for the file, plus a new one after each 403.
     assert _CountingMetadata.count == 3
     assert all(t == f"Authorization: Bearer {TOKEN}".split(": ", 1)[1] for t in _FlakyStorage.tokens)
+
+
+# --- no download hangs a boot; Google's endpoints follow their conventional variables ---------------
+
+
+class _StallingStorage(BaseHTTPRequestHandler):
+    """One object; the first media download sends a little of the body and then nothing (a stalled
+    stream, the connection still open), the next one serves the rest."""
+
+    content = b""
+    md5 = ""
+    ranges: ClassVar[list[str]] = []
+    release = threading.Event()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        if not self.path.endswith("?alt=media"):
+            body = json.dumps({"size": str(len(cls.content)), "md5Hash": cls.md5}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        cls.ranges.append(self.headers.get("Range", ""))
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        rest = cls.content[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(cls.content) - 1}/{len(cls.content)}")
+        self.send_header("Content-Length", str(len(rest)))
+        self.end_headers()
+        if len(cls.ranges) == 1:
+            self.wfile.write(rest[:5000])
+            self.wfile.flush()
+            cls.release.wait(timeout=120)  # stalls until the test ends: only curl's limit gets out
+            return
+        self.wfile.write(rest)
+
+
+def test_a_stalled_download_is_abandoned_and_resumed_and_the_endpoints_follow_their_variables(
+    script: Path, tmp_path: Path
+) -> None:
+    """GCE_METADATA_HOST and STORAGE_EMULATOR_HOST (as Google's clients read them) point the script at
+    stand-ins; a transfer that stalls below the speed limit fails (curl exit 28) instead of hanging
+    the boot, and the next attempt resumes from the bytes already on disk."""
+    import base64
+
+    content = os.urandom(300_000)
+    _StallingStorage.content = content
+    _StallingStorage.md5 = base64.b64encode(hashlib.md5(content).digest()).decode()  # noqa: S324 (GCS's md5Hash)
+    _StallingStorage.ranges = []
+    _StallingStorage.release.clear()
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), h) for h in (_StallingStorage, _MetadataHandler)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    storage, metadata = (f"127.0.0.1:{s.server_address[1]}" for s in servers)
+    probe = tmp_path / "probe.sh"
+    probe.write_text(
+        f"source {json.dumps(str(script))}\n"
+        f'echo "URLS $METADATA_URL $STORAGE_URL"\n'
+        f'STATE_DIR={json.dumps(str(tmp_path / "state"))}\nWORK_DIR="$STATE_DIR/startup-tmp"\n'
+        f"MODELS_DIR={json.dumps(str(tmp_path / 'models'))}\n"
+        'mkdir -p "$STATE_DIR" "$MODELS_DIR"\n'
+        # The production limits are 1 KiB/s over 60 s; the same mechanism over 2 s keeps the test short.
+        "CURL_LIMITS=(--connect-timeout 5 --speed-limit 1024 --speed-time 2)\n"
+        "MODEL_FILES=(ex.gguf)\nDOWNLOAD_RETRY_PAUSE=0.2\ndownload_models\n"
+    )
+    started = time.monotonic()
+    try:
+        result = execute(
+            ["bash", str(probe)],
+            timeout=120,
+            env={
+                "PATH": os.environ["PATH"],
+                "GCE_METADATA_HOST": metadata,
+                # Without a scheme, as some emulators document it: http is assumed.
+                "STORAGE_EMULATOR_HOST": storage,
+            },
+        )
+    finally:
+        _StallingStorage.release.set()
+        for server in servers:
+            server.shutdown()
+    assert result.ok, result.output
+    assert f"URLS http://{metadata}/computeMetadata/v1 http://{storage}/storage/v1" in result.output
+    assert (tmp_path / "models" / "ex.gguf").read_bytes() == content
+    assert "curl exit 28" in result.output
+    assert _StallingStorage.ranges == ["", "bytes=5000-"]
+    assert time.monotonic() - started < 60
+
+
+def test_every_curl_of_the_scripts_is_bounded() -> None:
+    """Each curl in the rendered scripts (one VM, cluster head and worker) carries the speed and
+    connect limits; the small answers (tokens, metadata values) a total time limit as well."""
+    import re
+
+    from tests.test_shell_scripts import _rendered_startup_scripts
+
+    invocation = re.compile(r"(?:^|\$\(|!\s)curl\s")
+    expected = {"vm": 2, "head": 3, "worker": 3}  # token, model download (+ the cluster's Ray token)
+    for role, text in _rendered_startup_scripts().items():
+        calls = [line.strip() for line in text.splitlines() if invocation.search(line.strip())]
+        assert len(calls) == expected[role], (role, calls)
+        for call in calls:
+            assert '"${CURL_LIMITS[@]}"' in call, (role, call)
+            if not call.startswith("code=$(curl"):  # the model download: long, but never stalled
+                assert '"${CURL_SMALL[@]}"' in call, (role, call)
+        assert "CURL_LIMITS=(--connect-timeout 20 --speed-limit 1024 --speed-time 60)" in text

@@ -31,12 +31,22 @@ HOST_KEY_FILE=/etc/ssh/llamaresttest_host_ed25519_key
 AUTHORIZED_KEYS_DIR=/etc/ssh/llamaresttest_authorized_keys
 SSHD_DROP_IN=/etc/ssh/sshd_config.d/llamaresttest.conf
 SUDOERS_FILE=/etc/sudoers.d/llamaresttest
-METADATA_URL=http://metadata.google.internal/computeMetadata/v1
-STORAGE_URL=https://storage.googleapis.com/storage/v1
+# Google's endpoints, each overridable by the variable Google's own clients read (a test or a
+# rehearsal points them at stand-ins; unset, they are Google's): GCE_METADATA_HOST (host[:port], as
+# google-auth reads it) and STORAGE_EMULATOR_HOST (a base URL, as google-cloud-storage reads it).
+METADATA_URL="http://${GCE_METADATA_HOST:-metadata.google.internal}/computeMetadata/v1"
+STORAGE_BASE=${STORAGE_EMULATOR_HOST:-https://storage.googleapis.com}
+[[ "$STORAGE_BASE" == *://* ]] || STORAGE_BASE="http://$STORAGE_BASE"
+STORAGE_URL="$STORAGE_BASE/storage/v1"
 WORK_DIR="$STATE_DIR/startup-tmp"
 CURRENT_STEP="starting"
 # curl retries what is transient (time-outs, 429, 5xx, a refused connection), never a 403 or 404.
 CURL_RETRY=(--retry 5 --retry-connrefused)
+# No download can hang a boot: a connection not made in 20 s, or a transfer slower than 1 KiB/s for
+# 60 s (a stalled stream), fails (curl exit 28) and the caller's bounded retries take over; a small
+# answer (a token, a metadata value) also gets --max-time.
+CURL_LIMITS=(--connect-timeout 20 --speed-limit 1024 --speed-time 60)
+CURL_SMALL=(--max-time 60)
 # apt: a fresh image runs apt-daily, apt-daily-upgrade and unattended-upgrades, which hold apt's
 # locks. `-o DPkg::Lock::Timeout` waits only for dpkg's lock: with the lists lock held, apt 2.6
 # `apt-get update` exits 100 at once. So the script waits for those units, then retries apt while a
@@ -178,6 +188,13 @@ block_metadata_for_containers() {
   fi
 }
 
+# What keeps containers off the host's control plane, installed once Docker is up: the metadata
+# guard here; a cluster node's script (stacks/templates/cluster.sh.tmpl) redefines it to add Ray's.
+# shellcheck disable=SC2317 # not unreachable: main calls it, unless the cluster part replaced it
+guard_containers() {
+  block_metadata_for_containers
+}
+
 # The docker group exists only once docker.io is installed.
 join_docker_group() {
   usermod -a -G docker "$SSH_USER"
@@ -205,7 +222,7 @@ KbdInteractiveAuthentication no" && changed=1
 }
 
 access_token() {
-  curl -sSf "${CURL_RETRY[@]}" -H 'Metadata-Flavor: Google' \
+  curl -sSf "${CURL_LIMITS[@]}" "${CURL_SMALL[@]}" "${CURL_RETRY[@]}" -H 'Metadata-Flavor: Google' \
     "$METADATA_URL/instance/service-accounts/default/token" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }
@@ -241,13 +258,14 @@ gcs_get() {
       rm -f "$output"
     fi
     status=0
-    code=$(curl -sS -f --connect-timeout 20 "${range[@]}" -H @"$WORK_DIR/auth-header" \
+    code=$(curl -sS -f "${CURL_LIMITS[@]}" "${range[@]}" -H @"$WORK_DIR/auth-header" \
       -o "$output" -w '%{http_code}' "$url") || status=$?
     if ((status == 0)); then
       return 0
     fi
     # curl exit 22 is an HTTP error (judged by its code); any other exit is the transport's (no
-    # answer, a reset, a transfer broken mid-body: exit 18), which is transient.
+    # answer, a reset, a transfer broken mid-body: exit 18, one stalled below the speed limit: exit
+    # 28), which is transient: the next attempt resumes where this one stopped.
     ((status == 22)) || code=000
     case "$code" in
       401 | 403)
@@ -382,8 +400,8 @@ main() {
   step "start docker"
   systemctl enable --now docker
 
-  step "block the metadata server for containers"
-  block_metadata_for_containers
+  step "keep containers off the metadata server"
+  guard_containers
 
   step "add $SSH_USER to the docker group"
   join_docker_group
