@@ -109,12 +109,15 @@ def test_service_manager_commands() -> None:
 
 def test_unit_exit_codes_match_the_runners() -> None:
     """remote_runner.exit_codes: 143 stopped cleanly and 3 done with failed runs are not failures;
-    2 bad settings, 4 batch held by another runner, 6 disk full and 7 broken APIs are not worth a restart."""
+    2 bad settings, 4 batch held by another runner, 6 disk full, 7 broken APIs and 8 no cluster worker
+    (its group released) are not worth a restart; 9 (the group did not read 0) is: it tries again."""
     from remote_runner import exit_codes
 
     unit = directives(systemd.render_unit())
     assert unit["Service.SuccessExitStatus"] == [f"{exit_codes.STOPPED} {exit_codes.DONE_WITH_FAILURES}"]
     assert unit["Service.RestartPreventExitStatus"] == [
-        f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} {exit_codes.PREFLIGHT_FAILED}"
+        f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} {exit_codes.PREFLIGHT_FAILED} "
+        f"{exit_codes.NO_WORKERS}"
     ]
+    assert str(exit_codes.WORKERS_NOT_RELEASED) not in unit["Service.RestartPreventExitStatus"][0].split()
     assert unit["Service.Restart"] == ["on-failure"]
