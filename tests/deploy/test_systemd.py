@@ -116,8 +116,8 @@ def test_unit_exit_codes_match_the_runners() -> None:
     unit = directives(systemd.render_unit())
     assert unit["Service.SuccessExitStatus"] == [f"{exit_codes.STOPPED} {exit_codes.DONE_WITH_FAILURES}"]
     assert unit["Service.RestartPreventExitStatus"] == [
-        f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} {exit_codes.PREFLIGHT_FAILED} "
-        f"{exit_codes.NO_WORKERS}"
+        f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} "
+        f"{exit_codes.PREFLIGHT_FAILED} {exit_codes.NO_WORKERS}"
     ]
     assert str(exit_codes.WORKERS_NOT_RELEASED) not in unit["Service.RestartPreventExitStatus"][0].split()
     assert unit["Service.Restart"] == ["on-failure"]
