@@ -117,3 +117,31 @@ def test_a_batch_whose_api_never_gets_ready_stops_before_any_real_run(fixture_im
     assert (batch / "preflight" / "fx-never-ready" / "metadata.json").is_file()
     assert not (batch / "fx-never-ready").exists(), "a real run started"
     assert not (batch / "plan.json").exists()
+
+
+def test_the_smoke_run_is_the_batch_s_own_experiment_with_the_tool_s_spec_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Swagger-2 tool (LlamaRestTest) gets the Swagger 2 copy in its smoke run too, as in its real
+    runs; the budget is preflight_seconds and the folder BATCH/preflight/<api>."""
+    from remote_runner import catalog as catalog_mod
+    from remote_runner import experiment, scheduler, specs
+    from remote_runner.settings import Settings
+    from tests.runner.conftest import FIXTURES
+
+    cat = catalog_mod.load(FIXTURES / "formats")
+    api = next(iter(cat.apis))
+    batch = tmp_path / "batch-x"
+    copies, problems = specs.collect(batch, cat, [api], None, formats={"swagger2"})  # type: ignore[arg-type]
+    assert problems == []
+    seen = []
+    monkeypatch.setattr(experiment, "run", lambda spec, _docker, _stop: seen.append(spec) or "outcome")
+    smoke = scheduler._smoke_runner(
+        Settings(preflight_seconds=7.0), cat, batch, copies, None, threading.Event(), smoke_id="s", driver="d"
+    )
+    folder = batch / "preflight" / api
+    assert smoke(RunKey(0, api, "fx-swagger2-reader"), folder) == "outcome"
+    (spec,) = seen
+    assert spec.tool_spec_file == specs.copy_for(batch, api, "swagger2") and spec.tool_spec_file is not None
+    assert b'"swagger"' in spec.tool_spec_file.read_bytes()
+    assert spec.budget_seconds == 7.0 and spec.run_dir == folder and spec.batch == "batch-x-preflight"
