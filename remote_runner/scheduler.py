@@ -575,6 +575,14 @@ def _run_batch_locked(
     smoke_id = uuid.uuid4().hex  # the preflight's own batch id (its containers' label)
     try:
         if settings.ray:  # the first worker may still be booting; a cluster that cannot run stops here
+            from remote_runner import workers
+
+            # the images are pushed: now the workers (the group is created at 0), as many as the batch can use
+            if place.resume:
+                left = sum(1 for r in jour.runs() if r.status not in journal.FINISHED)
+            else:
+                left = max(len(apis) * len(tools) * settings.runs, len(apis) if settings.preflight else 0)
+            workers.request_workers(settings, left, batch_dir=batch_dir)
             code = _await_workers(settings, batch_dir, request, stop)
             if code is not None:
                 return code

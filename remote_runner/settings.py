@@ -184,6 +184,10 @@ class WorkerGroup:
     project: str
     zone: str
     name: str
+    #: the most workers the runner asks for (the stack's ``workers``; 0: never resize up)
+    size: int = 0
+    #: experiments one worker runs at once (the stack's slot rule)
+    slots: int = 1
 
 
 def worker_group(value: Any) -> WorkerGroup | None:
@@ -193,7 +197,14 @@ def worker_group(value: Any) -> WorkerGroup | None:
         isinstance(value.get(k), str) and value.get(k) for k in ("project", "zone", "name")
     ):
         raise ValueError(f'expected {{"project": "...", "zone": "...", "name": "..."}}, got {value!r}')
-    return WorkerGroup(str(value["project"]), str(value["zone"]), str(value["name"]))
+    size, slots = value.get("size", 0), value.get("slots", 1)
+    if (
+        not all(isinstance(n, int) and not isinstance(n, bool) for n in (size, slots))
+        or size < 0
+        or slots < 1
+    ):
+        raise ValueError(f"worker_group: size must be a whole number >= 0 and slots >= 1, got {value!r}")
+    return WorkerGroup(str(value["project"]), str(value["zone"]), str(value["name"]), size, slots)
 
 
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
@@ -477,7 +488,11 @@ KEYS: tuple[Key, ...] = (
         "cluster stacks: the workers' managed instance group "
         '{"project": "...", "zone": "...", "name": "..."}, resized to 0 as soon as no run is pending '
         "or running, and whenever the batch cannot go on (written by the stack)",
-        dump=lambda g: None if g is None else {"project": g.project, "zone": g.zone, "name": g.name},
+        dump=lambda g: (
+            None
+            if g is None
+            else {"project": g.project, "zone": g.zone, "name": g.name, "size": g.size, "slots": g.slots}
+        ),
     ),
     Key(
         "worker_release_seconds",

@@ -186,6 +186,61 @@ def release_workers(
     return False
 
 
+def wanted_workers(group: Any, experiments: int) -> int:
+    """How many workers a batch with ``experiments`` still to run can use at once (pure): enough
+    slots for all of them, at most the stack's ``workers``."""
+    if experiments <= 0:
+        return 0
+    return min(int(group.size), -(-experiments // max(1, int(group.slots))))
+
+
+def request_workers(
+    settings: Any,
+    experiments: int,
+    *,
+    batch_dir: Path | None = None,
+    budget_seconds: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int | None:
+    """Sizes the worker group (created at 0 by the stack) to what the batch can use, once the images
+    are pushed: no worker bills while the head builds. Returns the size asked for, or None when there
+    is no group to size (an existing Ray cluster, or a group the stack sized itself). Failures are
+    retried with backoff for ``budget_seconds``, then logged: the batch then waits for workers as it
+    would for a stockout (``worker_wait_seconds``)."""
+    group = settings.worker_group
+    if group is None or group.size <= 0:
+        return None
+    from remote_runner import mig
+
+    wanted = wanted_workers(group, experiments)
+    if wanted == 0:
+        return 0
+    delay, waited = 2.0, 0.0
+    while True:
+        try:
+            current = mig.target_size(
+                group.project, group.zone, group.name, token_provider=mig.metadata_token()
+            )
+            if current >= wanted:  # a resumed batch whose group is already up: never shrink it here
+                log.info("worker group %s is at %d (the batch can use %d)", group.name, current, wanted)
+                return current
+            mig.resize(group.project, group.zone, group.name, wanted, token_provider=mig.metadata_token())
+            message = f"group {group.name} asked for {wanted} workers (of at most {group.size})"
+            log.info("worker %s", message)
+            write_status(batch_dir, state="requested", size=wanted, message=message)
+            return wanted
+        except Exception as exc:  # MigError and a bad URL alike: retried, then left to the wait
+            if waited + delay > budget_seconds:
+                log.error("asking worker group %s for %d workers failed: %s", group.name, wanted, exc)
+                return None
+            log.warning(
+                "asking worker group %s for %d workers: %s; again in %.0f s", group.name, wanted, exc, delay
+            )
+            sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 30.0)
+
+
 def joined_workers(nodes: Sequence[Any]) -> int:
     """Alive nodes that offer an experiment slot (pure)."""
     return sum(1 for n in nodes if n.alive and n.slots > 0)

@@ -397,7 +397,11 @@ class WorkerGroup(pulumi.ComponentResource):
             versions=[
                 gcp.compute.InstanceGroupManagerVersionArgs(instance_template=self.template.self_link_unique)
             ],
-            target_size=args.size,
+            # Created at 0: the runner on the head asks for the workers (up to `workers`, what the
+            # batch can use) once its images are pushed, and releases them as soon as nothing is
+            # pending (remote_runner/workers.py). The size is the runner's from then on, so Pulumi
+            # ignores it: a later `pulumi up` must not resize a group in the middle of a batch.
+            target_size=0,
             # A new template reaches workers as they are recreated (preemption, resize), never by
             # replacing a worker in the middle of its runs.
             update_policy=gcp.compute.InstanceGroupManagerUpdatePolicyArgs(
@@ -413,6 +417,6 @@ class WorkerGroup(pulumi.ComponentResource):
             # Spot capacity may take a while: `pulumi up` does not wait for the instances.
             wait_for_instances=False,
             description="llamaresttest Ray workers (managed by Pulumi; recreates preempted spot VMs)",
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["targetSize"])),
         )
         self.register_outputs({"group": self.group.name})

@@ -328,11 +328,17 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
         values["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
     if cfg.is_cluster:
         # The driver on the head joins the Ray head the startup script runs there; images go to the
-        # stack's registry; at the end the runner resizes the worker group to 0 (remote_runner/mig.py)
-        # before it powers the head off.
+        # stack's registry; the runner sizes the worker group (created at 0) to what the batch can use
+        # and releases it when nothing is pending (remote_runner/workers.py).
         values["ray"] = "auto"
         values["registry"] = cfg.registry
-        values["worker_group"] = {"project": cfg.gcp_project, "zone": cfg.zone, "name": cfg.worker_group}
+        values["worker_group"] = {
+            "project": cfg.gcp_project,
+            "zone": cfg.zone,
+            "name": cfg.worker_group,
+            "size": cfg.workers,  # the most the runner asks for (the group is created at 0)
+            "slots": max(1, cfg.worker_slots),  # 0 is refused by its own check, with its fix
+        }
     return values
 
 

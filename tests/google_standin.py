@@ -30,6 +30,7 @@ class Standin:
     # Answers to give to the next resize requests before the real one, e.g. [503, 503].
     failures: list[int] = field(default_factory=list)
     refuse_always: int | None = None  # e.g. 403: every resize is refused with this code
+    zero_failures: list[int] = field(default_factory=list)  # like failures, for resizes to 0 only
     tokens_issued: int = 0
     requests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, auth, body
     history: list[tuple[float, str, int]] = field(default_factory=list)  # (time.time(), group, size)
@@ -113,8 +114,14 @@ def google_standin(size: int = 3) -> Iterator[Standin]:
                 group = path.removesuffix("/resize")
                 if not self._authorised():
                     return
-                if state.failures or state.refuse_always:
-                    code = state.failures.pop(0) if state.failures else int(state.refuse_always or 500)
+                to_zero = query == "size=0"
+                if state.failures or state.refuse_always or (to_zero and state.zero_failures):
+                    if state.failures:
+                        code = state.failures.pop(0)
+                    elif to_zero and state.zero_failures:
+                        code = state.zero_failures.pop(0)
+                    else:
+                        code = int(state.refuse_always or 500)
                     self._send(code, {"error": {"code": code, "message": f"stand-in answers {code}"}})
                 elif not path.endswith("/resize") or group not in state.sizes:
                     self._send(

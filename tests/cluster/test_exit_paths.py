@@ -31,6 +31,7 @@ from tests.runner.conftest import journal_rows, labelled, only_batch, wait_for
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 RECORDED = Path(__file__).parent / "fixtures" / "fx-recorded"
+GROUP_SETTINGS = {"project": PROJECT, "zone": ZONE, "name": GROUP}
 
 DRIVER_DOCKER = """#!/bin/sh
 # The driver's engine runs no experiment: it refuses what would start a container.
@@ -62,7 +63,7 @@ class Head:
             path.chmod(path.stat().st_mode | stat.S_IXUSR)
         self.config = tmp / "experiment.json"
         doc = {
-            "worker_group": {"project": PROJECT, "zone": ZONE, "name": GROUP},
+            "worker_group": GROUP_SETTINGS,
             "shutdown_when_done": True,
             **settings,
         }
@@ -130,9 +131,9 @@ def test_smoke_runs_and_runs_go_to_workers_and_the_group_goes_before_the_report(
     shutil.copytree(fixture_images, catalog, dirs_exist_ok=True)
     shutil.copytree(RECORDED, catalog / "apis" / "fx-recorded")
     image = catalog_mod.load(catalog).apis["fx-recorded"].image
-    with google_standin(size=2) as google:
-        google.failures = [403]
-        head = Head(tmp_path, cluster, google)
+    with google_standin(size=0) as google:  # the stack creates the group at 0
+        google.zero_failures = [403]
+        head = Head(tmp_path, cluster, google, worker_group={**GROUP_SETTINGS, "size": 3, "slots": 1})
         results = tmp_path / "results"
         res = cluster_cli(
             head.cluster,
@@ -166,6 +167,9 @@ def test_smoke_runs_and_runs_go_to_workers_and_the_group_goes_before_the_report(
         log = (batch / "runner.log").read_text()
         assert f"group {GROUP} released to 0" in log
         assert "try 1:" in log and "403" in log  # the refused first try, retried
+        # asked for what the batch can use (2 runs, 1 slot a worker, at most 3) once the images were
+        # pushed, then released: [0, 2, 0]
+        assert [size for _t, _g, size in google.history] == [0, 2, 0]
         resized_at = google.history[-1][0]
         assert resized_at <= (batch / "report.md").stat().st_mtime, "the group goes before the report"
         assert google.sizes[GROUP_PATH] == 0 and head.powered_off()

@@ -129,11 +129,13 @@ def test_cluster_declares_head_registry_template_group_firewall_and_grants(clust
 
     # The group: zonal, `workers` instances, from that template (by its unique link).
     group = run.one(GROUP).inputs
+    # created at 0 and left to the runner: no worker bills while the head builds and pushes images
     assert (group["name"], group["zone"], group["targetSize"]) == (
         "llamaresttest-dev-workers",
         "us-central1-a",
-        3,
+        0,
     )
+    assert run.options[run.one(GROUP).name].ignore_changes == ("targetSize",)
     template_link = f"projects/{GCP_PROJECT}/global/instanceTemplates/workers-template?uniqueId=7001"
     assert group["versions"] == [{"instanceTemplate": template_link}]
     assert group["updatePolicy"]["type"] == "OPPORTUNISTIC"
@@ -247,6 +249,8 @@ def test_the_runner_settings_name_ray_the_registry_and_the_group(cluster_project
         "project": GCP_PROJECT,
         "zone": "us-central1-a",
         "name": "llamaresttest-dev-workers",
+        "size": 2,
+        "slots": 2,  # n1-standard-32 with the default limits
     }
     # `pulumi destroy` drains the driver before the group, the Ray rules and the grants go.
     needs = run.dependencies[run.one(DEPLOYMENT).name]

@@ -377,6 +377,8 @@ def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
         "project": "research-project-1",
         "zone": "us-central1-a",
         "name": "llamaresttest-dev-workers",
+        "size": cfg.workers,
+        "slots": max(1, cfg.worker_slots),
     }
 
 
