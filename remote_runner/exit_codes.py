@@ -14,4 +14,5 @@ DISK_FULL = 6  #: the results disk (or Docker's) is full or below ``min_free_dis
 PREFLIGHT_FAILED = 7  #: the preflight found broken APIs before any real run (no plan written); fix, run anew
 NO_WORKERS = 8  #: cluster mode: no worker joined within ``worker_wait_seconds``; the group was released
 WORKERS_NOT_RELEASED = 9  #: cluster mode: the batch is over but the worker group does not read 0; head stays
+CAP_REACHED = 10  #: cluster mode: max_cost_usd admits no more run; the group was released; raise it, resume
 STOPPED = 143  #: SIGTERM/SIGINT: running experiments were interrupted cleanly; resumable

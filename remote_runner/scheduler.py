@@ -162,9 +162,13 @@ class Scheduler:
         policy: Policy | None = None,
         start: StartFn | None = None,
         measure: Callable[[], Measurement] | None = None,
+        admission_limit: Callable[[int, int], int] | None = None,
     ) -> None:
         """``placement`` decides which run starts where; without one, the placement is one machine
-        (``machine``, ``policy``, ``measure`` and ``start``: :class:`LocalPlacement`)."""
+        (``machine``, ``policy``, ``measure`` and ``start``: :class:`LocalPlacement`).
+        ``admission_limit(running, pending)``: how many more runs may start now (the spend cap,
+        :mod:`remote_runner.spend`); when it admits none and nothing runs, the batch ends
+        (``cap_reached`` says why)."""
         self.journal = jour
         if placement is None:
             assert machine is not None and start is not None and measure is not None
@@ -197,6 +201,9 @@ class Scheduler:
         self.workers: dict[RunKey, threading.Thread] = {}
         self.timeline = Timeline([], [])
         self.peak_reserved_cpus = 0.0
+        self.admission_limit = admission_limit
+        #: set when the admission limit admits nothing more and nothing runs: the line to report
+        self.cap_reached: str | None = None
         self._under_way: set[RunKey] = set()  # experiments running now (read from worker threads)
         self._under_way_lock = threading.Lock()
 
@@ -340,6 +347,12 @@ class Scheduler:
                     break
                 clock.wait(self.wake, 1.0)
                 continue
+            if pending and self.admission_limit is not None:
+                allowed = self.admission_limit(len(self.workers), len(pending))
+                if allowed <= 0 and not self.workers:
+                    self.cap_reached = f"the cost cap admits none of the {len(pending)} runs left"
+                    break
+                pending = pending[: max(0, allowed)]
             if pending:
                 candidates = [Candidate(r.key, self.request_for(r.key)) for r in pending]
                 decision = self.placement.decide(candidates)
@@ -633,6 +646,7 @@ def _run_batch_locked(
         machine = machine or Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
         placement: Placement | None = None
         sampler: Sampler | None = None
+        meter = _spend_meter(settings, jour, batch_dir)
         if settings.ray:
             jour.set_meta("driver", driver)
             placement = _ray_placement(
@@ -684,8 +698,11 @@ def _run_batch_locked(
             recover=lambda: _remove_leftovers(docker, batch_id),
             engine_wait_seconds=settings.engine_wait_seconds,
             placement=placement,
+            admission_limit=(lambda running, left: meter.limit(running, left + running)) if meter else None,
         )
         completed = scheduler.run()
+        if meter is not None:
+            meter.flush(sum(1 for r in jour.runs() if r.status not in journal.FINISHED))
         if sampler is not None:
             sampler.close()
         if settings.ray:  # no container of the batch outlives it, on any node still alive
@@ -707,6 +724,16 @@ def _run_batch_locked(
             print(line, file=sys.stderr)
             _release_workers(settings, batch_dir, "the head's disk is full")  # the unit does not restart
             return exit_codes.DISK_FULL
+        if scheduler.cap_reached is not None and meter is not None:
+            line = (
+                f"cost cap reached: ${meter.spent:.2f} spent of max_cost_usd ${meter.cap:.2f}; "
+                f"{scheduler.cap_reached} (about ${meter.per_run:.2f} each): raise the cap and resume"
+            )
+            log.error("%s", line)
+            print(line, file=sys.stderr)
+            _release_workers(settings, batch_dir, "the cost cap is reached")
+            _hook("results.write_batch_summary", lambda: write_batch_summary(batch_dir))
+            return exit_codes.CAP_REACHED
         if not completed:
             log.info(
                 "stopped: running experiments were stopped and marked interrupted; resume with "
@@ -927,6 +954,27 @@ def _await_workers(
         _release_workers(settings, batch_dir, "no worker fits an experiment")
         return exit_codes.BAD_INPUT
     return None
+
+
+def write_batch_summary(batch_dir: Path) -> Any:
+    return importlib.import_module("remote_runner.results").write_batch_summary(batch_dir)
+
+
+def _spend_meter(settings: Settings, jour: journal.Journal, batch_dir: Path) -> Any:
+    """The spend cap's meter (:mod:`remote_runner.spend`), or None without a cap or without rates."""
+    if settings.max_cost_usd <= 0:
+        return None
+    if settings.cost_rates is None:
+        log.warning("max_cost_usd is set but cost_rates is not (the stack writes them): no cap")
+        return None
+    from remote_runner import spend, workers
+
+    rates = spend.Rates(**dict(settings.cost_rates))
+    slots = settings.worker_group.slots if settings.worker_group is not None else 1
+    per_run = spend.per_run_usd(rates, settings.budget_seconds, slots)
+    return spend.SpendMeter(
+        rates, settings.max_cost_usd, per_run, size=workers.known_size, store=jour, batch_dir=batch_dir
+    )
 
 
 def _release_workers(settings: Settings, batch_dir: Path, why: str) -> bool | None:

@@ -18,6 +18,7 @@ go; :func:`validate` then checks the settings against the catalog, the machine a
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -205,6 +206,22 @@ def worker_group(value: Any) -> WorkerGroup | None:
     ):
         raise ValueError(f"worker_group: size must be a whole number >= 0 and slots >= 1, got {value!r}")
     return WorkerGroup(str(value["project"]), str(value["zone"]), str(value["name"]), size, slots)
+
+
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a number >= 0, got {value!r}")
+    return number
+
+
+def _cost_rates(value: Any) -> tuple[tuple[str, float], ...] | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    keys = ("head_usd_per_hour", "worker_usd_per_hour")
+    if not isinstance(value, Mapping) or set(value) != set(keys):
+        raise ValueError(f'expected {{"head_usd_per_hour": H, "worker_usd_per_hour": W}}, got {value!r}')
+    return tuple((k, _non_negative_float(value[k])) for k in keys)
 
 
 def _labels(value: Any) -> tuple[tuple[str, str], ...]:
@@ -502,6 +519,23 @@ KEYS: tuple[Key, ...] = (
         "reading it back) before it says the group is not released and exits 9",
     ),
     Key(
+        "max_cost_usd",
+        _non_negative_float,
+        0.0,
+        "cluster stacks: admit no run the cap cannot pay for (head and workers at cost_rates); at the "
+        "cap the worker group is released and the batch stops with exit 10; 0 = no cap",
+        flag="--max-cost-usd",
+        metavar="USD",
+    ),
+    Key(
+        "cost_rates",
+        _cost_rates,
+        None,
+        'cluster stacks: {"head_usd_per_hour": H, "worker_usd_per_hour": W} from the stack\'s price '
+        "table, what max_cost_usd counts (written by the stack)",
+        dump=lambda r: None if r is None else dict(r),
+    ),
+    Key(
         "shutdown_when_done",
         _boolean,
         False,
@@ -644,6 +678,8 @@ class Settings:
     upload: Upload | None = _default("upload")
     worker_group: WorkerGroup | None = _default("worker_group")
     worker_release_seconds: float = _default("worker_release_seconds")
+    max_cost_usd: float = _default("max_cost_usd")
+    cost_rates: tuple[tuple[str, float], ...] | None = _default("cost_rates")
     shutdown_when_done: bool = _default("shutdown_when_done")
     build: bool = _default("build")
     stop_grace_seconds: float = _default("stop_grace_seconds")  # docker stop -t for the API

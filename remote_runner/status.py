@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from remote_runner import clock, journal, upload_state, workers
+from remote_runner import clock, journal, spend, upload_state, workers
 
 
 def newest_batch(results: Path) -> Path | None:
@@ -40,6 +40,9 @@ def snapshot(batch_dir: Path) -> dict[str, Any]:
         counts, pairs, created, float(finished_at) if finished_at else None, clock.now(), batch_dir
     )
     doc["upload"] = upload_state.read(batch_dir)  # last sync: when, and what is not yet uploaded
+    cost = spend.read_status(batch_dir)
+    if cost is not None:  # a cluster batch with a cost cap
+        doc["spend"] = cost
     group = workers.read_status(batch_dir)
     if group is not None:  # cluster stack: waiting for, or releasing, the worker group
         doc["workers"] = group
@@ -135,6 +138,8 @@ def text(doc: dict[str, Any]) -> str:
         lines.append(upload_state.line(doc["upload"], clock.now()))
     if "workers" in doc:
         lines.append(workers.status_line(doc["workers"]))
+    if "spend" in doc:
+        lines.append(spend.status_line(doc["spend"]))
     lines.extend(cluster_lines(doc))
     width = max((len(p) for p in doc["per_pair"]), default=10)
     lines.append(f"{'tool x api':<{width}}  " + "  ".join(f"{s:>11}" for s in journal.STATUSES))

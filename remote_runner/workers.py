@@ -34,6 +34,14 @@ from remote_runner import clock
 log = logging.getLogger("remote_runner.workers")
 
 STATUS_FILE = "workers.json"
+#: the group's size as this runner last asked for or read it (what the spend cap counts)
+_KNOWN_SIZE = {"value": 0}
+
+
+def known_size() -> int:
+    return _KNOWN_SIZE["value"]
+
+
 #: seconds between two "waiting for workers" lines
 WAIT_REPORT_SECONDS = 60.0
 #: how long the driver tries to release the group before it says it could not
@@ -171,6 +179,8 @@ def release_workers(
         )
     except Exception as exc:  # a bad URL or the like: reported as a failed release
         result = mig.Release(False, None, 0, f"{type(exc).__name__}: {exc}")
+    if result.size is not None:
+        _KNOWN_SIZE["value"] = result.size
     if result.at_zero:
         message = f"group {group.name} released to 0 ({why})"
         log.info("worker %s", message)
@@ -221,10 +231,12 @@ def request_workers(
             current = mig.target_size(
                 group.project, group.zone, group.name, token_provider=mig.metadata_token()
             )
+            _KNOWN_SIZE["value"] = current
             if current >= wanted:  # a resumed batch whose group is already up: never shrink it here
                 log.info("worker group %s is at %d (the batch can use %d)", group.name, current, wanted)
                 return current
             mig.resize(group.project, group.zone, group.name, wanted, token_provider=mig.metadata_token())
+            _KNOWN_SIZE["value"] = wanted
             message = f"group {group.name} asked for {wanted} workers (of at most {group.size})"
             log.info("worker %s", message)
             write_status(batch_dir, state="requested", size=wanted, message=message)

@@ -106,6 +106,8 @@ DEFAULTS: Mapping[str, Any] = {
     "workerMachineType": "n1-standard-32",
     "workerSpot": True,
     "headMachineType": "n1-standard-4",
+    # Cluster only: the batch admits no run this cap cannot pay for (remote_runner/spend.py); 0 = none.
+    "maxCostUsd": 0,
     # target local only: folders on this machine (relative paths are relative to the project).
     "localResultsDir": "results",
     "localModelsDir": None,
@@ -179,6 +181,7 @@ class StackConfig:
     worker_machine: MachineType | None = None
     worker_spot: bool = True
     head_machine: MachineType | None = None
+    max_cost_usd: float = 0.0
 
     @property
     def is_local(self) -> bool:
@@ -294,6 +297,7 @@ _RUNNER_SOURCES: Mapping[str, tuple[str, ...]] = {
     "models_dir": ("localModelsDir",),
     "upload": ("resultsBucket", "modelsBucket", "resultsPath"),
     "shutdown_when_done": ("shutdownWhenDone",),
+    "max_cost_usd": ("maxCostUsd",),
 }
 #: what to set instead, where the stack's own check is looser than the runner's
 _RUNNER_FIXES: Mapping[str, str] = {
@@ -339,6 +343,13 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             "size": cfg.workers,  # the most the runner asks for (the group is created at 0)
             "slots": max(1, cfg.worker_slots),  # 0 is refused by its own check, with its fix
         }
+        if cfg.max_cost_usd > 0:  # what the cap counts: the stack's own prices (stacks/machines.py)
+            assert cfg.head_machine is not None and cfg.worker_machine is not None
+            values["max_cost_usd"] = cfg.max_cost_usd
+            values["cost_rates"] = {
+                "head_usd_per_hour": cfg.head_machine.hourly_cost(spot=False),
+                "worker_usd_per_hour": cfg.worker_machine.hourly_cost(spot=cfg.worker_spot),
+            }
     return values
 
 
@@ -704,6 +715,13 @@ def build_config(
             "memoryPerContainerGb or minFreeCpus",
         )
 
+    max_cost = r.number("maxCostUsd", 0, inclusive=True)
+    if max_cost > 0 and workers == 0:
+        r.problem(
+            "maxCostUsd",
+            "caps a cluster's spend (workers > 0); a one-VM stack's cost is its hourlyCostUsd times the "
+            f"batch's hours (fix: pulumi config rm {NAMESPACE}:maxCostUsd, or set workers)",
+        )
     auto_start = r.boolean("autoStart")
     shutdown_when_done = r.optional_boolean("shutdownWhenDone")
     if shutdown_when_done is None:
@@ -764,6 +782,7 @@ def build_config(
         worker_machine=worker_machine,
         worker_spot=worker_spot,
         head_machine=head_machine,
+        max_cost_usd=max_cost,
     )
     # The runner's schema has the last word on the settings the VM (or the local runner) will read;
     # a key the stack's own check refused already is not reported twice.

@@ -302,3 +302,52 @@ def test_the_head_stopped_mid_batch_releases_the_group_in_its_shutdown_script(
             assert db.execute(
                 "SELECT COUNT(*) FROM runs WHERE status='interrupted' OR status='pending'"
             ).fetchone()[0]
+
+
+def test_a_batch_stopped_by_the_cost_cap_exits_with_its_own_code_and_releases_the_group(
+    cluster, fixture_images, tmp_path, test_label
+):
+    """maxCostUsd: workers at $36/h each (a cent a second, so the cap bites within seconds), two of
+    them asked for, runs of 4 s ($0.04 each): the runs the cap pays for run, then the batch stops with
+    exit 10, the group released, status showing the spend."""
+    with google_standin(size=0) as google:
+        head = Head(
+            tmp_path,
+            cluster,
+            google,
+            worker_group={**GROUP_SETTINGS, "size": 2, "slots": 1},
+            max_cost_usd=0.3,
+            cost_rates={"head_usd_per_hour": 0.0, "worker_usd_per_hour": 36.0},
+        )
+        results = tmp_path / "results"
+        res = cluster_cli(
+            head.cluster,
+            *_args(
+                fixture_images,
+                results,
+                test_label,
+                head,
+                "--tools",
+                "fx-good",
+                "--runs",
+                "8",
+                "--budget",
+                "4s",
+                "--no-preflight",
+                "--no-build",
+            ),
+            timeout=400,
+        )
+        assert res.returncode == 10, res.stdout + res.stderr
+        assert "cost cap reached: $" in res.stderr and "raise the cap and resume" in res.stderr
+        batch = only_batch(results)
+        statuses = [r["status"] for r in journal_rows(batch)]
+        done = statuses.count("succeeded")
+        assert 0 < done < 8 and statuses.count("pending") == 8 - done, statuses
+        assert google.sizes[GROUP_PATH] == 0 and [s for _t, _g, s in google.history] == [0, 2, 0]
+        doc = json.loads((batch / "spend.json").read_text())
+        assert doc["cap_usd"] == 0.3 and doc["spent_usd"] > 0.25 and doc["runs_left"] == 8 - done
+        text = cluster_cli(head.cluster, "status", "--results", str(results), "--once").stdout
+        assert "spend: $" in text and "of a $0.30 cap (maxCostUsd)" in text
+        print(f"\n[cost cap $0.30] {done} of 8 runs, spent ${doc['spent_usd']:.2f}; group at 0")
+        assert labelled(test_label) == ([], [])

@@ -117,7 +117,7 @@ def test_unit_exit_codes_match_the_runners() -> None:
     assert unit["Service.SuccessExitStatus"] == [f"{exit_codes.STOPPED} {exit_codes.DONE_WITH_FAILURES}"]
     assert unit["Service.RestartPreventExitStatus"] == [
         f"{exit_codes.BAD_INPUT} {exit_codes.BATCH_BUSY} {exit_codes.DISK_FULL} "
-        f"{exit_codes.PREFLIGHT_FAILED} {exit_codes.NO_WORKERS}"
+        f"{exit_codes.PREFLIGHT_FAILED} {exit_codes.NO_WORKERS} {exit_codes.CAP_REACHED}"
     ]
     assert str(exit_codes.WORKERS_NOT_RELEASED) not in unit["Service.RestartPreventExitStatus"][0].split()
     assert unit["Service.Restart"] == ["on-failure"]

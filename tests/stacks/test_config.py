@@ -422,3 +422,18 @@ def test_a_local_stack_has_no_workers(tmp_path: Path) -> None:
     assert "docs/cluster.md" in problem and "pulumi config rm llamaresttest:workers" in problem
     cfg = build_local(tmp_path, cpusPerContainer=2, memoryPerContainerGb=4, minFreeCpus=0)
     assert not cfg.is_cluster and "ray" not in experiment_settings(cfg, tmp_path)
+
+
+def test_max_cost_usd_caps_a_cluster_with_the_stack_s_prices() -> None:
+    cfg = build(workers=4, workerMachineType="n1-standard-96", maxCostUsd="150")
+    settings = experiment_settings(cfg)
+    assert settings["max_cost_usd"] == 150.0
+    assert settings["cost_rates"] == {"head_usd_per_hour": 0.19, "worker_usd_per_hour": 1.156}
+    assert "max_cost_usd" not in experiment_settings(build(workers=4))  # 0: no cap
+    (problem,) = problems_of(maxCostUsd="50")  # one VM: nothing to cap
+    assert (
+        problem.startswith("llamaresttest:maxCostUsd: caps a cluster's spend")
+        and "pulumi config rm" in problem
+    )
+    (problem,) = problems_of(workers=2, maxCostUsd="-1")
+    assert problem.startswith("llamaresttest:maxCostUsd")
