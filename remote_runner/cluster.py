@@ -397,6 +397,38 @@ def clean_node(batch_ids: Sequence[str]) -> dict:  # a Ray task pinned to one no
     return {"node": ray.get_runtime_context().get_node_id(), **clean_here(batch_ids)}
 
 
+def node_instance() -> dict:  # a Ray task pinned to one node
+    import ray
+
+    from remote_runner.workers import instance_name
+
+    return {"node": ray.get_runtime_context().get_node_id(), "instance": instance_name()}
+
+
+def instance_names(node_ids: Sequence[str], *, timeout: float = 60.0) -> dict[str, str]:
+    """Node id -> the instance it runs on, asked of each node by a task pinned to it."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(node_instance)
+    refs = [
+        remote.options(
+            num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
+        ).remote()
+        for node in node_ids
+    ]
+    done, _late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    out: dict[str, str] = {}
+    for ref in done:
+        try:
+            answer = ray.get(ref)
+        except Exception as exc:  # a node that died meanwhile
+            log.warning("a node did not say its instance: %s", lost_reason(exc) or exc)
+            continue
+        out[str(answer["node"])] = str(answer["instance"])
+    return out
+
+
 def clean_nodes(batch_ids: Sequence[str], *, timeout: float = 120.0) -> dict[str, list[str]]:
     """At the end of a batch every alive node with an experiment slot removes the batch's containers
     and networks: an attempt whose raylet died while its engine and machine lived on (a raylet crash,
@@ -501,6 +533,7 @@ class RayPlacement:
         self._status_lock = threading.Lock()
         self.outstanding: set[Hashable] = set()  # runs whose attempt is submitted
         self.where: dict[Hashable, str] = {}  # run -> node id, once its task said so
+        self._instances: dict[str, str] = {}  # node id -> instance name (scale-in)
         self.task = ray.remote(run_attempt).options(
             num_cpus=request.total_cpus,
             memory=request.total_memory,
@@ -583,6 +616,20 @@ class RayPlacement:
     def reserved_cpus(self) -> float:
         with self._lock:
             return len(self.outstanding) * self.request.total_cpus
+
+    def busy_instances(self) -> set[str] | None:
+        """The instances of the nodes that run an attempt now; None while an admitted attempt has not
+        said where it runs (its node could look idle)."""
+        with self._lock:
+            if len(self.where) < len(self.outstanding):
+                return None
+            nodes = set(self.where.values())
+        unknown = [n for n in nodes if n not in self._instances]
+        if unknown:
+            self._instances.update(instance_names(unknown))
+        if any(n not in self._instances for n in nodes):
+            return None
+        return {self._instances[n] for n in nodes}
 
     def start(self, key: RunKey, reservation: Reservation, attempt: int) -> Outcome:
         ray = self._ray

@@ -204,6 +204,71 @@ def target_size(
         raise MigError(f"instance group {group}: the answer has no targetSize ({body!r:.200})") from None
 
 
+def _post_json(
+    url: str, body: Mapping[str, Any], token_provider: TokenProvider, timeout: float
+) -> tuple[int, dict]:
+    headers = {
+        "Authorization": f"Bearer {token_provider()}",
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+    }
+    request = urllib.request.Request(  # noqa: S310 (the base URL is checked by _checked)
+        url, data=json.dumps(body).encode(), method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)
+            return 200, api_json(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, api_json(exc.read())
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, {"error": {"message": f"no answer: {exc}"}}
+
+
+def managed_instances(
+    project: str, zone: str, group: str, *, token_provider: TokenProvider, endpoint: str | None = None
+) -> dict[str, str]:
+    """The group's instances now: name -> ``currentAction`` (``NONE``, ``CREATING``, ``RECREATING``,
+    ``DELETING``, ...), from ``instanceGroupManagers.listManagedInstances``."""
+    url = _checked(endpoint) + group_path(project, zone, group) + "/listManagedInstances"
+    code, body = _post_json(url, {}, token_provider, 30.0)
+    if code != 200:
+        raise MigError(
+            f"listing the instances of group {group} failed ({code or 'no answer'}: {api_message(body)})"
+        )
+    out: dict[str, str] = {}
+    for item in body.get("managedInstances") or []:
+        name = str(item.get("instance") or "").rsplit("/", 1)[-1]
+        if name:
+            out[name] = str(item.get("currentAction") or "NONE")
+    return out
+
+
+def delete_instances(
+    project: str,
+    zone: str,
+    group: str,
+    names: list[str],
+    *,
+    token_provider: TokenProvider,
+    endpoint: str | None = None,
+) -> None:
+    """Deletes the named instances from the group and lowers its ``targetSize`` by as many
+    (``instanceGroupManagers.deleteInstances``): the group does not recreate them."""
+    if not names:
+        return
+    url = _checked(endpoint) + group_path(project, zone, group) + "/deleteInstances"
+    body = {
+        "instances": [f"zones/{zone}/instances/{n}" for n in names],
+        "skipInstancesOnValidationError": True,  # one already gone must not keep the others
+    }
+    code, answer = _post_json(url, body, token_provider, 30.0)
+    if code != 200:
+        raise MigError(
+            f"deleting {len(names)} instances of group {group} failed ({code or 'no answer'}: "
+            f"{api_message(answer)}){HINTS.get(code, '')}"
+        )
+
+
 @dataclass(frozen=True)
 class Release:
     """What :func:`release` achieved: ``at_zero`` only when the group's size was read back as 0."""

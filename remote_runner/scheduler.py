@@ -163,12 +163,14 @@ class Scheduler:
         start: StartFn | None = None,
         measure: Callable[[], Measurement] | None = None,
         admission_limit: Callable[[int, int], int] | None = None,
+        when_nothing_pending: Callable[[], None] | None = None,
     ) -> None:
         """``placement`` decides which run starts where; without one, the placement is one machine
         (``machine``, ``policy``, ``measure`` and ``start``: :class:`LocalPlacement`).
         ``admission_limit(running, pending)``: how many more runs may start now (the spend cap,
         :mod:`remote_runner.spend`); when it admits none and nothing runs, the batch ends
-        (``cap_reached`` says why)."""
+        (``cap_reached`` says why). ``when_nothing_pending``: called on every turn while runs are
+        still running but none waits (the cluster's scale-in)."""
         self.journal = jour
         if placement is None:
             assert machine is not None and start is not None and measure is not None
@@ -202,6 +204,7 @@ class Scheduler:
         self.timeline = Timeline([], [])
         self.peak_reserved_cpus = 0.0
         self.admission_limit = admission_limit
+        self.when_nothing_pending = when_nothing_pending
         #: set when the admission limit admits nothing more and nothing runs: the line to report
         self.cap_reached: str | None = None
         self._under_way: set[RunKey] = set()  # experiments running now (read from worker threads)
@@ -332,6 +335,11 @@ class Scheduler:
             pending = self.journal.runs(journal.PENDING)
             if not pending and not self.workers:
                 return True
+            if not pending and self.when_nothing_pending is not None:
+                try:
+                    self.when_nothing_pending()
+                except Exception:  # never the batch's end: the group is released when it is over
+                    log.error("scale-in failed\n%s", traceback.format_exc())
             if self.stop_admitting.is_set():
                 if not self.workers:
                     break
@@ -699,6 +707,7 @@ def _run_batch_locked(
             engine_wait_seconds=settings.engine_wait_seconds,
             placement=placement,
             admission_limit=(lambda running, left: meter.limit(running, left + running)) if meter else None,
+            when_nothing_pending=_scale_in(settings, placement, batch_dir),
         )
         completed = scheduler.run()
         if meter is not None:
@@ -954,6 +963,15 @@ def _await_workers(
         _release_workers(settings, batch_dir, "no worker fits an experiment")
         return exit_codes.BAD_INPUT
     return None
+
+
+def _scale_in(settings: Settings, placement: Any, batch_dir: Path) -> Callable[[], None] | None:
+    """Cluster stacks: idle workers go once nothing is pending (:class:`remote_runner.workers.ScaleIn`)."""
+    if not settings.ray or settings.worker_group is None or settings.worker_group.size <= 0:
+        return None
+    from remote_runner import workers
+
+    return workers.ScaleIn(settings, placement.busy_instances, batch_dir=batch_dir)
 
 
 def write_batch_summary(batch_dir: Path) -> Any:

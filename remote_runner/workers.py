@@ -253,6 +253,75 @@ def request_workers(
             delay = min(delay * 2, 30.0)
 
 
+#: seconds between two scale-in looks at the group
+SCALE_IN_SECONDS = 30.0
+
+
+class ScaleIn:
+    """Once no run is pending, the workers that hold no run go (the group scales in, keeping none
+    idle), and an instance the group is recreating (a preempted spot VM) is not brought back while
+    nothing waits for it: every managed instance that is not one of ``busy()`` is deleted from the
+    group, which lowers its ``targetSize`` by as many (``instanceGroupManagers.deleteInstances``).
+    ``busy()`` names the instances of the nodes running an attempt now, or None while that is not
+    known yet (an attempt placed whose node has not said where it runs): then nothing is deleted."""
+
+    def __init__(
+        self,
+        settings: Any,
+        busy: Callable[[], set[str] | None],
+        *,
+        batch_dir: Path | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.group = settings.worker_group
+        self.busy = busy
+        self.batch_dir = batch_dir
+        self.monotonic = monotonic
+        self._next = 0.0
+        self.deleted: list[str] = []
+
+    def __call__(self) -> None:
+        if self.group is None or self.group.size <= 0 or self.monotonic() < self._next:
+            return
+        keep = self.busy()
+        if keep is None:  # an attempt has not said where it runs yet: look again next turn
+            return
+        self._next = self.monotonic() + SCALE_IN_SECONDS
+        from remote_runner import mig
+
+        group = self.group
+        try:
+            instances = mig.managed_instances(
+                group.project, group.zone, group.name, token_provider=mig.metadata_token()
+            )
+            idle = sorted(n for n, action in instances.items() if n not in keep and action != "DELETING")
+            if not idle:
+                return
+            mig.delete_instances(
+                group.project, group.zone, group.name, idle, token_provider=mig.metadata_token()
+            )
+        except Exception as exc:  # tried again at the next look; the batch's end releases the group anyway
+            log.warning("scaling worker group %s in failed: %s", group.name, exc)
+            return
+        self.deleted += idle
+        _KNOWN_SIZE["value"] = max(0, len(instances) - len(idle))
+        message = (
+            f"group {group.name} scaled in to {_KNOWN_SIZE['value']}: nothing is pending, so the idle "
+            f"{', '.join(idle)} went"
+        )
+        log.info("worker %s", message)
+        write_status(self.batch_dir, state="scaled in", size=_KNOWN_SIZE["value"], message=message)
+
+
+def instance_name() -> str:
+    """This node's instance name: ``LLAMARESTTEST_INSTANCE``, else the host name (on Google Cloud a
+    VM's host name is its instance name)."""
+    import os
+    import socket
+
+    return os.environ.get("LLAMARESTTEST_INSTANCE") or socket.gethostname().split(".")[0]
+
+
 def joined_workers(nodes: Sequence[Any]) -> int:
     """Alive nodes that offer an experiment slot (pure)."""
     return sum(1 for n in nodes if n.alive and n.slots > 0)

@@ -9,6 +9,7 @@ The runner is pointed at it the way it would be pointed at any endpoint: ``GCE_M
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,18 @@ class Standin:
     tokens_issued: int = 0
     requests: list[tuple[str, str, str, bytes]] = field(default_factory=list)  # method, path, auth, body
     history: list[tuple[float, str, int]] = field(default_factory=list)  # (time.time(), group, size)
+    # the group's instances, named from ``names`` as it grows (as a MIG names its instances)
+    instances: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def _resize(self, group: str, size: int) -> None:
+        while len(self.instances) < size:
+            free = [n for n in self.names if n not in self.instances]
+            self.instances.append(free[0] if free else f"{GROUP}-{len(self.instances) + len(self.deleted)}")
+        del self.instances[size:]
+        self.sizes[group] = size
+        self.history.append((time.time(), group, size))
 
     @property
     def endpoint(self) -> str:
@@ -64,9 +77,9 @@ class Standin:
 
 
 @contextmanager
-def google_standin(size: int = 3) -> Iterator[Standin]:
-    state = Standin(sizes={GROUP_PATH: size})
-    state.history.append((time.time(), GROUP_PATH, size))
+def google_standin(size: int = 3, names: list[str] | None = None) -> Iterator[Standin]:
+    state = Standin(sizes={GROUP_PATH: 0}, names=list(names or []))
+    state._resize(GROUP_PATH, size)
     lock = threading.Lock()
 
     class Handler(JsonHandler):
@@ -114,6 +127,24 @@ def google_standin(size: int = 3) -> Iterator[Standin]:
                 group = path.removesuffix("/resize")
                 if not self._authorised():
                     return
+                if path == f"{GROUP_PATH}/listManagedInstances":
+                    base = f"https://www.googleapis.com/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances"
+                    items = [{"instance": f"{base}/{n}", "currentAction": "NONE"} for n in state.instances]
+                    self._send(200, {"managedInstances": items})
+                    return
+                if path == f"{GROUP_PATH}/deleteInstances":
+                    wanted = [
+                        str(i).rsplit("/", 1)[-1] for i in json.loads(body or b"{}").get("instances", [])
+                    ]
+                    gone = [n for n in wanted if n in state.instances]
+                    state.instances = [n for n in state.instances if n not in gone]
+                    state.deleted += gone
+                    state.sizes[GROUP_PATH] = len(state.instances)
+                    state.history.append((time.time(), GROUP_PATH, len(state.instances)))
+                    self._send(
+                        200, {"kind": "compute#operation", "name": "operation-delete-1", "status": "DONE"}
+                    )
+                    return
                 to_zero = query == "size=0"
                 if state.failures or state.refuse_always or (to_zero and state.zero_failures):
                     if state.failures:
@@ -130,8 +161,7 @@ def google_standin(size: int = 3) -> Iterator[Standin]:
                 elif not query.startswith("size=") or not query[5:].isdigit():
                     self._send(400, {"error": {"code": 400, "message": f"unexpected query {query!r}"}})
                 else:
-                    state.sizes[group] = int(query[5:])
-                    state.history.append((time.time(), group, state.sizes[group]))
+                    state._resize(group, int(query[5:]))
                     self._send(
                         200, {"kind": "compute#operation", "name": "operation-resize-1", "status": "RUNNING"}
                     )

@@ -114,7 +114,8 @@ class RayCluster:
         node = self.workers[name]
         res = subprocess.run(
             [RAY, *node.start_args(self.ip)],
-            env=self.env,
+            # the instance the node says it runs on (scale-in); on Google Cloud its host name
+            env={**self.env, "LLAMARESTTEST_INSTANCE": f"lrt-{name}"},
             capture_output=True,
             text=True,
             timeout=180,

@@ -131,7 +131,7 @@ def test_smoke_runs_and_runs_go_to_workers_and_the_group_goes_before_the_report(
     shutil.copytree(fixture_images, catalog, dirs_exist_ok=True)
     shutil.copytree(RECORDED, catalog / "apis" / "fx-recorded")
     image = catalog_mod.load(catalog).apis["fx-recorded"].image
-    with google_standin(size=0) as google:  # the stack creates the group at 0
+    with google_standin(size=0, names=[f"lrt-{n}" for n in cluster.workers]) as google:  # created at 0
         google.zero_failures = [403]
         head = Head(tmp_path, cluster, google, worker_group={**GROUP_SETTINGS, "size": 3, "slots": 1})
         results = tmp_path / "results"
@@ -168,8 +168,16 @@ def test_smoke_runs_and_runs_go_to_workers_and_the_group_goes_before_the_report(
         assert f"group {GROUP} released to 0" in log
         assert "try 1:" in log and "403" in log  # the refused first try, retried
         # asked for what the batch can use (2 runs, 1 slot a worker, at most 3) once the images were
-        # pushed, then released: [0, 2, 0]
-        assert [size for _t, _g, size in google.history] == [0, 2, 0]
+        # pushed, then released; in between a worker that held no run may have gone (scale-in), never
+        # one that ran an attempt
+        sizes = [size for _t, _g, size in google.history]
+        assert sizes[:2] == [0, 2] and sizes[-1] == 0 and sizes in ([0, 2, 0], [0, 2, 1, 0]), sizes
+        ran_on = {
+            f"lrt-{n}"
+            for n, w in cluster.workers.items()
+            if w.node_id in {a["node"] for a in attempts(batch)}
+        }
+        assert not set(google.deleted) & ran_on
         resized_at = google.history[-1][0]
         assert resized_at <= (batch / "report.md").stat().st_mtime, "the group goes before the report"
         assert google.sizes[GROUP_PATH] == 0 and head.powered_off()
@@ -310,7 +318,7 @@ def test_a_batch_stopped_by_the_cost_cap_exits_with_its_own_code_and_releases_th
     """maxCostUsd: workers at $36/h each (a cent a second, so the cap bites within seconds), two of
     them asked for, runs of 4 s ($0.04 each): the runs the cap pays for run, then the batch stops with
     exit 10, the group released, status showing the spend."""
-    with google_standin(size=0) as google:
+    with google_standin(size=0, names=[f"lrt-{n}" for n in cluster.workers]) as google:
         head = Head(
             tmp_path,
             cluster,
@@ -344,10 +352,50 @@ def test_a_batch_stopped_by_the_cost_cap_exits_with_its_own_code_and_releases_th
         statuses = [r["status"] for r in journal_rows(batch)]
         done = statuses.count("succeeded")
         assert 0 < done < 8 and statuses.count("pending") == 8 - done, statuses
-        assert google.sizes[GROUP_PATH] == 0 and [s for _t, _g, s in google.history] == [0, 2, 0]
+        assert google.sizes[GROUP_PATH] == 0 and [s for _t, _g, s in google.history][:2] == [0, 2]
         doc = json.loads((batch / "spend.json").read_text())
         assert doc["cap_usd"] == 0.3 and doc["spent_usd"] > 0.25 and doc["runs_left"] == 8 - done
         text = cluster_cli(head.cluster, "status", "--results", str(results), "--once").stdout
         assert "spend: $" in text and "of a $0.30 cap (maxCostUsd)" in text
         print(f"\n[cost cap $0.30] {done} of 8 runs, spent ${doc['spent_usd']:.2f}; group at 0")
         assert labelled(test_label) == ([], [])
+
+
+def test_once_nothing_is_pending_idle_workers_go_and_the_busy_one_stays(
+    cluster, fixture_images, tmp_path, test_label
+):
+    """One run on a group of two: once it is placed nothing is pending, so the worker that holds no
+    run is deleted from the group (its size 2 -> 1) while the busy one finishes; then the release."""
+    names = [f"lrt-{n}" for n in cluster.workers]
+    with google_standin(size=2, names=names) as google:
+        head = Head(tmp_path, cluster, google, worker_group={**GROUP_SETTINGS, "size": 2, "slots": 1})
+        results = tmp_path / "results"
+        res = cluster_cli(
+            head.cluster,
+            *_args(
+                fixture_images,
+                results,
+                test_label,
+                head,
+                "--tools",
+                "fx-good",
+                "--runs",
+                "1",
+                "--budget",
+                "10s",
+                "--no-preflight",
+                "--no-build",
+            ),
+            timeout=300,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        batch = only_batch(results)
+        (attempt,) = attempts(batch)
+        busy = next(f"lrt-{n}" for n, w in cluster.workers.items() if w.node_id == attempt["node"])
+        assert google.deleted == [n for n in names if n != busy]
+        assert [s for _t, _g, s in google.history] == [2, 1, 0]
+        scaled_at = google.history[1][0]
+        assert scaled_at < _last_run_end(batch), "the idle worker went while the run was still running"
+        log = (batch / "runner.log").read_text()
+        assert "scaled in to 1: nothing is pending" in log
+        _billed_after(google, _last_run_end(batch), "scale-in, then release")
