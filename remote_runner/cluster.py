@@ -196,6 +196,8 @@ class AttemptPayload:
     upload_bucket: str | None = None
     upload_path: str = ""
     scratch: str = DEFAULT_SCRATCH
+    #: (bucket, path) the node fetches the models from before a run of a tool that needs them
+    models: tuple[str, str] | None = None
     #: the node's experiment function: None is today's lifecycle; the benchmark puts a synthetic one
     #: here (it must be importable on the nodes), which needs no image
     experiment: Callable[..., Outcome] | None = None
@@ -276,6 +278,10 @@ def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], sto
             if p
         ]
     )
+    if not problems and payload.models is not None and planned.tool.needs_models:
+        from remote_runner import models
+
+        problems = models.ensure(models.Source(*payload.models), planned.models_dir)
     if problems:
         return _result(FAILED, "; ".join(problems), {}, node_id, stage, removed)
     # the batch's spec copies, each format in its own folder as in the batch (names may be equal)

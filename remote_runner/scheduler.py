@@ -827,6 +827,7 @@ def _payload(settings: Settings, spec: ExperimentSpec, driver: str, *, upload: b
         upload_bucket=target.bucket if target else None,
         upload_path=target.path if target else "",
         scratch=os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH),
+        models=settings.models_source,
     )
 
 

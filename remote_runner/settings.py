@@ -215,6 +215,14 @@ def _non_negative_float(value: Any) -> float:
     return number
 
 
+def _models_source(value: Any) -> tuple[str, str] | None:
+    if value is None or isinstance(value, tuple):
+        return value
+    if not isinstance(value, Mapping) or not isinstance(value.get("bucket"), str) or not value["bucket"]:
+        raise ValueError(f'expected {{"bucket": "...", "path": "..."}}, got {value!r}')
+    return (str(value["bucket"]), str(value.get("path", "")).strip("/"))
+
+
 def _cost_rates(value: Any) -> tuple[tuple[str, float], ...] | None:
     if value is None or isinstance(value, tuple):
         return value
@@ -519,6 +527,15 @@ KEYS: tuple[Key, ...] = (
         "reading it back) before it says the group is not released and exits 9",
     ),
     Key(
+        "models_source",
+        _models_source,
+        None,
+        'cluster stacks: {"bucket": "...", "path": "..."} the workers fetch the models from before their '
+        "first run of a tool that needs them (written by the stack; without it the models must be at "
+        "models_dir on every node)",
+        dump=lambda m: None if m is None else {"bucket": m[0], "path": m[1]},
+    ),
+    Key(
         "max_cost_usd",
         _non_negative_float,
         0.0,
@@ -678,6 +695,7 @@ class Settings:
     upload: Upload | None = _default("upload")
     worker_group: WorkerGroup | None = _default("worker_group")
     worker_release_seconds: float = _default("worker_release_seconds")
+    models_source: tuple[str, str] | None = _default("models_source")
     max_cost_usd: float = _default("max_cost_usd")
     cost_rates: tuple[tuple[str, float], ...] | None = _default("cost_rates")
     shutdown_when_done: bool = _default("shutdown_when_done")

@@ -343,6 +343,9 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             "size": cfg.workers,  # the most the runner asks for (the group is created at 0)
             "slots": max(1, cfg.worker_slots),  # 0 is refused by its own check, with its fix
         }
+        # each worker fetches the models before its first run of a tool that needs them; the head
+        # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
+        values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
         if cfg.max_cost_usd > 0:  # what the cap counts: the stack's own prices (stacks/machines.py)
             assert cfg.head_machine is not None and cfg.worker_machine is not None
             values["max_cost_usd"] = cfg.max_cost_usd
