@@ -484,7 +484,7 @@ def rank_tools(
             key, label, tools, tuple(apis), tuple(left_out), None, basis=basis, points=tuple(points)
         )
     result = stats.friedman(table)
-    p = stats.nemenyi(result.mean_ranks, result.blocks)
+    p = stats.nemenyi(table)
     cd = stats.critical_difference(len(tools), result.blocks, ALPHA)
     return Ranking(
         key,
