@@ -511,6 +511,13 @@ def write_run_summary(
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
         "tool_requests": tool_requests,
+        # every tool has a request count: its own (TOOL_REQUESTS) where it prints one, else the
+        # recording proxy's rows (LlamaRestTest and EvoMaster print none), saying which
+        "request_count": (
+            {"count": tool_requests["sent"], "source": "tool (TOOL_REQUESTS)"}
+            if tool_requests is not None
+            else {"count": body["requests"]["requests"], "source": "recording proxy (the tool prints none)"}
+        ),
         "proxy_refused": proxy_refused,
         "problems": [
             p for p in (traffic_problem, refused_problem, coverage_problem, spec_problem, log_problem) if p
