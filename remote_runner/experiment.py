@@ -44,6 +44,8 @@ API_ALIAS = "api"
 TOOL_STOP_GRACE = 5.0
 POLL_SECONDS = 1.0
 PROBE_INTERVAL = 0.5
+#: seconds between readings of each container's peak memory while the tool runs (a docker exec each)
+PEAK_MEMORY_EVERY = 5.0
 
 SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
 
@@ -260,12 +262,20 @@ def _cpu_seen(docker: Docker, name: str) -> dict[str, Any]:
     return provenance.parse_cpu_probe(result.output)
 
 
-def _peak_memory(docker: Docker, name: str) -> dict[str, Any]:
+def _peak_memory(docker: Docker, name: str, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The container's peak memory so far (its cgroup's own maximum); when it cannot be read (the
+    container exited), the last reading taken while it ran (every PEAK_MEMORY_EVERY seconds)."""
     result = docker.exec(name, provenance.PEAK_MEMORY_PROBE)
     value = provenance.parse_peak_memory(result.output) if result.ok else None
-    if value is None:
-        return {"bytes": None, "problem": f"not readable in the container: {result.tail(2)}"}
-    return {"bytes": value, "source": "the container's cgroup, just before it was stopped"}
+    if value is not None:
+        return {"bytes": value, "source": "the container's cgroup, read just before it was stopped"}
+    if earlier is not None and earlier.get("bytes") is not None:
+        return {
+            "bytes": earlier["bytes"],
+            "source": f"the container's cgroup, last read while it ran (every {PEAK_MEMORY_EVERY:g} s): "
+            "it had exited when it was to be stopped",
+        }
+    return {"bytes": None, "problem": f"not readable in the container: {result.tail(2)}"}
 
 
 def _read_text(path: Path) -> str:
@@ -370,10 +380,15 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
             meta["tool_start_utc"] = clock.utc_iso()
             budget_end = clock.monotonic() + spec.budget_seconds
             meta["provenance"]["container_cpu"] = _cpu_seen(docker, tool_c.name)
+            next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
             while True:
                 if stop.is_set():
                     interrupted = True
                     break
+                if clock.monotonic() >= next_peak:  # the peak so far, kept should a container exit
+                    for name, role in ((tool_c.name, "tool"), (api_c.name, "api")):
+                        peaks[role] = _peak_memory(docker, name, peaks.get(role))
+                    next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
                 states = docker.states([api_c.name, tool_c.name])
                 api_s, tool_s = _state_of(states, api_c.name), _state_of(states, tool_c.name)
                 if tool_s is not None and not tool_s.running:
@@ -388,10 +403,10 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
                     break
                 clock.wait(stop, min(POLL_SECONDS, remaining))
             meta["tool_stop_utc"] = clock.utc_iso()
-            peaks["tool"] = _peak_memory(docker, tool_c.name)
+            peaks["tool"] = _peak_memory(docker, tool_c.name, peaks.get("tool"))
             docker.stop(tool_c.name, TOOL_STOP_GRACE)
         if api_c.name in created:
-            peaks["api"] = _peak_memory(docker, api_c.name)
+            peaks["api"] = _peak_memory(docker, api_c.name, peaks.get("api"))
         docker.stop(api_c.name, spec.stop_grace_seconds)
         final = docker.states(created)
     except (DockerError, RuntimeError) as exc:

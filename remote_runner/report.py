@@ -826,13 +826,25 @@ def read_header(batch_dir: Path) -> Header:
     )
 
 
+def _setting_text(key: str, value: Any) -> str:
+    """A setting's value as a reader writes it: sizes in Docker's notation, seconds as numbers."""
+    if key == "memory_per_container" and isinstance(value, int) and not isinstance(value, bool):
+        from remote_runner.settings import format_size
+
+        return format_size(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def _add_header(doc: Doc, header: Header, runs: Sequence[Run]) -> None:
     doc.heading(2, "Protocol")
     if header.preset:
         over = (
             "; overridden: "
             + ", ".join(
-                f"{k} {v.get('preset')} -> {v.get('used')}" for k, v in sorted(header.overridden.items())
+                f"{k} {_setting_text(k, v.get('preset'))} -> {_setting_text(k, v.get('used'))}"
+                for k, v in sorted(header.overridden.items())
             )
             if header.overridden
             else "; nothing overridden"
