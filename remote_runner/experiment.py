@@ -262,20 +262,41 @@ def _cpu_seen(docker: Docker, name: str) -> dict[str, Any]:
     return provenance.parse_cpu_probe(result.output)
 
 
-def _peak_memory(docker: Docker, name: str, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The container's peak memory so far (its cgroup's own maximum); when it cannot be read (the
-    container exited), the last reading taken while it ran (every PEAK_MEMORY_EVERY seconds)."""
-    result = docker.exec(name, provenance.PEAK_MEMORY_PROBE)
-    value = provenance.parse_peak_memory(result.output) if result.ok else None
+def _peak_memory(
+    docker: Docker, name: str, container_id: str, earlier: dict[str, Any] | None, *, final: bool
+) -> dict[str, Any] | None:
+    """The container's peak memory so far (its cgroup's own maximum), read on the host; at the end,
+    where the host's cgroup files are not visible (a runner in a container), inside the container
+    once. While the tool runs nothing is executed inside the containers: an exec'd process joins
+    the container's cgroup and, near the memory limit, can change which process the OOM killer
+    takes (a tool killed for memory then no longer shows OOMKilled). When nothing can be read (the
+    container exited and its cgroup is gone), the last reading stands, and says so."""
+    value = provenance.host_peak_memory(container_id)
     if value is not None:
-        return {"bytes": value, "source": "the container's cgroup, read just before it was stopped"}
+        return {"bytes": value, "source": "the container's cgroup on the host"}
+    if final:
+        result = docker.exec(name, provenance.PEAK_MEMORY_PROBE)
+        value = provenance.parse_peak_memory(result.output) if result.ok else None
+        if value is not None:
+            return {
+                "bytes": value,
+                "source": "the container's cgroup, read inside it just before it was stopped",
+            }
     if earlier is not None and earlier.get("bytes") is not None:
         return {
             "bytes": earlier["bytes"],
-            "source": f"the container's cgroup, last read while it ran (every {PEAK_MEMORY_EVERY:g} s): "
-            "it had exited when it was to be stopped",
+            "source": "the container's cgroup on the host, last read while it ran "
+            f"(every {PEAK_MEMORY_EVERY:g} s)",
         }
-    return {"bytes": None, "problem": f"not readable in the container: {result.tail(2)}"}
+    if not final:
+        return earlier
+    return {"bytes": None, "problem": "not readable: the container had exited and its cgroup is gone"}
+
+
+def _last_word(text: str) -> str:
+    """The container id ``docker run --detach`` printed last ("" for none)."""
+    words = text.split()
+    return words[-1] if words else ""
 
 
 def _read_text(path: Path) -> str:
@@ -350,7 +371,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         if own:
             docker.connect(network, own)
             connected = True
-        docker.run(api_c)
+        ids = {"api": _last_word(docker.run(api_c))}
         created.append(api_c.name)
         ip = docker.ip_address(api_c.name, network)
         if not ip:
@@ -375,11 +396,12 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         if stop.is_set():
             interrupted = True
         elif ready:
-            docker.run(tool_c)
+            ids["tool"] = _last_word(docker.run(tool_c))
             created.append(tool_c.name)
             meta["tool_start_utc"] = clock.utc_iso()
             budget_end = clock.monotonic() + spec.budget_seconds
-            meta["provenance"]["container_cpu"] = _cpu_seen(docker, tool_c.name)
+            # probed in the API container (the same CPU limit), never in the tool's: see _peak_memory
+            meta["provenance"]["container_cpu"] = _cpu_seen(docker, api_c.name)
             next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
             while True:
                 if stop.is_set():
@@ -387,7 +409,9 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
                     break
                 if clock.monotonic() >= next_peak:  # the peak so far, kept should a container exit
                     for name, role in ((tool_c.name, "tool"), (api_c.name, "api")):
-                        peaks[role] = _peak_memory(docker, name, peaks.get(role))
+                        seen = _peak_memory(docker, name, ids[role], peaks.get(role), final=False)
+                        if seen is not None:
+                            peaks[role] = seen
                     next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
                 states = docker.states([api_c.name, tool_c.name])
                 api_s, tool_s = _state_of(states, api_c.name), _state_of(states, tool_c.name)
@@ -403,10 +427,12 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
                     break
                 clock.wait(stop, min(POLL_SECONDS, remaining))
             meta["tool_stop_utc"] = clock.utc_iso()
-            peaks["tool"] = _peak_memory(docker, tool_c.name, peaks.get("tool"))
+            peaks["tool"] = (
+                _peak_memory(docker, tool_c.name, ids["tool"], peaks.get("tool"), final=True) or {}
+            )
             docker.stop(tool_c.name, TOOL_STOP_GRACE)
         if api_c.name in created:
-            peaks["api"] = _peak_memory(docker, api_c.name, peaks.get("api"))
+            peaks["api"] = _peak_memory(docker, api_c.name, ids["api"], peaks.get("api"), final=True) or {}
         docker.stop(api_c.name, spec.stop_grace_seconds)
         final = docker.states(created)
     except (DockerError, RuntimeError) as exc:

@@ -10,9 +10,11 @@ The parsing is pure; the reads are small and each says why when it has no answer
   batch folder (``.model-sha256.json``, a dot-file: never uploaded) by path, size and mtime.
 - Machine type: Google's metadata server (``instance/machine-type``), asked once per process with a
   short time-out; elsewhere ``None`` ("no metadata server").
-- Peak memory: read inside each container just before it is stopped, from its own cgroup: cgroup v1
-  ``memory.max_usage_in_bytes``, cgroup v2 ``memory.peak`` (kernels 5.19 and later). A container that
-  had already exited has none (its cgroup is gone with it).
+- Peak memory: the container's own cgroup maximum (cgroup v1 ``memory.max_usage_in_bytes``, v2
+  ``memory.peak``, kernels 5.19 and later), read on the host every few seconds while the tool runs
+  and at the end; where the host's cgroup files are not visible (a runner in a container) it is read
+  inside the container once, just before it is stopped. A container that exited early keeps the
+  last reading (its cgroup is gone with it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import socket
 import threading
 import urllib.error
@@ -57,6 +60,30 @@ def parse_cpu_probe(output: str) -> dict[str, Any]:
         "model": lines[1] if len(lines) > 1 and lines[1] else None,
         "kernel": lines[2] if len(lines) > 2 and lines[2] else None,
     }
+
+
+#: where a container's peak memory lies on the host, by cgroup version and Docker's cgroup driver
+HOST_PEAK_PATHS = (
+    "/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes",  # v1, cgroupfs
+    "/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.max_usage_in_bytes",  # v1, systemd
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak",  # v2, systemd
+    "/sys/fs/cgroup/docker/{id}/memory.peak",  # v2, cgroupfs
+)
+
+
+def host_peak_memory(container_id: str, root: str = "") -> int | None:
+    """The container's peak memory from its cgroup on the host (``root`` prefixes the paths, for
+    tests), None where none of :data:`HOST_PEAK_PATHS` is readable."""
+    if not re.fullmatch(r"[0-9a-f]{64}", container_id or ""):
+        return None
+    for pattern in HOST_PEAK_PATHS:
+        try:
+            text = Path(root + pattern.format(id=container_id)).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
 
 
 def parse_peak_memory(output: str) -> int | None:

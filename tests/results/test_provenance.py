@@ -20,6 +20,20 @@ def test_cpu_and_peak_memory_probes_parse() -> None:
     assert provenance.parse_peak_memory("cat: no such file\n") is None
 
 
+def test_peak_memory_is_read_from_the_containers_cgroup_on_the_host(tmp_path: Path) -> None:
+    cid = "ab" * 32
+    assert provenance.host_peak_memory(cid, str(tmp_path)) is None  # no such cgroup: not readable
+    v2 = tmp_path / f"sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.peak"
+    v2.parent.mkdir(parents=True)
+    v2.write_text("2048\n")
+    assert provenance.host_peak_memory(cid, str(tmp_path)) == 2048
+    v1 = tmp_path / f"sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes"
+    v1.parent.mkdir(parents=True)
+    v1.write_text("4096\n")
+    assert provenance.host_peak_memory(cid, str(tmp_path)) == 4096  # cgroup v1 first, as listed
+    assert provenance.host_peak_memory("../../etc", str(tmp_path)) is None  # only a container id
+
+
 def test_model_files_are_hashed_once_and_cached_by_size_and_mtime(tmp_path: Path) -> None:
     models, cache = tmp_path / "models", tmp_path / "batch"
     models.mkdir()
