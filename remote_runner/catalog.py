@@ -37,6 +37,7 @@ _TOOL_KEYS: dict[str, type | tuple[type, ...]] = {
     "needs_models": bool,
     "spec_format": str,
     "build_args": dict,
+    "accepts_seed": bool,
 }
 #: the spec formats a tool may declare (``spec_format`` in tool.toml)
 OPENAPI3, SWAGGER2 = "openapi3", "swagger2"
@@ -86,6 +87,8 @@ class Tool:
     #: ``[build_args]`` of tool.toml: ``docker build --build-arg`` for the tool's image (settings'
     #: ``tool_build_args`` override them per tool)
     build_args: tuple[tuple[str, str], ...] = ()
+    #: its entrypoint passes the run's SEED to the tool (``accepts_seed`` in tool.toml)
+    accepts_seed: bool = False
 
     @property
     def image(self) -> str:
@@ -237,6 +240,7 @@ def load(root: Path) -> Catalog:
             needs_models=bool(meta.get("needs_models", False)),
             spec_format=spec_format,
             build_args=tuple(sorted(build_args.items())),
+            accepts_seed=bool(meta.get("accepts_seed", False)),
         )
         owned(("tool", folder.name))
     infra = root / "infrastructure"

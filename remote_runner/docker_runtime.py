@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from remote_runner.process import ProcessResult, execute
 
@@ -274,6 +275,21 @@ class Docker:
     def image_id(self, image: str) -> str | None:
         result = self._execute(image_id_cmd(image), timeout=60)
         return result.output.strip() if result.ok else None
+
+    def image_info(self, image: str) -> dict[str, Any] | None:
+        """``docker image inspect`` of ``image`` (Id, RepoDigests, Config.Labels, ...), None when absent."""
+        result = self._execute(["docker", "image", "inspect", "--format", "{{json .}}", image], timeout=60)
+        if not result.ok:
+            return None
+        try:
+            data = json.loads(result.output.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def exec(self, name: str, argv: Sequence[str], timeout: float = 30.0) -> ProcessResult:
+        """Runs ``argv`` inside the running container ``name``; never raises (the result says)."""
+        return self._execute(["docker", "exec", name, *argv], timeout=timeout)
 
     def create_network(self, name: str, labels: Mapping[str, str]) -> None:
         self._run(network_create_cmd(name, labels), what=f"creating network {name}")

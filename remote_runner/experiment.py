@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from remote_runner import clock
+from remote_runner import clock, provenance
 from remote_runner.catalog import Api, Tool
 from remote_runner.docker_runtime import (
     LABEL_PREFIX,
@@ -44,6 +44,8 @@ API_ALIAS = "api"
 TOOL_STOP_GRACE = 5.0
 POLL_SECONDS = 1.0
 PROBE_INTERVAL = 0.5
+#: seconds between readings of each container's peak memory while the tool runs (a docker exec each)
+PEAK_MEMORY_EVERY = 5.0
 
 SUCCEEDED, FAILED, INTERRUPTED = "succeeded", "failed", "interrupted"
 
@@ -74,6 +76,16 @@ class ExperimentSpec:
     tool_spec_file: Path | None = None
     #: the base path of that spec (Swagger 2 ``basePath`` / OpenAPI 3 ``servers[0]``), "" for none
     base_path: str = ""
+    #: the run's own seed (plan.run_seed), given to the tool as SEED; None: no seed
+    seed: int | None = None
+    #: the run's place in the batch's (shuffled) start order, from 0; None where unknown
+    order: int | None = None
+    #: extra environment of the tool container (settings' ``tool_env``, e.g. a preset's options)
+    tool_env: tuple[tuple[str, str], ...] = ()
+    #: the build arguments of the tool's image (tool.toml's, overridden by ``tool_build_args``)
+    build_args: tuple[tuple[str, str], ...] = ()
+    #: the batch's preset (remote_runner.presets), None for none
+    preset: str | None = None
 
     @property
     def base_name(self) -> str:
@@ -138,7 +150,10 @@ def container_specs(spec: ExperimentSpec, network: str) -> tuple[ContainerSpec, 
         "SPEC_FORMAT": spec.tool.spec_format,
         "CPUS": f"{spec.cpus:g}",
         "TOOL_OUTPUT": TOOL_OUTPUT_MOUNT,
+        **dict(spec.tool_env),
     }
+    if spec.seed is not None:
+        tool_env["SEED"] = str(spec.seed)
     if spec.tool.needs_models:
         mounts.append(Mount(spec.models_dir.resolve(), "/models", read_only=True))
         tool_env["MODELS_DIR"] = "/models"
@@ -213,6 +228,84 @@ def probe_once(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+# --- provenance (remote_runner/provenance.py) ------------------------------------------------------
+def _provenance_at_start(spec: ExperimentSpec, docker: Docker) -> dict[str, Any]:
+    images = {
+        role: provenance.image_facts(docker.image_info(image))
+        for role, image in (("api", spec.api.image), ("tool", spec.tool.image))
+    }
+    models: list[dict[str, Any]] | None = None
+    models_problem = None
+    if spec.tool.needs_models:
+        try:
+            models = provenance.model_files(spec.models_dir, spec.run_dir.parents[2])
+        except OSError as exc:
+            models_problem = f"cannot read {spec.models_dir}: {exc}"
+    return {
+        "preset": spec.preset,
+        "seed": spec.seed,
+        "seed_given_to_tool": spec.seed is not None and spec.tool.accepts_seed,
+        "order": spec.order,
+        "tool_env": dict(spec.tool_env),
+        "build_args": {"tool": dict(spec.build_args)},
+        "images": images,
+        "models": models,
+        "models_problem": models_problem,
+        "host": provenance.host(),
+    }
+
+
+def _cpu_seen(docker: Docker, name: str) -> dict[str, Any]:
+    result = docker.exec(name, provenance.CPU_PROBE)
+    if not result.ok:
+        return {"count": None, "model": None, "kernel": None, "problem": result.tail(2)}
+    return provenance.parse_cpu_probe(result.output)
+
+
+def _peak_memory(
+    docker: Docker, name: str, container_id: str, earlier: dict[str, Any] | None, *, final: bool
+) -> dict[str, Any] | None:
+    """The container's peak memory so far (its cgroup's own maximum), read on the host; at the end,
+    where the host's cgroup files are not visible (a runner in a container), inside the container
+    once. While the tool runs nothing is executed inside the containers: an exec'd process joins
+    the container's cgroup and, near the memory limit, can change which process the OOM killer
+    takes (a tool killed for memory then no longer shows OOMKilled). When nothing can be read (the
+    container exited and its cgroup is gone), the last reading stands, and says so."""
+    value = provenance.host_peak_memory(container_id)
+    if value is not None:
+        return {"bytes": value, "source": "the container's cgroup on the host"}
+    if final:
+        result = docker.exec(name, provenance.PEAK_MEMORY_PROBE)
+        value = provenance.parse_peak_memory(result.output) if result.ok else None
+        if value is not None:
+            return {
+                "bytes": value,
+                "source": "the container's cgroup, read inside it just before it was stopped",
+            }
+    if earlier is not None and earlier.get("bytes") is not None:
+        return {
+            "bytes": earlier["bytes"],
+            "source": "the container's cgroup on the host, last read while it ran "
+            f"(every {PEAK_MEMORY_EVERY:g} s)",
+        }
+    if not final:
+        return earlier
+    return {"bytes": None, "problem": "not readable: the container had exited and its cgroup is gone"}
+
+
+def _last_word(text: str) -> str:
+    """The container id ``docker run --detach`` printed last ("" for none)."""
+    words = text.split()
+    return words[-1] if words else ""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
 # --- execution -----------------------------------------------------------------------------------
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -257,6 +350,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         "images": {"api": spec.api.image, "tool": spec.tool.image},
         "image_ids": {"api": docker.image_id(spec.api.image), "tool": docker.image_id(spec.tool.image)},
         "start_utc": clock.utc_iso(),
+        "provenance": _provenance_at_start(spec, docker),
     }
     created: list[str] = []
     network_made = False
@@ -268,6 +362,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
     api_died_early = tool_ended_early = False
     stopped_by: str | None = None
     final: list[ContainerState] = []
+    peaks: dict[str, dict[str, Any]] = {}
     docker_error: str | None = None
     engine_gone: str | None = None  # the reason, when the Docker engine stopped answering
     try:
@@ -276,7 +371,7 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         if own:
             docker.connect(network, own)
             connected = True
-        docker.run(api_c)
+        ids = {"api": _last_word(docker.run(api_c))}
         created.append(api_c.name)
         ip = docker.ip_address(api_c.name, network)
         if not ip:
@@ -301,14 +396,23 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
         if stop.is_set():
             interrupted = True
         elif ready:
-            docker.run(tool_c)
+            ids["tool"] = _last_word(docker.run(tool_c))
             created.append(tool_c.name)
             meta["tool_start_utc"] = clock.utc_iso()
             budget_end = clock.monotonic() + spec.budget_seconds
+            # probed in the API container (the same CPU limit), never in the tool's: see _peak_memory
+            meta["provenance"]["container_cpu"] = _cpu_seen(docker, api_c.name)
+            next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
             while True:
                 if stop.is_set():
                     interrupted = True
                     break
+                if clock.monotonic() >= next_peak:  # the peak so far, kept should a container exit
+                    for name, role in ((tool_c.name, "tool"), (api_c.name, "api")):
+                        seen = _peak_memory(docker, name, ids[role], peaks.get(role), final=False)
+                        if seen is not None:
+                            peaks[role] = seen
+                    next_peak = clock.monotonic() + PEAK_MEMORY_EVERY
                 states = docker.states([api_c.name, tool_c.name])
                 api_s, tool_s = _state_of(states, api_c.name), _state_of(states, tool_c.name)
                 if tool_s is not None and not tool_s.running:
@@ -323,7 +427,12 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
                     break
                 clock.wait(stop, min(POLL_SECONDS, remaining))
             meta["tool_stop_utc"] = clock.utc_iso()
+            peaks["tool"] = (
+                _peak_memory(docker, tool_c.name, ids["tool"], peaks.get("tool"), final=True) or {}
+            )
             docker.stop(tool_c.name, TOOL_STOP_GRACE)
+        if api_c.name in created:
+            peaks["api"] = _peak_memory(docker, api_c.name, ids["api"], peaks.get("api"), final=True) or {}
         docker.stop(api_c.name, spec.stop_grace_seconds)
         final = docker.states(created)
     except (DockerError, RuntimeError) as exc:
@@ -373,6 +482,10 @@ def run(spec: ExperimentSpec, docker: Docker, stop: threading.Event) -> Outcome:
             api_died_early=api_died_early,
             tool_ended_early=tool_ended_early,
         )
+    meta["provenance"]["peak_memory"] = peaks
+    meta["provenance"]["tool_version"] = provenance.tool_version(
+        _read_text(logs_dir / "tool.log"), meta["provenance"]["images"]["tool"], dict(spec.build_args)
+    )
     meta.update(
         {
             "end_utc": clock.utc_iso(),

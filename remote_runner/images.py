@@ -1,9 +1,18 @@
 """Image builds: ``llamaresttest/infrastructure`` first (when ``infrastructure/`` has a Dockerfile; it
 is the base of every API image), then ``llamaresttest/api-<name>`` and ``llamaresttest/tool-<name>``.
-The build context of each image is its own folder."""
+The build context of each image is its own folder.
+
+Every image carries the digest of its build inputs as the label :data:`INPUTS_LABEL`: the sha256 of
+every file of its context (path and content) and its build arguments, and for API images the
+infrastructure's digest (they are built FROM it). ``only_missing`` builds an image that is missing
+or whose label differs from today's inputs, so changed ``tool_build_args`` (another upstream commit)
+or an edited entrypoint rebuild the image instead of reusing the old one (issue 22). An image without
+the label was built outside the runner (by hand, by a test's fixture): its inputs are unknown, and it
+is used as it is, as before."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +23,23 @@ from remote_runner.docker_runtime import Docker, DockerError
 
 log = logging.getLogger("remote_runner.images")
 LOG_TAIL_LINES = 40
+INPUTS_LABEL = "llamaresttest.build-inputs"
+
+
+def inputs_digest(target: BuildTarget, base: str = "") -> str:
+    """sha256 of the target's build inputs: each file of its context (relative path and bytes, in
+    path order), its build arguments and ``base`` (the digest of the image it is built FROM)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in target.context.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(target.context)).encode() + b"\0")
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        digest.update(b"\0")
+    for name, value in target.build_args:
+        digest.update(f"--build-arg {name}={value}\0".encode())
+    digest.update(base.encode())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,14 +99,25 @@ def build(
     tail). API images are skipped when the infrastructure image failed: they are built FROM it."""
     problems: list[str] = []
     infra_failed = False
+    infra_digest = ""
     for target in build_targets:
-        if only_missing and docker.image_id(target.image) is not None:
-            continue
+        wanted = inputs_digest(target, infra_digest if target.kind == "api" else "")
+        if target.kind == "infrastructure":
+            infra_digest = wanted
+        if only_missing:
+            info = docker.image_info(target.image)
+            if info is not None:
+                had = ((info.get("Config") or {}).get("Labels") or {}).get(INPUTS_LABEL)
+                if had is None or had == wanted:
+                    continue  # unchanged, or built outside the runner (its inputs are unknown: kept)
+                say(f"rebuilding {target.image}: its build inputs changed (files or build arguments)")
         if target.kind == "api" and infra_failed:
             problems.append(f"{target.image}: not built, because {INFRASTRUCTURE_IMAGE} failed")
             continue
         say(f"building {target.image} from {target.context}")
-        result = docker.build(target.image, target.context, build_args=dict(target.build_args))
+        result = docker.build(
+            target.image, target.context, labels={INPUTS_LABEL: wanted}, build_args=dict(target.build_args)
+        )
         if result.ok:
             log.info("built %s", target.image)
             continue

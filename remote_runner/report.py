@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, stats
+from remote_runner import cumulative, results, stats, verification
 from remote_runner.results import (
     find_run_dirs,
     journal_reasons,
@@ -58,6 +58,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("operations_5xx", "Operations with 5xx", "num"),
     ("unique_failures", "Unique failures (ours)", "num"),
     ("unique_failures_restgym", "Unique failures (RESTgym)", "num"),
+    ("operations_500_arat_rl", "Operations with a 500 (ARAT-RL)", "num"),
+    ("unique_failures_llamaresttest", "Unique 500/502 messages per path prefix (LlamaRestTest)", "num"),
     ("requests", "Requests", "num"),
     ("status_2xx", "2xx responses", "num"),
     ("status_4xx", "4xx responses", "num"),
@@ -66,12 +68,29 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("status_403", "403 responses", "num"),
     ("seconds_to_first_2xx", "Seconds to first 2xx", "num"),
     ("requests_to_first_2xx", "Requests to first 2xx", "num"),
+    ("line_coverage_time_area", "Line coverage, area over time (mean)", "pct"),
+    ("branch_coverage_time_area", "Branch coverage, area over time (mean)", "pct"),
+    ("line_coverage_10min", "Line coverage at 10 min", "pct"),
+    ("line_coverage_30min", "Line coverage at 30 min", "pct"),
+    ("line_coverage_60min", "Line coverage at 60 min", "pct"),
+    ("branch_coverage_10min", "Branch coverage at 10 min", "pct"),
+    ("branch_coverage_30min", "Branch coverage at 30 min", "pct"),
+    ("branch_coverage_60min", "Branch coverage at 60 min", "pct"),
+)
+#: summary_row columns not in the cumulative series (the series compares at equal requests)
+_NOT_IN_SERIES = frozenset(
+    {
+        "requests",
+        "seconds_to_first_2xx",
+        "requests_to_first_2xx",
+        "operations_500_arat_rl",
+        "unique_failures_llamaresttest",
+        *results.TIME_COLUMNS,
+    }
 )
 # metrics of the cumulative series compared at the per-API smallest request count and as areas: every
 # metric above but the request count itself (the series' axis) and the first-2xx figures (not in it)
-SERIES_METRICS: tuple[tuple[str, str, str], ...] = tuple(
-    m for m in METRICS if m[0] not in {"requests", "seconds_to_first_2xx", "requests_to_first_2xx"}
-)
+SERIES_METRICS: tuple[tuple[str, str, str], ...] = tuple(m for m in METRICS if m[0] not in _NOT_IN_SERIES)
 # ranked across APIs (higher is better), on each API's median over its verified runs
 RANK_METRICS: tuple[tuple[str, str], ...] = (
     ("line_coverage", "Line coverage"),
@@ -104,10 +123,27 @@ class Run:
     #: the tool's restarts and their reasons (summary.json ``tool_restarts`` / ``tool_crashes``)
     tool_restarts: int = 0
     crash_reasons: tuple[str, ...] = ()
+    #: the exclusion policy (verification.classify_checks): why the recording or sampling broke (the
+    #: run is in no analysis), and the tool's own shortfalls (kept in the main analysis, flagged)
+    infrastructure: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    #: summary.json was there and could be read
+    summarised: bool = False
 
     @property
     def failed(self) -> bool:
         return self.status.lower() in FAILED_STATUSES or self.reason == "no summary.json"
+
+    @property
+    def completed(self) -> bool:
+        """In the main analysis: the run succeeded, its summary is sound and its recording and
+        sampling worked (whatever its tool did: slow, stopped early or restarted, it is a result)."""
+        return (
+            self.summarised
+            and self.status.lower() == "succeeded"
+            and not self.infrastructure
+            and not self.reason.startswith("damaged")
+        )
 
 
 def _num(value: Any) -> float | None:
@@ -210,11 +246,15 @@ def load_runs(batch_dir: Path) -> list[Run]:
         rows = tuple(
             dict(zip(columns, row, strict=False)) for row in block.get("rows") or [] if isinstance(row, list)
         )
+        infra, flags = verification.classify_checks(summary) if summary else ([], [])
         runs.append(
             Run(
                 api=api,
                 tool=tool,
                 run=n,
+                infrastructure=tuple(infra),
+                flags=tuple(flags),
+                summarised=bool(summary),
                 cumulative=rows,
                 status=status,
                 verified=bool(row.get("verified")) and status.lower() not in FAILED_STATUSES,
@@ -428,9 +468,29 @@ class EqualRequests:
 
 
 def _compare(xa: Sequence[float], xb: Sequence[float]) -> str:
-    if not xa or not xb:
+    """One pair alone (a family of one: the Holm p is the raw p)."""
+    pairs = stats.pairwise({"a": xa, "b": xb})
+    return _pair_cell(pairs.get(("a", "b")))
+
+
+def _pair_cell(pair: stats.Pair | None) -> str:
+    """``p=<Holm> (uncorrected <raw>), A12=<a12> <magnitude>``; a dash without values on both sides."""
+    if pair is None:
         return "-"
-    return f"p={_fmt_p(stats.mann_whitney_u(xa, xb).p_value)}, A12={stats.a12(xa, xb):.2f}"
+    return f"p={_fmt_p(pair.p_holm)} (uncorrected {_fmt_p(pair.p_raw)}), A12={pair.a12:.2f} {pair.magnitude}"
+
+
+def family_cells(samples: Mapping[str, Sequence[float]], pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The cells of one (API, metric) family: every pair's Holm-corrected p within the family (the
+    tools with values on this metric), its raw p and A12 with its magnitude label."""
+    got = stats.pairwise(samples)
+    cells = []
+    for a, b in pairs:
+        pair = got.get((a, b)) if a < b else got.get((b, a))
+        if pair is not None and (a, b) != (pair.a, pair.b):  # A12 of the first tool named
+            pair = stats.Pair(a, b, pair.p_raw, pair.p_holm, 1.0 - pair.a12)
+        cells.append(_pair_cell(pair))
+    return cells
 
 
 #: what a ranking ranks on: each (API, tool)'s median at the budget's end, or at the API's smallest
@@ -452,6 +512,8 @@ class Ranking:
     critical_difference: float | None = None
     basis: str = BUDGET_END
     points: tuple[int, ...] = ()  # EQUAL_REQUESTS: the request count of each API that went in
+    #: each left-out API with the tools that have no value there (no API is dropped silently)
+    missing: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def rank_tools(
@@ -465,6 +527,7 @@ def rank_tools(
     smallest verified run sent fewer requests than one series row has no such value)."""
     tools = tuple(sorted({t for by_tool in groups.values() for t in by_tool}))
     apis, left_out, table, points = [], [], [], []
+    missing: list[tuple[str, tuple[str, ...]]] = []
     for api in sorted(groups):
         if equal is None:
             per_tool = [metric_values(groups[api].get(t, []), key) for t in tools]
@@ -478,13 +541,22 @@ def rank_tools(
                 points.append(equal[api].point or 0)
         else:
             left_out.append(api)
+            missing.append((api, tuple(t for t, v in zip(tools, per_tool, strict=True) if not v)))
     basis = BUDGET_END if equal is None else EQUAL_REQUESTS
     if len(tools) < 2 or not table:
         return Ranking(
-            key, label, tools, tuple(apis), tuple(left_out), None, basis=basis, points=tuple(points)
+            key,
+            label,
+            tools,
+            tuple(apis),
+            tuple(left_out),
+            None,
+            basis=basis,
+            points=tuple(points),
+            missing=tuple(missing),
         )
     result = stats.friedman(table)
-    p = stats.nemenyi(result.mean_ranks, result.blocks)
+    p = stats.nemenyi(table)
     cd = stats.critical_difference(len(tools), result.blocks, ALPHA)
     return Ranking(
         key,
@@ -497,6 +569,7 @@ def rank_tools(
         cd,
         basis,
         tuple(points),
+        tuple(missing),
     )
 
 
@@ -586,19 +659,19 @@ def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str
 
 
 def no_coverage_plot_reason(api: str, runs: Sequence[Run]) -> str:
-    """Why an API has no coverage-<api>.png: the plot, like the statistics, draws verified runs only,
-    so an API none of whose runs is verified (too few coverage samples per minute in a short or
-    crowded run, say) has none, even where its runs sampled coverage (pure)."""
-    verified = [r for r in runs if r.verified]
+    """Why an API has no coverage-<api>.png: the plot, like the main analysis, draws completed runs
+    only (a run that failed, or whose recording or sampling broke, is in no analysis), so an API none
+    of whose runs completed has none, even where its runs sampled coverage (pure)."""
+    completed = [r for r in runs if r.completed]
     sampled = [r for r in runs if r.series]
-    if verified:  # verified without samples: only with a sample threshold of 0
-        return f"No plot: none of the {len(verified)} verified runs of {api} has coverage samples."
+    if completed:
+        return f"No plot: none of the {len(completed)} completed runs of {api} has coverage samples."
     if not sampled:
         return f"No plot: no run of {api} has coverage samples."
     return (
-        f"No plot: it draws verified runs only, as the statistics do, and no run of {api} is verified; "
-        f"{len(sampled)} of its {len(runs)} runs have coverage samples (see 'Runs left out of the "
-        "statistics' for why each is not verified)."
+        f"No plot: it draws completed runs only, as the main analysis does, and no run of {api} "
+        f"completed; {len(sampled)} of its {len(runs)} runs have coverage samples (see 'Runs left out "
+        "of the statistics' for why each is left out)."
     )
 
 
@@ -683,9 +756,12 @@ def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
             cliques.append((a, b))
     for n, (a, b) in enumerate(cliques):
         ax.hlines(-0.35 - 0.2 * n, ranks[order[a]] - 0.03, ranks[order[b]] + 0.03, color="black", linewidth=4)
+    marked = (
+        "" if ranking.result.significant(ALPHA) else "\nFriedman not significant: no evidence of a difference"
+    )
     ax.set_title(
         f"{ranking.label} {BASIS_TEXT[ranking.basis]}: mean ranks over {ranking.result.blocks} APIs "
-        f"(Nemenyi, alpha={ALPHA:g})",
+        f"(Nemenyi, alpha={ALPHA:g}){marked}",
         fontsize=10,
     )
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.85)
@@ -698,63 +774,220 @@ def plot_critical_difference(ranking: Ranking, out_dir: Path) -> str | None:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots: bool = True) -> Doc:
+@dataclass(frozen=True)
+class Header:
+    """The report's protocol header (plan.json and the runs' metadata.json): the preset and what the
+    batch overrode, the seed, and per tool its version string(s) and the model files it mounted."""
+
+    preset: str | None = None
+    title: str | None = None
+    overridden: dict[str, Any] = field(default_factory=dict)
+    shuffle_seed: int | None = None
+    seed: int | None = None
+    versions: dict[str, list[str]] = field(default_factory=dict)  # tool -> distinct "text (source)"
+    models: dict[str, list[str]] = field(default_factory=dict)  # tool -> distinct "name sha256[:12] size"
+    notes: tuple[str, ...] = ()
+    version_notes: tuple[str, ...] = ()
+
+
+def read_header(batch_dir: Path) -> Header:
+    """The header's facts from plan.json's ``protocol`` block and each run's ``provenance``."""
+    plan = read_json(batch_dir / "plan.json")
+    protocol = plan.get("protocol") or {}
+    versions: dict[str, list[str]] = {}
+    models: dict[str, list[str]] = {}
+    for run_dir in find_run_dirs(batch_dir):
+        meta = read_json(run_dir / "metadata.json")
+        prov = meta.get("provenance") or {}
+        tool = str(meta.get("tool") or run_identity(run_dir)[1])
+        version = prov.get("tool_version") or {}
+        if version.get("text"):
+            line = f"{version['text']} ({version.get('source')})"
+            if line not in versions.setdefault(tool, []):
+                versions[tool].append(line)
+        for model in prov.get("models") or []:
+            line = f"{model.get('name')} sha256 {str(model.get('sha256'))[:12]} ({model.get('size')} bytes)"
+            if line not in models.setdefault(tool, []):
+                models[tool].append(line)
+    return Header(
+        preset=protocol.get("preset"),
+        title=protocol.get("title"),
+        overridden=dict(protocol.get("overridden") or {}),
+        shuffle_seed=protocol.get("shuffle_seed"),
+        seed=protocol.get("seed"),
+        versions=versions,
+        models={t: m for t, m in models.items() if m},
+        notes=tuple(protocol.get("notes") or ()),
+        version_notes=tuple(
+            f"{v.get('tool')}: ours {v.get('ours')}, the paper's {v.get('paper')}: {v.get('why')}"
+            for v in protocol.get("versions") or []
+            if isinstance(v, dict)
+        ),
+    )
+
+
+def _setting_text(key: str, value: Any) -> str:
+    """A setting's value as a reader writes it: sizes in Docker's notation, seconds as numbers."""
+    if key == "memory_per_container" and isinstance(value, int) and not isinstance(value, bool):
+        from remote_runner.settings import format_size
+
+        return format_size(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _add_header(doc: Doc, header: Header, runs: Sequence[Run]) -> None:
+    doc.heading(2, "Protocol")
+    if header.preset:
+        over = (
+            "; overridden: "
+            + ", ".join(
+                f"{k} {_setting_text(k, v.get('preset'))} -> {_setting_text(k, v.get('used'))}"
+                for k, v in sorted(header.overridden.items())
+            )
+            if header.overridden
+            else "; nothing overridden"
+        )
+        doc.para(f"Preset {header.preset}: {header.title}{over}.")
+    else:
+        doc.para("No preset: the runner's defaults and this batch's own settings (plan.json).")
+    order = (
+        f"run order shuffled with seed {header.shuffle_seed}"
+        if header.shuffle_seed is not None
+        else "run order fixed (repetition, API, tool)"
+    )
+    doc.para(f"Seed {header.seed if header.seed is not None else 'none'}; {order}.")
+    tools = sorted({r.tool for r in runs})
+    doc.table(
+        ["tool", "n (completed)", "n (fully verified)", "runs planned", "version", "models"],
+        [
+            [
+                t,
+                str(sum(1 for r in runs if r.tool == t and r.completed)),
+                str(sum(1 for r in runs if r.tool == t and r.completed and r.verified)),
+                str(sum(1 for r in runs if r.tool == t)),
+                "; ".join(header.versions.get(t, [])) or "unknown",
+                "; ".join(header.models.get(t, [])) or "none",
+            ]
+            for t in tools
+        ],
+    )
+    for line in (*header.version_notes, *header.notes):
+        doc.para(line)
+
+
+#: the two analyses: every completed run (the main one), and the fully verified runs only
+MAIN, VERIFIED_ONLY = "main", "verified-only"
+ANALYSIS_TEXT = {MAIN: "every completed run", VERIFIED_ONLY: "fully verified runs only"}
+
+
+def analysis_groups(runs: Sequence[Run], analysis: str) -> dict[str, dict[str, list[Run]]]:
+    """api -> tool -> the runs of ``analysis`` (every tool of the API is present, maybe empty)."""
+    groups: dict[str, dict[str, list[Run]]] = {}
+    for r in runs:
+        groups.setdefault(r.api, {}).setdefault(r.tool, [])
+        if r.completed and (analysis == MAIN or r.verified):
+            groups[r.api][r.tool].append(r)
+    return groups
+
+
+def build_document(
+    batch_name: str,
+    runs: Sequence[Run],
+    out_dir: Path,
+    *,
+    plots: bool = True,
+    header: Header | None = None,
+) -> Doc:
     doc = Doc()
-    verified = [r for r in runs if r.verified]
+    completed = [r for r in runs if r.completed]
+    verified = [r for r in completed if r.verified]
     failed = [r for r in runs if r.failed]
     unfinished = [r for r in runs if r.status.lower() in UNFINISHED_STATUSES]
-    unverified = [r for r in runs if not r.verified and not r.failed and r not in unfinished]
     budgets = sorted({r.budget_seconds for r in runs if r.budget_seconds is not None})
     doc.heading(1, f"Report: {batch_name}")
     doc.para(
         f"Generated {datetime.now(UTC).strftime('%Y-%m-%d %H:%M:%S')} UTC. {len(runs)} runs: "
-        f"{len(verified)} verified, {len(unverified)} unverified, {len(failed)} failed"
+        f"{len(completed)} completed, of which {len(verified)} fully verified and "
+        f"{len(completed) - len(verified)} kept with a flag; {len(failed)} failed"
         + (f", {len(unfinished)} not finished. " if unfinished else ". ")
-        + "Statistics use verified runs only; n is given per tool. Cells show median [Q1, Q3]. "
-        "p: two-sided Mann-Whitney U; A12: Vargha-Delaney effect size of the first tool over the second "
-        "(0.5 = no difference, > 0.5 = first tool higher). Two fault counts are shown: "
-        "'Unique failures (ours)' groups 5xx bodies per operation and status (normalised tokens, "
-        "first similar group, Jaccard 0.8); 'Unique failures (RESTgym)' pools every 5xx body of a "
-        "run, cleans it per API and joins the most similar bucket at the API's threshold, as RESTgym "
-        "does; the ranks use both."
+        + "The main analysis uses every completed run (a slow tool, one that stopped early or "
+        "restarted is a result, flagged below); beside it, the same analysis on fully verified runs "
+        "only. A run whose recording or sampling broke was re-run; one that still failed is listed "
+        "with its reason. Cells show median [Q1, Q3], n per tool. p: two-sided Mann-Whitney U, "
+        "Holm-corrected within each (API, metric) family of tool pairs (the uncorrected p beside it); "
+        "A12: Vargha-Delaney effect size of the first tool over the second (0.5 = no difference) with "
+        "its magnitude (negligible, small, medium, large). Four fault counts, each labelled with its "
+        "source: 'Unique failures (ours)' groups 5xx bodies per operation and status; 'Unique "
+        "failures (RESTgym)' pools a run's 5xx bodies into RESTgym's buckets; 'Operations with a 500 "
+        "(ARAT-RL)' counts operations that answered 500; 'Unique 500/502 messages per path prefix "
+        "(LlamaRestTest)' is collect.py's count (docs/results.md says which to use when)."
         + (f" Budget per run: {', '.join(f'{b:g}' for b in budgets)} s." if budgets else "")
     )
-    groups: dict[str, dict[str, list[Run]]] = {}
-    for r in runs:
-        groups.setdefault(r.api, {}).setdefault(r.tool, [])
-        if r.verified:
-            groups[r.api][r.tool].append(r)
+    _add_header(doc, header or Header(), runs)
+    groups = analysis_groups(runs, MAIN)
+    strict = analysis_groups(runs, VERIFIED_ONLY)
     equal = {api: EqualRequests.of(by_tool) for api, by_tool in groups.items()}
     for api in sorted(groups):
-        by_tool = groups[api]
+        by_tool, by_tool_v = groups[api], strict[api]
         tools = sorted(by_tool)
         doc.heading(2, f"API: {api}")
         doc.table(
-            ["tool", "verified runs (n)", "all runs"],
+            ["tool", "completed runs (n)", "fully verified (n)", "all runs"],
             [
-                [t, str(len(by_tool[t])), str(sum(1 for r in runs if r.api == api and r.tool == t))]
+                [
+                    t,
+                    str(len(by_tool[t])),
+                    str(len(by_tool_v[t])),
+                    str(sum(1 for r in runs if r.api == api and r.tool == t)),
+                ]
                 for t in tools
             ],
         )
         doc.heading(3, "Metrics per tool")
         doc.table(
-            ["metric", *[f"{t} (n={len(by_tool[t])})" for t in tools]],
             [
-                [label, *[describe(metric_values(by_tool[t], key), kind) for t in tools]]
+                "metric",
+                *[
+                    h
+                    for t in tools
+                    for h in (
+                        f"{t}: all completed (n={len(by_tool[t])})",
+                        f"{t}: verified only (n={len(by_tool_v[t])})",
+                    )
+                ],
+            ],
+            [
+                [
+                    label,
+                    *[
+                        c
+                        for t in tools
+                        for c in (
+                            describe(metric_values(by_tool[t], key), kind),
+                            describe(metric_values(by_tool_v[t], key), kind),
+                        )
+                    ],
+                ]
                 for key, label, kind in METRICS
             ],
         )
         pairs = list(itertools.combinations(tools, 2))
         if pairs:
-            doc.heading(3, "Tool comparisons (p-value, A12)")
-            rows = []
-            for key, label, _ in METRICS:
-                cells = []
-                for a, b in pairs:
-                    res = pairwise(by_tool[a], by_tool[b], key)
-                    cells.append("-" if res is None else f"p={_fmt_p(res[0])}, A12={res[1]:.2f}")
-                rows.append([label, *cells])
-            doc.table(["metric", *[f"{a} vs {b}" for a, b in pairs]], rows)
+            for analysis, source in ((MAIN, by_tool), (VERIFIED_ONLY, by_tool_v)):
+                doc.heading(
+                    3,
+                    "Tool comparisons (p Holm-corrected, A12)"
+                    + ("" if analysis == MAIN else ": fully verified runs only"),
+                )
+                doc.table(
+                    ["metric", *[f"{a} vs {b}" for a, b in pairs]],
+                    [
+                        [label, *family_cells({t: metric_values(source[t], key) for t in tools}, pairs)]
+                        for key, label, _ in METRICS
+                    ],
+                )
         eq = equal[api]
         smallest, point = eq.smallest, eq.point
         doc.heading(3, "At the smallest request count")
@@ -762,17 +995,17 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
             doc.para(
                 "No comparison at equal requests: "
                 + (
-                    "no verified run."
+                    "no completed run."
                     if smallest is None
-                    else f"the smallest verified run sent {smallest} requests, fewer than one row of "
+                    else f"the smallest completed run sent {smallest} requests, fewer than one row of "
                     f"the cumulative series ({cumulative.STEP})."
                 )
             )
         else:
             doc.para(
-                f"Every tool at {point} requests: the smallest verified run of {api} sent {smallest} "
+                f"Every tool at {point} requests: the smallest completed run of {api} sent {smallest} "
                 f"requests, rounded down to a row of the cumulative series (every {cumulative.STEP}). "
-                "Coverage is the sample nearest in time to that request. Areas: sum of the series' "
+                "Coverage is the last sample at or before that request. Areas: sum of the series' "
                 f"rows up to {point} requests (RESTgym's area under the curve)."
             )
             at = eq.at
@@ -794,14 +1027,14 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                 doc.table(
                     ["metric (at equal requests)", *[f"{a} vs {b}" for a, b in pairs]],
                     [
-                        [label, *[_compare(at[a].values(key), at[b].values(key)) for a, b in pairs]]
+                        [label, *family_cells({t: at[t].values(key) for t in tools}, pairs)]
                         for key, label, _kind in SERIES_METRICS
                     ],
                 )
                 doc.table(
                     ["area under the curve", *[f"{a} vs {b}" for a, b in pairs]],
                     [
-                        [label, *[_compare(at[a].area_values(key), at[b].area_values(key)) for a, b in pairs]]
+                        [label, *family_cells({t: at[t].area_values(key) for t in tools}, pairs)]
                         for key, label, _kind in SERIES_METRICS
                     ],
                 )
@@ -813,13 +1046,14 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
             else:
                 doc.para(no_coverage_plot_reason(api, [r for r in runs if r.api == api]))
     add_rankings(doc, groups, out_dir, plots=plots, equal=equal)
+    add_rankings(doc, strict, out_dir, plots=False, analysis=VERIFIED_ONLY)
     if plots:
         name = plot_operations(groups, out_dir)
         if name:
             doc.heading(2, "Operations covered")
             doc.image(name, "operations covered per API and tool")
     doc.heading(2, "Runs left out of the statistics")
-    excluded = [r for r in runs if not r.verified]
+    excluded = [r for r in runs if not r.completed]
     if excluded:
         doc.table(
             ["api", "tool", "run", "status", "why", "folder"],
@@ -829,7 +1063,8 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
                     r.tool,
                     str(r.run),
                     r.status,
-                    r.reason or ("failed" if r.failed else "not verified"),
+                    "; ".join(filter(None, (r.reason, *r.infrastructure)))
+                    or ("failed" if r.failed else "not completed"),
                     r.path,
                 ]
                 for r in excluded
@@ -838,7 +1073,24 @@ def build_document(batch_name: str, runs: Sequence[Run], out_dir: Path, *, plots
     elif not runs:
         doc.para("This batch has no runs yet: nothing to report.")
     else:
-        doc.para("None: every run is verified.")
+        doc.para("None: every run completed.")
+    doc.heading(2, "Runs kept with a flag")
+    flagged = [r for r in completed if not r.verified]
+    if flagged:
+        doc.para(
+            "In the main analysis, left out of the fully verified one: each failed a check of the "
+            "tool's own behaviour (requests per minute, request span, restarts, coverage samples per "
+            "minute)."
+        )
+        doc.table(
+            ["api", "tool", "run", "flags", "folder"],
+            [
+                [r.api, r.tool, str(r.run), "; ".join(r.flags) or r.reason or "not verified", r.path]
+                for r in flagged
+            ],
+        )
+    else:
+        doc.para("None: every completed run is fully verified.")
     restarted = [r for r in runs if r.tool_restarts]
     if restarted:
         doc.heading(2, "Tool restarts")
@@ -859,21 +1111,28 @@ def add_rankings(
     *,
     plots: bool = True,
     equal: Mapping[str, EqualRequests] | None = None,
+    analysis: str = MAIN,
 ) -> None:
     """The cross-API section: per ranked metric, mean ranks, Friedman, Nemenyi, the CD diagram, at
     the budget's end and (given ``equal``) again at each API's smallest request count."""
     tools = sorted({t for by_tool in groups.values() for t in by_tool})
-    doc.heading(2, "Ranks across APIs")
+    doc.heading(2, "Ranks across APIs" + ("" if analysis == MAIN else ": fully verified runs only"))
     if len(tools) < 2:
         doc.para("Ranking needs two or more tools; this batch has " + (tools[0] if tools else "none") + ".")
         return
     doc.para(
-        "Per metric, each API ranks the tools by their median over verified runs (1 = best, i.e. "
-        "highest; ties share the average rank), twice: at the budget's end, then at equal requests "
-        "(each API at its smallest request count, the row of its 'At the smallest request count' "
-        "section, as RESTgym compares tools). Friedman test over the APIs, Nemenyi post-hoc p-values, "
-        f"critical difference (CD) at alpha = {ALPHA:g} (Demsar 2006, as in FuzzBench's reports). An "
-        "API goes in when every tool has a verified value there."
+        f"On {ANALYSIS_TEXT[analysis]}. Per metric, each API ranks the tools by their median (1 = best, "
+        "i.e. highest; ties share the average rank)"
+        + (
+            ", twice: at the budget's end, then at equal requests (each API at its smallest request "
+            "count, the row of its 'At the smallest request count' section, as RESTgym compares tools)"
+            if equal is not None
+            else ", at the budget's end"
+        )
+        + ". Friedman test over the APIs, Nemenyi post-hoc p-values, critical difference (CD) at "
+        f"alpha = {ALPHA:g} (Demsar 2006, as in FuzzBench's reports); where Friedman is not "
+        "significant, the post-hoc results are marked and are no evidence of a difference. An API goes "
+        "in when every tool has a value there; every API left out is named with the tool that lacks one."
     )
     bases: list[Mapping[str, EqualRequests] | None] = [None] if equal is None else [None, equal]
     for basis in bases:
@@ -881,23 +1140,24 @@ def add_rankings(
             doc.heading(3, "At equal requests")
             doc.para(
                 "The same ranks on each tool's values at its API's smallest request count (the "
-                "fewest requests of any verified run of that API, rounded down to a row of the "
-                f"cumulative series, every {cumulative.STEP}); an API whose smallest verified run sent "
+                "fewest requests of any completed run of that API, rounded down to a row of the "
+                f"cumulative series, every {cumulative.STEP}); an API whose smallest completed run sent "
                 f"fewer than {cumulative.STEP} requests has no such values and is left out."
             )
         for key, label in RANK_METRICS:
-            _add_ranking(doc, rank_tools(groups, key, label, basis), out_dir, plots=plots)
+            _add_ranking(doc, rank_tools(groups, key, label, basis), out_dir, plots=plots, analysis=analysis)
 
 
 def _apis(n: int) -> str:
     return f"{n} API" if n == 1 else f"{n} APIs"
 
 
-def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> None:
+def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool, analysis: str = MAIN) -> None:
     at_end = ranking.basis == BUDGET_END
     doc.heading(
         3 if at_end else 4,
-        f"Ranks: {ranking.label}" if at_end else f"Ranks at equal requests: {ranking.label}",
+        (f"Ranks: {ranking.label}" if at_end else f"Ranks at equal requests: {ranking.label}")
+        + ("" if analysis == MAIN else " (fully verified runs only)"),
     )
     if not ranking.apis:
         went_in = "No API went in."
@@ -912,20 +1172,30 @@ def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> N
             + "."
         )
     if ranking.left_out:
-        why = "a tool has no verified value" if at_end else "a tool has no value at equal requests"
+        why = "a tool has no value" if at_end else "a tool has no value at equal requests"
         went_in += f" Left out ({why}): {', '.join(ranking.left_out)}."
+        if ranking.missing:
+            went_in += " Missing: " + "; ".join(f"{api}: {', '.join(t)}" for api, t in ranking.missing) + "."
     if ranking.result is None:
         doc.para(went_in)
         return
     res = ranking.result
+    significant = res.significant(ALPHA)
     doc.para(
         f"{went_in} Friedman chi-square = {res.statistic:.3f}, df = {res.treatments - 1}, "
         f"p = {_fmt_p(res.p_value)}; CD = {ranking.critical_difference:.3f}."
         + (" With fewer than 5 APIs these tests have little power." if res.blocks < 5 else "")
+        + (
+            ""
+            if significant
+            else f" Friedman is not significant at alpha = {ALPHA:g}: the Nemenyi p-values and the "
+            "CD diagram below are marked (not significant) and show no evidence of a difference."
+        )
     )
     order = sorted(range(len(ranking.tools)), key=lambda i: res.mean_ranks[i])
+    mark = "" if significant else " (Friedman not significant)"
     doc.table(
-        ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}" for j in order]],
+        ["tool", "mean rank", *[f"Nemenyi p vs {ranking.tools[j]}{mark}" for j in order]],
         [
             [
                 ranking.tools[i],
@@ -938,7 +1208,7 @@ def _add_ranking(doc: Doc, ranking: Ranking, out_dir: Path, *, plots: bool) -> N
     if plots:
         name = plot_critical_difference(ranking, out_dir)
         if name:
-            doc.image(name, f"critical-difference diagram: {ranking.label} {BASIS_TEXT[ranking.basis]}")
+            doc.image(name, f"critical-difference diagram: {ranking.label} {BASIS_TEXT[ranking.basis]}{mark}")
 
 
 def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:
@@ -948,7 +1218,7 @@ def build_report(batch_dir: Path, out_dir: Path | None = None) -> Path:
     out = Path(out_dir) if out_dir is not None else batch_dir
     out.mkdir(parents=True, exist_ok=True)
     runs = load_runs(batch_dir)
-    doc = build_document(batch_dir.name, runs, out)
+    doc = build_document(batch_dir.name, runs, out, header=read_header(batch_dir))
     md = out / "report.md"
     md.write_text(doc.markdown(), encoding="utf-8")
     (out / "report.html").write_text(doc.html(f"Report: {batch_dir.name}"), encoding="utf-8")

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, faults, metrics, tool_log, verification
+from remote_runner import cumulative, fault_counts, faults, metrics, tool_log, verification
 from remote_runner.metrics import CoverageSample, Request
 from remote_runner.verification import Thresholds
 
@@ -53,9 +53,20 @@ SUMMARY_COLUMNS = (
     "operations_5xx",
     "unique_failures",
     "unique_failures_restgym",
+    "operations_500_arat_rl",
+    "unique_failures_llamaresttest",
     "line_coverage",
     "branch_coverage",
     "method_coverage",
+    "line_coverage_time_area",
+    "branch_coverage_time_area",
+    "method_coverage_time_area",
+    "line_coverage_10min",
+    "branch_coverage_10min",
+    "line_coverage_30min",
+    "branch_coverage_30min",
+    "line_coverage_60min",
+    "branch_coverage_60min",
     "seconds_to_first_2xx",
     "requests_to_first_2xx",
     "requests_per_minute",
@@ -323,6 +334,8 @@ def summarise(
         analysis.fault_cleaning,
         analysis.fault_similarity,
     )
+    with_500 = fault_counts.operations_with_500(requests, ops)
+    llama_faults = fault_counts.llamaresttest_faults(requests, spec)
     assignment = iter(restgym.assignment)
     bucket_of = [next(assignment) if bad else None for bad in is_5xx]
     t0 = start
@@ -334,7 +347,7 @@ def summarise(
     series = metrics.coverage_series(samples, t0)
     first = metrics.first_2xx(requests, t0)
     span = metrics.request_span(requests)
-    rows = cumulative.series(requests, ops, new_failure, bucket_of, samples, t0 or 0.0)
+    rows = cumulative.series(requests, ops, new_failure, bucket_of, samples, t0 or 0.0, budget=budget_seconds)
     verified, checks = verification.verify(
         requests=counts.requests,
         span_seconds=span,
@@ -367,6 +380,9 @@ def summarise(
                 "similarity_threshold": analysis.fault_similarity,
                 "buckets": [asdict(b) for b in restgym.buckets],
             },
+            # the other papers' counts, each labelled with its source (remote_runner/fault_counts.py)
+            "arat_rl": {"operations_with_500": len(with_500), "operations": with_500},
+            "llamaresttest": {"unique": llama_faults.unique, "by_prefix": llama_faults.by_prefix},
         },
         "cumulative": {
             "step": cumulative.STEP,
@@ -380,6 +396,12 @@ def summarise(
             "samples": len(samples),
             "series": [[round(p.seconds, 3), p.line, p.branch, p.method] for p in series],
             "series_columns": ["seconds", "line", "branch", "method"],
+            # time-based figures, each from the last sample at or before its moment (cumulative.py)
+            "time_area": cumulative.time_area(samples, t0 or 0.0, budget_seconds),
+            "at_minutes": {
+                str(m): cumulative.coverage_at(samples, t0 or 0.0, 60.0 * m, budget_seconds)
+                for m in cumulative.MINUTES
+            },
         },
         "first_2xx": asdict(first) if first is not None else None,
         "request_span_seconds": round(span, 3),
@@ -489,6 +511,13 @@ def write_run_summary(
         "spec": str(spec_path) if spec_path is not None else None,
         **body,
         "tool_requests": tool_requests,
+        # every tool has a request count: its own (TOOL_REQUESTS) where it prints one, else the
+        # recording proxy's rows (LlamaRestTest and EvoMaster print none), saying which
+        "request_count": (
+            {"count": tool_requests["sent"], "source": "tool (TOOL_REQUESTS)"}
+            if tool_requests is not None
+            else {"count": body["requests"]["requests"], "source": "recording proxy (the tool prints none)"}
+        ),
         "proxy_refused": proxy_refused,
         "problems": [
             p for p in (traffic_problem, refused_problem, coverage_problem, spec_problem, log_problem) if p
@@ -572,6 +601,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: the time-based coverage columns of a summary row (cumulative.time_area, cumulative.coverage_at)
+TIME_COLUMNS = (
+    *(f"{kind}_coverage_time_area" for kind in cumulative.KINDS),
+    *(f"{kind}_coverage_{m}min" for m in cumulative.MINUTES for kind in ("line", "branch")),
+)
+
+
+def _time_columns(summary: Mapping[str, Any]) -> dict[str, Any]:
+    coverage = summary.get("coverage") or {}
+    area = coverage.get("time_area") or {}
+    at = coverage.get("at_minutes") or {}
+    out: dict[str, Any] = {f"{kind}_coverage_time_area": area.get(kind) for kind in cumulative.KINDS}
+    for m in cumulative.MINUTES:
+        for kind in ("line", "branch"):
+            out[f"{kind}_coverage_{m}min"] = (at.get(str(m)) or {}).get(kind)
+    return out
+
+
 def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     """One summary.json as a flat ``summary.csv`` row (values not yet formatted)."""
     req = summary.get("requests") or {}
@@ -597,6 +644,13 @@ def summary_row(summary: Mapping[str, Any]) -> dict[str, Any]:
         "operations_5xx": ops.get("with_5xx"),
         "unique_failures": (summary.get("failures") or {}).get("unique"),
         "unique_failures_restgym": ((summary.get("failures") or {}).get("restgym") or {}).get("unique"),
+        "operations_500_arat_rl": ((summary.get("failures") or {}).get("arat_rl") or {}).get(
+            "operations_with_500"
+        ),
+        "unique_failures_llamaresttest": ((summary.get("failures") or {}).get("llamaresttest") or {}).get(
+            "unique"
+        ),
+        **_time_columns(summary),
         "line_coverage": cov.get("line"),
         "branch_coverage": cov.get("branch"),
         "method_coverage": cov.get("method"),

@@ -10,7 +10,8 @@ Admission rules (the data is :class:`remote_runner.admission.Ledger`):
    measured free CPUs (psutil ``cpu_percent`` sampled over an interval by a background sampler,
    never its meaningless first call) minus what was admitted in the same pass is at least
    ``min_free_cpus``, and measured available memory minus the same covers the run's memory.
-3. First fit over pending runs in plan order: repetition first, then API, then tool, so every
+3. First fit over pending runs in plan order: repetition first, then API, then tool (or, with
+   ``shuffle``, a seeded permutation within each repetition: :mod:`remote_runner.plan`), so every
    tool x API gets repetition 1 before any gets repetition 2 (a retried run keeps its place).
 4. No fixed sleeps: the loop waits on an event set whenever an experiment ends (or the runner is
    told to stop), so a run starts within a second of its resources freeing; while a measurement holds
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import queue
+import random
 import sys
 import threading
 import traceback
@@ -41,7 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import admission, clock, disk, exit_codes, journal, plan
+from remote_runner import admission, clock, disk, exit_codes, journal, plan, presets
 from remote_runner import docker_runtime as engine
 from remote_runner import lock as batch_lock
 from remote_runner import settings as settings_schema
@@ -549,6 +551,38 @@ def write_summary(
     )
 
 
+def infrastructure_check(
+    batch_dir: Path,
+    key: RunKey,
+    outcome: Outcome,
+    settings: Settings,
+    catalog: Catalog,
+    specs: Mapping[str, Path],
+) -> Outcome:
+    """The exclusion policy's re-run rule (remote_runner/verification.py): a succeeded attempt whose
+    recording or sampling broke becomes a failed attempt, so the scheduler re-runs it (up to
+    ``max_attempts``), with the reason in its metadata.json; any other attempt is returned as it is."""
+    from remote_runner import verification
+
+    summary = _hook(
+        f"{key.label}: results.write_run_summary",
+        lambda: write_summary(batch_dir, key, settings, catalog, specs),
+    )
+    if not isinstance(summary, dict):
+        return outcome
+    infra, _flags = verification.classify_checks(summary)
+    if not infra:
+        return outcome
+    reason = "infrastructure: " + "; ".join(infra)
+    meta_path = batch_dir / key.rel_dir / "metadata.json"
+    meta = {**outcome.metadata, "status": FAILED, "reason": reason, "infrastructure_problems": infra}
+    tmp = meta_path.with_name("metadata.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(meta_path)
+    log.warning("%s: %s; the attempt counts as failed and is re-run", key.label, reason)
+    return Outcome(FAILED, reason, meta)
+
+
 def rebuild_missing_summaries(
     batch_dir: Path, jour: journal.Journal, settings: Settings, catalog: Catalog, specs: Mapping[str, Path]
 ) -> list[RunKey]:
@@ -623,10 +657,13 @@ def _run_batch_locked(
         if place.resume:
             keys, _ = plan.read(batch_dir)
         else:
-            keys = plan.expand(apis, tools, settings.runs)
+            if settings.seed is None:  # drawn once, recorded in plan.json: a resume keeps it
+                settings = replace(settings, seed=random.SystemRandom().randrange(2**32))
+            keys = plan.expand(apis, tools, settings.runs, settings.seed if settings.shuffle else None)
             jour.set_meta("batch_id", uuid.uuid4().hex)
             jour.set_meta("created", repr(clock.now()))
-            plan.write(batch_dir, keys, settings.to_json())
+            plan.write(batch_dir, keys, settings.to_json(), presets.protocol(settings))
+        order_of = plan.order_index(keys)
         jour.add_runs(keys)
         batch_id = jour.meta("batch_id") or uuid.uuid4().hex
         if jour.meta("batch_id") is None:
@@ -668,7 +705,11 @@ def _run_batch_locked(
                 set_aside(batch_dir / key.rel_dir, attempt - 1)
             sets = [admission.cpuset_arg(s) if s else None for s in reservation.cpusets]
             spec = experiment_spec(settings, catalog, batch_dir, batch_id, specs, key, attempt)
-            return experiment.run(replace(spec, api_cpuset=sets[0], tool_cpuset=sets[1]), docker, stop)
+            spec = replace(spec, api_cpuset=sets[0], tool_cpuset=sets[1], order=order_of.get(key))
+            outcome = experiment.run(spec, docker, stop)
+            if outcome.status != SUCCEEDED:
+                return outcome
+            return infrastructure_check(batch_dir, key, outcome, settings, catalog, specs)
 
         def before_retry(key: RunKey, attempt: int) -> None:
             set_aside(batch_dir / key.rel_dir, attempt)
@@ -809,6 +850,12 @@ def experiment_spec(
         coverage_interval=settings.coverage_interval,
         models_dir=settings.models_dir,
         extra_labels=settings.labels,
+        seed=None if settings.seed is None else plan.run_seed(settings.seed, key),
+        tool_env=tuple(sorted(settings.env_by_tool.get(key.tool, {}).items())),
+        build_args=tuple(
+            sorted({**dict(tool.build_args), **settings.build_args_by_tool.get(key.tool, {})}.items())
+        ),
+        preset=settings.preset,
     )
 
 

@@ -259,6 +259,50 @@ def _tool_build_args(value: Any) -> tuple[tuple[str, tuple[tuple[str, str], ...]
     return tuple(out)
 
 
+def _tool_env(value: Any) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    if isinstance(value, tuple):
+        return value
+    if not isinstance(value, Mapping) or not all(
+        isinstance(t, str) and isinstance(env, Mapping) for t, env in value.items()
+    ):
+        raise ValueError(f'expected {{"<tool>": {{"NAME": "value"}}}}, got {value!r}')
+    out, problems = [], []
+    for tool, env in sorted(value.items()):
+        for name, text in env.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
+                problems.append(f"tool_env.{tool}: {name!r} is not an environment variable name")
+            elif not isinstance(text, str):
+                problems.append(f"tool_env.{tool}.{name}: expected a string, got {text!r}")
+        out.append((str(tool), tuple(sorted((str(k), str(v)) for k, v in env.items()))))
+    if problems:
+        raise Problems(problems)
+    return tuple(out)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a whole number from 0 to 2**32 - 1, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number from 0 to 2**32 - 1, got {value!r}") from None
+    if not 0 <= number < 2**32:
+        raise ValueError(f"expected a whole number from 0 to 2**32 - 1, got {value!r}")
+    return number
+
+
+def _preset(value: Any) -> str | None:
+    if value is None:
+        return None
+    from remote_runner.presets import PRESETS
+
+    if not isinstance(value, str) or value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; known: {', '.join(sorted(PRESETS))}")
+    return value
+
+
 _RAY_HOST_PORT = re.compile(
     r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$"
 )
@@ -369,6 +413,18 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
+    Key(
+        "preset",
+        _preset,
+        None,
+        "a research protocol by name (docs/runner.md, Presets): its settings become the defaults; "
+        "the config file and flags still override them, and plan.json records the preset and what "
+        "was overridden",
+        flag="--preset",
+        metavar="NAME",
+        resumable=True,
+        shown="none",
+    ),
     Key(
         "catalog",
         _path,
@@ -619,6 +675,35 @@ KEYS: tuple[Key, ...] = (
         dump=lambda value: {tool: dict(args) for tool, args in value},
     ),
     Key(
+        "tool_env",
+        _tool_env,
+        (),
+        'per tool, environment variables of its container: {"<tool>": {"NAME": "value"}} (e.g. the '
+        "restgym preset's Schemathesis options)",
+        resumable=True,
+        dump=lambda value: {tool: dict(env) for tool, env in value},
+    ),
+    Key(
+        "shuffle",
+        _boolean,
+        False,
+        "shuffle the run order within each repetition (seeded by --seed; a resumed batch keeps its order)",
+        flag="--shuffle",
+        kind="on",
+        resumable=True,
+    ),
+    Key(
+        "seed",
+        _seed,
+        None,
+        "the batch's seed: it shuffles the run order and gives every run its own seed (passed as SEED "
+        "to tools that accept one); drawn at random and recorded in plan.json when not given",
+        flag="--seed",
+        metavar="N",
+        resumable=True,
+        shown="drawn at random, recorded",
+    ),
+    Key(
         "max_tool_restarts",
         _restarts,
         3,
@@ -671,6 +756,7 @@ def _default(name: str) -> Any:
 class Settings:
     """Typed settings; every default is the one in :data:`KEYS` (what each setting means: its help)."""
 
+    preset: str | None = _default("preset")
     catalog: Path = _default("catalog")
     results: Path = _default("results")
     batch: str | None = _default("batch")
@@ -709,9 +795,16 @@ class Settings:
     skip_broken_apis: bool = _default("skip_broken_apis")
     labels: tuple[tuple[str, str], ...] = _default("labels")
     tool_build_args: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = _default("tool_build_args")
+    tool_env: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = _default("tool_env")
+    shuffle: bool = _default("shuffle")
+    seed: int | None = _default("seed")
     max_tool_restarts: int = _default("max_tool_restarts")  # see verification.py
     ray: str | None = _default("ray")
     registry: str | None = _default("registry")
+
+    @property
+    def env_by_tool(self) -> dict[str, dict[str, str]]:
+        return {tool: dict(env) for tool, env in self.tool_env}
 
     @property
     def build_args_by_tool(self) -> dict[str, dict[str, str]]:
@@ -752,13 +845,20 @@ def _coerce(name: str, value: Any, problems: list[str]) -> Any:
 def merge(
     config: Mapping[str, Any] | None, flags: Mapping[str, Any], base: Settings | None = None
 ) -> tuple[Settings, list[str]]:
-    """Defaults (or ``base``) < ``config`` (the JSON file's object) < ``flags`` (None = not given).
+    """Defaults (or ``base``) < the preset's settings (``preset`` of the flags, else of ``config``;
+    :mod:`remote_runner.presets`) < ``config`` (the JSON file's object) < ``flags`` (None = not given).
 
     Returns the settings and every problem found; values with a problem keep their default.
     """
     problems: list[str] = []
     settings = base or Settings()
     changes: dict[str, Any] = {}
+    from remote_runner.presets import PRESETS
+
+    name = flags.get("preset") or (config or {}).get("preset")
+    if isinstance(name, str) and name in PRESETS:  # an unknown name is reported by the loop below
+        for key, value in PRESETS[name].settings.items():
+            changes[key] = _BY_NAME[key].read(value)
     for source_name, source in (("config", config or {}), ("flag", flags)):
         for name, value in source.items():
             if value is None and source_name == "flag":

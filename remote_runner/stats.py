@@ -1,5 +1,6 @@
-"""The statistics a tool comparison reports (as in FuzzBench reports), implemented here so the report
-runs anywhere with the standard library; the tests check them against scipy on the same numbers.
+"""The statistics a tool comparison reports (as in FuzzBench reports). The distributions and the
+post-hoc tests are the libraries' (scipy, scikit-posthocs: product dependencies, issue 22): a reviewer
+can check them there instead of in code of ours; the rank sums and U statistics are a few lines here.
 
 - :func:`mann_whitney_u`: two-sided Mann-Whitney U test. Like ``scipy.stats.mannwhitneyu`` with its
   defaults (``method='auto'``, ``use_continuity=True``): the exact null distribution when at least
@@ -9,6 +10,10 @@ runs anywhere with the standard library; the tests check them against scipy on t
   one from the second (ties count half); 0.5 means no difference.
 - :func:`median`, :func:`quantile`, :func:`iqr`: linear interpolation between order statistics
   (numpy's default, "type 7").
+- :func:`pairwise`: every pair of tools of one (API, metric) family, the raw p-value (scipy) and the
+  Holm-corrected one within the family (:func:`holm`, equal to
+  ``scikit_posthocs.posthoc_mannwhitney(p_adjust="holm")`` on the same table, which the tests
+  check), A12 and its magnitude label.
 
 Across APIs (Demsar 2006, "Statistical comparisons of classifiers over multiple data sets", as in
 FuzzBench's reports):
@@ -16,21 +21,22 @@ FuzzBench's reports):
 - :func:`friedman`: the Friedman test over a blocks x treatments table (APIs x tools), ranks within
   each API (1 = the best, i.e. the largest value; ties share their average rank), chi-square with
   ``k - 1`` degrees of freedom and the tie correction of ``scipy.stats.friedmanchisquare``;
-- :func:`nemenyi`: the Nemenyi post-hoc p-values of every pair of tools, from the mean ranks:
-  ``q = |R_i - R_j| / sqrt(k (k + 1) / (6 N))``, ``p = P(studentized range(k, inf) >= q sqrt 2)`` (as
-  ``scikit_posthocs.posthoc_nemenyi_friedman``);
+- :func:`nemenyi`: the Nemenyi post-hoc p-values of every pair of tools
+  (``scikit_posthocs.posthoc_nemenyi_friedman``: ``q = |R_i - R_j| / sqrt(k (k + 1) / (6 N))``,
+  ``p = P(studentized range(k, inf) >= q sqrt 2)``); meaningful only where Friedman is significant,
+  which the report says beside them;
 - :func:`critical_difference`: the smallest mean-rank difference Nemenyi calls significant at
   ``alpha``, ``q_alpha sqrt(k (k + 1) / (6 N))`` with ``q_alpha`` the studentized range quantile over
   sqrt 2 (1.960, 2.344, 2.569, 2.728 for k = 2..5 at 0.05; Demsar's table truncates 2.3437 to 2.343).
 
-The chi-square and studentized range distributions are computed here (regularised incomplete gamma;
-numerical integration over the normal density), checked against scipy in the tests.
+The chi-square and studentized range distributions are scipy's (``scipy.stats.chi2``,
+``scipy.stats.studentized_range`` with infinite degrees of freedom).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -158,97 +164,93 @@ def iqr(values: Sequence[float]) -> tuple[float, float]:
     return quantile(values, 0.25), quantile(values, 0.75)
 
 
+# --- within an API: every pair of tools, Holm-corrected -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One pair of tools on one metric of one API: the raw (uncorrected) Mann-Whitney p-value, the
+    Holm-corrected one within the (API, metric) family, A12 of ``a`` over ``b`` and its magnitude."""
+
+    a: str
+    b: str
+    p_raw: float
+    p_holm: float
+    a12: float
+
+    @property
+    def magnitude(self) -> str:
+        return a12_magnitude(self.a12)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of one family's p-values (Holm 1979): sort ascending, multiply the
+    i-th smallest (from 0) by ``m - i``, keep the sequence non-decreasing, cap at 1; returned in the
+    input order. The same numbers as ``statsmodels``' ``multipletests(method="holm")``, which
+    scikit-posthocs' ``p_adjust="holm"`` calls (the tests check both on the same tables); not called
+    here because ``multipletests`` runs ``gc.collect()`` on every call: 127 ms each with matplotlib
+    and pandas loaded, 23 of the 33 s a 45-run report took."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        out[i] = running
+    return out
+
+
+def pairwise(samples: Mapping[str, Sequence[float]]) -> dict[tuple[str, str], Pair]:
+    """Every pair of the tools in ``samples`` (each with at least one value; the others are left out
+    of the family): two-sided Mann-Whitney U p-values (``scipy.stats.mannwhitneyu`` with its defaults,
+    as ``scikit_posthocs.posthoc_mannwhitney`` calls it), Holm-corrected over the family
+    (:func:`holm`; FuzzBench's post-hoc correction). Keys are (a, b), a before b in sorted order."""
+    from scipy.stats import mannwhitneyu
+
+    kept = {t: [float(v) for v in vs] for t, vs in samples.items() if vs}
+    tools = sorted(kept)
+    pairs = [(a, b) for i, a in enumerate(tools) for b in tools[i + 1 :]]
+    raw = [float(mannwhitneyu(kept[a], kept[b], alternative="two-sided").pvalue) for a, b in pairs]
+    corrected = holm(raw)
+    return {
+        (a, b): Pair(a, b, r, c, a12(kept[a], kept[b]))
+        for (a, b), r, c in zip(pairs, raw, corrected, strict=True)
+    }
+
+
 # --- across APIs: Friedman, Nemenyi, critical difference -------------------------------------------
 
 
 def chi2_sf(x: float, df: int) -> float:
-    """P(X >= x) for a chi-square variable with ``df`` degrees of freedom: the regularised upper
-    incomplete gamma Q(df / 2, x / 2), by its series below a + 1 and its continued fraction above."""
+    """P(X >= x) for a chi-square variable with ``df`` degrees of freedom (scipy)."""
     if df < 1:
         raise ValueError(f"degrees of freedom must be at least 1, got {df}")
-    if x <= 0:
-        return 1.0
-    a, z = df / 2.0, x / 2.0
-    log_front = -z + a * math.log(z) - math.lgamma(a)
-    if z < a + 1:  # series for the lower function P
-        term = total = 1.0 / a
-        n = a
-        for _ in range(10_000):
-            n += 1
-            term *= z / n
-            total += term
-            if abs(term) < abs(total) * 1e-15:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_front))
-    # Lentz's continued fraction for Q
-    tiny = 1e-300
-    b = z + 1 - a
-    c = 1 / tiny
-    d = 1 / b
-    h = d
-    for i in range(1, 10_000):
-        an = -i * (i - a)
-        b += 2
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1 / d
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return min(1.0, h * math.exp(log_front))
+    from scipy.stats import chi2
 
-
-def _phi(z: float) -> float:
-    return math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
-
-
-def _Phi(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2))
-
-
-_SR_STEPS = 800  # Simpson intervals over [-9, 9]: absolute error far below 1e-9 for k <= 50
-
-
-def studentized_range_cdf(q: float, k: int) -> float:
-    """P(range of k standard normals <= q) (the studentized range with infinite degrees of freedom):
-    k * integral of phi(z) (Phi(z) - Phi(z - q))^(k - 1) dz, by Simpson's rule."""
-    if k < 2:
-        raise ValueError(f"the studentized range needs k >= 2, got {k}")
-    if q <= 0:
-        return 0.0
-    lo, hi = -9.0, 9.0
-    h = (hi - lo) / _SR_STEPS
-    total = 0.0
-    for i in range(_SR_STEPS + 1):
-        z = lo + i * h
-        f = _phi(z) * (_Phi(z) - _Phi(z - q)) ** (k - 1)
-        total += f * (1 if i in (0, _SR_STEPS) else 4 if i % 2 else 2)
-    return min(1.0, max(0.0, k * total * h / 3))
+    return float(chi2.sf(x, df))
 
 
 def studentized_range_sf(q: float, k: int) -> float:
-    return 1.0 - studentized_range_cdf(q, k)
+    """P(range of k standard normals >= q): the studentized range with infinite degrees of freedom
+    (scipy)."""
+    if k < 2:
+        raise ValueError(f"the studentized range needs k >= 2, got {k}")
+    from scipy.stats import studentized_range
+
+    return float(studentized_range.sf(q, k, math.inf))
 
 
 @lru_cache(maxsize=64)
 def studentized_range_ppf(p: float, k: int) -> float:
-    """The q with P(range <= q) = p, by bisection (cached: the report asks it once per ranked metric,
-    always for the same few k)."""
+    """The q with P(range <= q) = p (scipy; cached: the report asks it once per ranked metric, always
+    for the same few k, and scipy integrates numerically)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be within (0, 1), got {p}")
-    lo, hi = 0.0, 1.0
-    while studentized_range_cdf(hi, k) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if studentized_range_cdf(mid, k) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    if k < 2:
+        raise ValueError(f"the studentized range needs k >= 2, got {k}")
+    from scipy.stats import studentized_range
+
+    return float(studentized_range.ppf(p, k, math.inf))
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,9 @@ class Friedman:
     blocks: int  # N: APIs
     treatments: int  # k: tools
 
+    def significant(self, alpha: float) -> bool:
+        return self.p_value < alpha
+
 
 def _block_ranks(row: Sequence[float], higher_is_better: bool) -> tuple[list[float], list[int]]:
     values = [-float(v) for v in row] if higher_is_better else [float(v) for v in row]
@@ -266,7 +271,9 @@ def _block_ranks(row: Sequence[float], higher_is_better: bool) -> tuple[list[flo
 
 
 def friedman(table: Sequence[Sequence[float]], *, higher_is_better: bool = True) -> Friedman:
-    """Friedman test of ``table`` (one row per API, one column per tool, no missing values)."""
+    """Friedman test of ``table`` (one row per API, one column per tool, no missing values). The
+    statistic is computed here because ``scipy.stats.friedmanchisquare`` refuses two tools; it is
+    scipy's (tie-corrected) and the p-value is scipy's chi-square survival function."""
     n = len(table)
     if n < 1:
         raise ValueError("the Friedman test needs at least one block (API)")
@@ -291,18 +298,17 @@ def friedman(table: Sequence[Sequence[float]], *, higher_is_better: bool = True)
     return Friedman(chi2, chi2_sf(chi2, k - 1), mean_ranks, n, k)
 
 
-def nemenyi(mean_ranks: Sequence[float], blocks: int) -> list[list[float]]:
-    """Nemenyi post-hoc p-values (k x k, 1 on the diagonal) from the Friedman mean ranks."""
-    k = len(mean_ranks)
-    if k < 2 or blocks < 1:
+def nemenyi(table: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Nemenyi post-hoc p-values (k x k, 1 on the diagonal) of the Friedman table (one row per API, one
+    column per tool): ``scikit_posthocs.posthoc_nemenyi_friedman``. The p-values depend on the
+    absolute differences of mean ranks only, so ranking high or low first gives the same matrix."""
+    import numpy as np
+    import scikit_posthocs as sp
+
+    data = np.asarray(table, dtype=float)
+    if data.ndim != 2 or data.shape[1] < 2 or data.shape[0] < 1:
         raise ValueError("Nemenyi needs at least 2 treatments and 1 block")
-    scale = math.sqrt(k * (k + 1) / (6 * blocks))
-    out = [[1.0] * k for _ in range(k)]
-    for i in range(k):
-        for j in range(i + 1, k):
-            q = abs(mean_ranks[i] - mean_ranks[j]) / scale
-            out[i][j] = out[j][i] = studentized_range_sf(q * math.sqrt(2), k)
-    return out
+    return [[float(v) for v in row] for row in sp.posthoc_nemenyi_friedman(data).to_numpy()]
 
 
 def critical_difference(k: int, blocks: int, alpha: float = 0.05) -> float:

@@ -12,7 +12,11 @@ timestamped prefix such as ``[schemathesis 2026-12-01T20:00:00Z] `` is fine):
   ``exit <code>``); ``tail`` holds up to the last 10 lines of that process's output. One line per
   restart; the JSON is on one line.
 
-Both are optional: a tool that prints neither has no request count and no restarts on record.
+- ``TOOL_VERSION <text>``: the tool's own version string, asked from the tool at start (e.g.
+  ``schemathesis, version 4.32.5``); the first such line counts.
+
+All are optional: a tool that prints none has no request count, no restarts and no version of its own
+on record (the runner then takes the version from its image: remote_runner/provenance.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 REQUESTS_MARKER = "TOOL_REQUESTS"
 RESTART_MARKER = "TOOL_RESTART"
+VERSION_MARKER = "TOOL_VERSION"
 TAIL_LINES = 10
 
 _REQUESTS = re.compile(rf"{REQUESTS_MARKER}\s+sent=(\d+)\s+answered=(\d+)(?:\s+runs=(\d+))?")
@@ -97,3 +102,13 @@ def parse(lines: Iterable[str]) -> ToolReport:
 
 def parse_text(text: str) -> ToolReport:
     return parse(text.splitlines())
+
+
+def version(text: str) -> str | None:
+    """The text of the first ``TOOL_VERSION`` line, None when the tool printed none."""
+    for line in text.splitlines():
+        if VERSION_MARKER in line:
+            said = line.split(VERSION_MARKER, 1)[1].strip()
+            if said:
+                return said
+    return None

@@ -18,6 +18,7 @@ The checks are pure except :func:`database_integrity`, which opens the file read
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -153,3 +154,72 @@ def recorded_requests(rows: int, sent: int) -> Check:
         threshold=sent,
         detail=f"{rows} rows recorded for the {sent} requests the tool says it sent",
     )
+
+
+# --- the exclusion policy (issue 22) --------------------------------------------------------------
+# A check that fails because the harness broke (the recording or the sampling) says nothing about the
+# tool: such an attempt is re-run (RESTgym v2 deletes and re-runs a run that fails check.py). A check
+# that fails because of the tool (too slow, stopped early, restarted) is a result: the run is kept in
+# the main analysis and flagged (RESTgym v3 turned rate and span into warnings). An API that died and
+# an engine that went away already end the attempt as failed or interrupted (experiment.py), and the
+# scheduler re-runs it.
+
+#: checks whose failure means the recording broke: the run is re-run, and never enters an analysis
+INFRASTRUCTURE_CHECKS = ("traffic_db_integrity", "recorded_requests")
+#: checks whose failure is the tool's behaviour: the run is kept and flagged
+TOOL_CHECKS = ("requests_per_minute", "request_span", "tool_restarts")
+#: the longest stretch without a coverage sample (from the start, between samples, to the budget's
+#: end) before the sampling counts as broken: six 5 s intervals
+MAX_SAMPLE_GAP_SECONDS = 30.0
+
+
+def sampling_gap(sample_seconds: list[float], budget_seconds: float) -> float:
+    """The longest stretch of ``[0, budget]`` without a coverage sample (seconds from the start)."""
+    inside = sorted(t for t in sample_seconds if 0 <= t <= budget_seconds)
+    edges = [0.0, *inside, budget_seconds]
+    return max(b - a for a, b in itertools.pairwise(edges))
+
+
+def sampling_broken(sample_seconds: list[float], budget_seconds: float) -> str | None:
+    """Why the coverage sampling broke (samples began, then stopped or paused for longer than
+    :data:`MAX_SAMPLE_GAP_SECONDS`), or None. A run without any sample is not judged here: an API
+    without a coverage agent has none by design, and ``coverage_samples_per_minute`` says so."""
+    if not sample_seconds:
+        return None
+    gap = sampling_gap(sample_seconds, budget_seconds)
+    if gap > MAX_SAMPLE_GAP_SECONDS:
+        return f"coverage sampling stopped: no sample for {gap:.0f} s (at most {MAX_SAMPLE_GAP_SECONDS:g} s)"
+    return None
+
+
+def classify_checks(summary: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(infrastructure problems, tool flags) of a run's summary.json: each a line naming the check,
+    what was measured and the threshold. The proxy refusing to record a request and a sampling that
+    broke are infrastructure problems too."""
+    infra: list[str] = []
+    flags: list[str] = []
+    verification = summary.get("verification") or {}
+    for check in verification.get("checks") or []:
+        if not isinstance(check, dict) or check.get("passed"):
+            continue
+        name = str(check.get("name"))
+        line = f"{name}: {check.get('measured')} (needs {check.get('threshold')})"
+        if name in INFRASTRUCTURE_CHECKS:
+            if name == "traffic_db_integrity" and check.get("measured") is None:
+                continue  # no traffic database at all: an API without the recording proxy
+            infra.append(line)
+        elif name in TOOL_CHECKS:
+            flags.append(line)
+        else:
+            flags.append(line)  # coverage_samples_per_minute: sampled, but less often than asked
+    refused = summary.get("proxy_refused")
+    if isinstance(refused, int) and not isinstance(refused, bool) and refused > 0:
+        infra.append(f"the recording proxy refused {refused} request(s) it could not record")
+    series = (summary.get("coverage") or {}).get("series") or []
+    budget = summary.get("budget_seconds")
+    if isinstance(budget, int | float) and series:
+        seconds = [float(p[0]) for p in series if isinstance(p, list) and p and isinstance(p[0], int | float)]
+        broken = sampling_broken(seconds, float(budget))
+        if broken:
+            infra.append(broken)
+    return infra, flags

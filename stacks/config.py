@@ -93,6 +93,9 @@ DEFAULTS: Mapping[str, Any] = {
     "sshUser": "llamaresttest",
     "apis": BENCHMARK_APIS,
     "tools": DEFAULT_TOOLS,
+    # a research protocol by name (remote_runner/presets.py): its settings become the runner's
+    # defaults; the keys below that the stack sets explicitly override them
+    "preset": None,
     "runsPerCombination": 1,
     "timeBudgetMinutes": 60,
     "cpusPerContainer": 8,
@@ -182,6 +185,10 @@ class StackConfig:
     worker_spot: bool = True
     head_machine: MachineType | None = None
     max_cost_usd: float = 0.0
+    # the runner's preset (None: none) and the stack keys set explicitly (a preset's setting is
+    # passed to the runner only where the stack set its key: the stack's defaults do not override it)
+    preset: str | None = None
+    explicit_keys: frozenset[str] = frozenset()
 
     @property
     def is_local(self) -> bool:
@@ -298,6 +305,7 @@ _RUNNER_SOURCES: Mapping[str, tuple[str, ...]] = {
     "upload": ("resultsBucket", "modelsBucket", "resultsPath"),
     "shutdown_when_done": ("shutdownWhenDone",),
     "max_cost_usd": ("maxCostUsd",),
+    "preset": ("preset",),
 }
 #: what to set instead, where the stack's own check is looser than the runner's
 _RUNNER_FIXES: Mapping[str, str] = {
@@ -328,6 +336,15 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             values["models_dir"] = str(cfg.local_models_dir)
         else:
             del values["models_dir"]
+    if cfg.preset is not None:
+        values["preset"] = cfg.preset
+        from remote_runner.presets import PRESETS
+
+        chosen = PRESETS.get(cfg.preset)
+        for name in chosen.settings if chosen is not None else ():
+            sources = _RUNNER_SOURCES.get(name, ())
+            if name in values and not set(sources) & cfg.explicit_keys:
+                del values[name]  # the stack's default gives way to the preset's value
     if cfg.upload_results:
         values["upload"] = {"bucket": cfg.results_bucket, "path": cfg.results_path}
     if cfg.is_cluster:
@@ -786,6 +803,8 @@ def build_config(
         worker_spot=worker_spot,
         head_machine=head_machine,
         max_cost_usd=max_cost,
+        preset=r.string("preset") or None,
+        explicit_keys=frozenset(k for k, v in raw.items() if v is not None and v != ""),
     )
     # The runner's schema has the last word on the settings the VM (or the local runner) will read;
     # a key the stack's own check refused already is not reported twice.

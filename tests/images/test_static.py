@@ -348,7 +348,7 @@ def test_tool_image_contract(folder: Path) -> None:
     copied = [s for i in df.final.of("COPY") for s in copy_sources(i)]
     assert script.name in " ".join(copied)
     meta = toml(folder / "tool.toml")
-    assert set(meta) <= {"needs_models", "spec_format", "build_args"}
+    assert set(meta) <= {"needs_models", "spec_format", "build_args", "accepts_seed"}
     # Offline builds read wheels from the context; the folder exists even when empty. The stage that
     # installs the requirements copies the wheelhouse (a builder stage of a multi-stage image).
     if (folder / "requirements.txt").is_file():

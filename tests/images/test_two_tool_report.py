@@ -86,6 +86,9 @@ def batch(demo_images: dict[str, float], tmp_path_factory: pytest.TempPathFactor
             "remote_runner",
             "run",
             "--no-preflight",
+            # RESTgym's protocol, scaled down by explicit flags (recorded as overridden in plan.json)
+            "--preset",
+            "restgym",
             "--catalog",
             str(catalog),
             "--results",
@@ -176,7 +179,10 @@ def _check_ranking(section: str, table: np.ndarray) -> None:
     mean_ranks = ranks.mean(axis=0)
     nemenyi = sp.posthoc_nemenyi_friedman(table).to_numpy()
     header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
-    others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+    others = [
+        c.strip().removeprefix("Nemenyi p vs ").removesuffix(" (Friedman not significant)")
+        for c in header.strip("|").split("|")[2:]
+    ]
     assert sorted(others) == sorted(TOOLS)
     for i, tool in enumerate(TOOLS):
         line = next(ln for ln in section.splitlines() if ln.startswith(f"| {tool} |"))
@@ -205,7 +211,11 @@ def test_ranks_at_the_budget_end_name_both_tools_and_apis(batch: Path) -> None:
         )
         _check_ranking(section, table)
         cd = f"cd-{key}.png"
-        assert f"![critical-difference diagram: {label} at the budget's end]({cd})" in section
+        # two APIs: Friedman cannot be significant, so the post-hoc results are marked
+        assert (
+            f"![critical-difference diagram: {label} at the budget's end (Friedman not significant)]({cd})"
+            in section
+        )
         width, height = png_size((batch / cd).read_bytes())
         assert width > 300 and height > 100
 
@@ -247,3 +257,86 @@ def test_every_plot_of_the_report_is_a_valid_png(batch: Path) -> None:
     assert sum(1 for i in images if i.startswith("cd-")) >= len(report.RANK_METRICS)
     for name in images:
         png_size((batch / name).read_bytes())
+
+
+PROVENANCE_KEYS = {
+    "preset",
+    "seed",
+    "seed_given_to_tool",
+    "order",
+    "tool_env",
+    "build_args",
+    "images",
+    "models",
+    "models_problem",
+    "host",
+    "container_cpu",
+    "peak_memory",
+    "tool_version",
+}
+
+
+def test_every_run_records_its_provenance_and_the_batch_its_protocol(batch: Path) -> None:
+    plan = json.loads((batch / "plan.json").read_text())
+    protocol = plan["protocol"]
+    assert protocol["preset"] == "restgym" and protocol["shuffle"] is True
+    assert isinstance(protocol["shuffle_seed"], int) and protocol["shuffle_seed"] == plan["settings"]["seed"]
+    assert set(protocol["overridden"]) == {
+        "runs",
+        "budget_seconds",
+        "cpus_per_container",
+        "memory_per_container",
+    }
+    assert protocol["overridden"]["runs"] == {"preset": 10, "used": 1}
+    order = {(r["api"], r["tool"]): (r["order"], r["seed"]) for r in plan["runs"]}
+    for run_dir in results.find_run_dirs(batch):
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        prov = meta["provenance"]
+        assert set(prov) == PROVENANCE_KEYS, sorted(set(prov) ^ PROVENANCE_KEYS)
+        assert (prov["order"], prov["seed"]) == order[(meta["api"], meta["tool"])]
+        assert prov["preset"] == "restgym" and prov["seed_given_to_tool"] is True
+        for role in ("api", "tool"):
+            assert prov["images"][role]["id"].startswith("sha256:"), prov["images"]
+            assert prov["peak_memory"][role]["bytes"] > 1024**2, prov["peak_memory"]
+        cpu = prov["container_cpu"]
+        assert cpu["count"] >= 1 and cpu["model"] and cpu["kernel"] == prov["host"]["kernel"]
+        assert prov["host"]["node"] and prov["host"]["machine_type_source"]
+        # asked from the tool at start (`st --version`)
+        assert prov["tool_version"]["source"] == "tool (TOOL_VERSION at start)"
+        assert prov["tool_version"]["text"].endswith("version 4.32.5"), prov["tool_version"]
+        # schemathesis mounts no models; the field says so (None), as it would list them by sha256
+        assert prov["models"] is None and prov["models_problem"] is None
+        if meta["tool"] == "schemathesis":
+            assert prov["tool_env"] == {
+                "SCHEMATHESIS_ARGS": "--max-examples 1500 --no-shrink",
+                "SCHEMATHESIS_WORKERS": "1",
+            }
+            log = (run_dir / "logs" / "tool.log").read_text()
+            assert "options --max-examples 1500 --no-shrink" in log and f"seed {prov['seed']}" in log
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["request_count"]["source"] == "tool (TOOL_REQUESTS)"
+
+
+def test_the_report_shows_the_protocol_both_analyses_corrected_p_and_four_fault_counts(batch: Path) -> None:
+    md = (batch / "report.md").read_text()
+    protocol = md.split("## Protocol", 1)[1].split("\n## ", 1)[0]
+    assert "Preset restgym: RESTgym's protocol" in protocol
+    assert "overridden: budget_seconds 3600 -> 30, cpus_per_container 8 -> 0.5" in protocol
+    assert "memory_per_container 16g -> 512m, runs 10 -> 1." in protocol
+    line = next(ln for ln in protocol.splitlines() if ln.startswith("| schemathesis |"))
+    assert "| 2 | 2 | 2 |" in line and "version 4.32.5 (tool (TOOL_VERSION at start)) | none |" in line
+    assert "schemathesis: ours 4.32.5, the paper's 4.7.5" in protocol
+    demo = md.split("## API: demo-shop", 1)[1].split("\n## API: ", 1)[0]
+    assert "| metric | schemathesis: all completed (n=1) | schemathesis: verified only (n=1) |" in demo
+    assert "### Tool comparisons (p Holm-corrected, A12): fully verified runs only" in demo
+    for label in (
+        "Unique failures (ours)",
+        "Unique failures (RESTgym)",
+        "Operations with a 500 (ARAT-RL)",
+        "Unique 500/502 messages per path prefix (LlamaRestTest)",
+    ):
+        assert f"| {label} |" in demo
+    assert re.search(
+        r"p=[0-9.<]+ \(uncorrected [0-9.<]+\), A12=[0-9.]+ (negligible|small|medium|large)", demo
+    )
+    assert "## Ranks across APIs: fully verified runs only" in md

@@ -48,10 +48,12 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # a run that failed before any traffic
     failed = batch / "petstore" / "schemathesis" / "run-7"
     write_metadata(failed, status="failed", reason="API not ready after 300 s")
-    # a run that finished but is too slow to count
+    # a run that finished but is too slow to be verified (110 requests a minute, no coverage samples):
+    # a result, kept in the main analysis with a flag
     slow = batch / "petstore" / "arat-rl" / "run-7"
     write_traffic(
-        slow / "traffic.sqlite", [Row(1_764_000_001.0 + i, "GET", "/api/v1/pets", 200) for i in range(20)]
+        slow / "traffic.sqlite",
+        [Row(1_764_000_001.0 + i / 2, "GET", "/api/v1/pets", 200) for i in range(110)],
     )
     write_metadata(slow, status="succeeded", started=1_764_000_000.0)
     for run_dir in results.find_run_dirs(batch):
@@ -61,12 +63,18 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return batch
 
 
-def values(batch: Path, api: str, tool: str, column: str) -> list[float]:
+def values(batch: Path, api: str, tool: str, column: str, *, verified_only: bool = False) -> list[float]:
+    """The runs' ``column`` in the main analysis (every completed run) or, with ``verified_only``,
+    in the analysis on fully verified runs."""
     rows = csv.DictReader((batch / "summary.csv").open())
     return [
         float(r[column])
         for r in rows
-        if r["api"] == api and r["tool"] == tool and r["verified"] == "true" and r[column] != ""
+        if r["api"] == api
+        and r["tool"] == tool
+        and r["status"] == "succeeded"
+        and (r["verified"] == "true" or not verified_only)
+        and r[column] != ""
     ]
 
 
@@ -82,19 +90,21 @@ def test_report_files(batch: Path) -> None:
         assert (batch / name).read_bytes().startswith(PNG_MAGIC)
         assert f'src="{name}"' in html
     assert html.startswith("<!DOCTYPE html>") and "</html>" in html
-    assert "38 runs: 36 verified, 1 unverified, 1 failed." in md
+    assert "38 runs: 37 completed, of which 36 fully verified and 1 kept with a flag; 1 failed." in md
     assert "Budget per run: 60 s." in md
 
 
 def test_report_lists_excluded_runs_with_reasons(batch: Path) -> None:
     md = (batch / "report.md").read_text()
-    section = md.split("## Runs left out of the statistics", 1)[1]
+    section = md.split("## Runs left out of the statistics", 1)[1].split("\n## ", 1)[0]
     assert "| petstore | schemathesis | 7 | failed | API not ready after 300 s" in section
-    line = next(ln for ln in section.splitlines() if "| petstore | arat-rl | 7 |" in ln)
-    assert "requests_per_minute: 20.0 (needs 130.0)" in line
+    assert "| petstore | arat-rl | 7 |" not in section  # slow, not broken: kept
+    flagged = md.split("## Runs kept with a flag", 1)[1].split("\n## ", 1)[0]
+    line = next(ln for ln in flagged.splitlines() if "| petstore | arat-rl | 7 |" in ln)
+    assert "requests_per_minute: 110.0 (needs 130.0)" in line
     assert "coverage_samples_per_minute: 0.0 (needs 12.0)" in line
-    # n counts only verified runs
-    assert "| arat-rl (n=6) | llamaresttest (n=6) | schemathesis (n=6) |" in md
+    # n per analysis: the slow run is in the main one, not in the verified-only one
+    assert "| metric | arat-rl: all completed (n=7) | arat-rl: verified only (n=6) | llamaresttest: all" in md
 
 
 def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> None:
@@ -107,7 +117,13 @@ def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> Non
     line_cov = values(batch, "petstore", "arat-rl", "line_coverage")
     q1, med, q3 = np.percentile(line_cov, [25, 50, 75])
     assert row.split("|")[2].strip() == f"{100 * med:.1f}% [{100 * q1:.1f}%, {100 * q3:.1f}%]"
-    # pairwise: p and A12 per metric, the pair order as in the header
+    # pairwise: Holm-corrected p (scikit-posthocs over the (API, metric) family of three pairs), the
+    # uncorrected p (scipy) and A12 with its magnitude label, the pair order as in the header
+    import pandas as pd
+    import scikit_posthocs as sp
+
+    from remote_runner import stats
+
     header = next(ln for ln in api_section.splitlines() if ln.startswith("| metric | arat-rl vs"))
     pairs = [c.strip() for c in header.strip("|").split("|")[1:]]
     assert pairs == ["arat-rl vs llamaresttest", "arat-rl vs schemathesis", "llamaresttest vs schemathesis"]
@@ -123,20 +139,31 @@ def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> Non
             .strip("|")
             .split("|")[1:]
         )
+        family = {
+            t: values(batch, "petstore", t, column) for t in ("arat-rl", "llamaresttest", "schemathesis")
+        }
+        frame = pd.DataFrame(
+            {"v": [v for t in family for v in family[t]], "g": [t for t in family for _ in family[t]]}
+        )
+        holm = sp.posthoc_mannwhitney(frame, val_col="v", group_col="g", p_adjust="holm")
         for pair, cell in zip(pairs, cells, strict=True):
             a, b = pair.split(" vs ")
-            x, y = values(batch, "petstore", a, column), values(batch, "petstore", b, column)
+            x, y = family[a], family[b]
             ref = mannwhitneyu(x, y, alternative="two-sided")
-            m = re.fullmatch(r"p=(<?[0-9.]+), A12=([0-9.]+)", cell.strip())
+            m = re.fullmatch(r"p=(<?[0-9.]+) \(uncorrected (<?[0-9.]+)\), A12=([0-9.]+) (\w+)", cell.strip())
             assert m, cell
-            p = float(ref.pvalue)
-            assert m.group(1) == ("<0.001" if p < 0.001 else f"{p:.3f}")
-            assert m.group(2) == f"{float(ref.statistic) / (len(x) * len(y)):.2f}"
+            p, corrected = float(ref.pvalue), float(holm.loc[a, b])
+            assert m.group(1) == ("<0.001" if corrected < 0.001 else f"{corrected:.3f}")
+            assert m.group(2) == ("<0.001" if p < 0.001 else f"{p:.3f}")
+            a12 = float(ref.statistic) / (len(x) * len(y))
+            assert m.group(3) == f"{a12:.2f}" and m.group(4) == stats.a12_magnitude(a12)
             checked += 1
     assert checked == 12
-    # the tools really differ in this synthetic batch: the best vs the worst is significant
+    # the tools really differ in this synthetic batch: the best vs the worst is significant after the
+    # correction (p=0.015, uncorrected 0.005: Holm multiplies the smallest of three by 3)
     lc = next(ln for ln in api_section.splitlines() if ln.startswith("| Line coverage |") and "p=" in ln)
-    assert "llamaresttest vs schemathesis" in header and lc.split("|")[4].strip().startswith("p=0.00")
+    corrected = re.match(r"p=([0-9.]+) ", lc.split("|")[4].strip())
+    assert "llamaresttest vs schemathesis" in header and corrected and float(corrected.group(1)) < 0.05
 
 
 def test_cli_writes_to_out_dir(batch: Path, tmp_path: Path) -> None:
@@ -163,16 +190,19 @@ def test_report_of_an_empty_or_all_failed_batch(tmp_path: Path) -> None:
     md = report.build_report(failed).read_text()
     assert "| api | tool | 1 | failed | image build failed" in md
     assert "| api | tool | 2 | pending | no run folder |" in md
-    assert "2 runs: 0 verified, 0 unverified, 1 failed, 1 not finished." in md
+    assert (
+        "2 runs: 0 completed, of which 0 fully verified and 0 kept with a flag; 1 failed, 1 not finished."
+        in md
+    )
     assert not list(failed.glob("*.png"))  # nothing to plot, no empty plots
 
 
-def test_an_api_without_verified_runs_has_no_coverage_plot_and_says_why(tmp_path: Path) -> None:
-    """Why a stand-in batch's report lacked coverage-features-service.png and coverage-genome-nexus.png
-    although those runs had coverage samples: the plot, like the statistics, draws verified runs only,
-    and 10-second runs on a crowded machine can fall short of a check (here: the coverage samples per
-    minute, as a slow-starting service gives). The report now says so instead of leaving the plot out
-    without a word; the API with verified runs (the control) keeps its plot."""
+def test_an_api_whose_runs_are_only_flagged_keeps_its_coverage_plot(tmp_path: Path) -> None:
+    """A stand-in batch's report once lacked coverage-features-service.png and
+    coverage-genome-nexus.png although those runs had coverage samples: the plot drew verified runs
+    only, and 10-second runs on a crowded machine fell short of the samples-per-minute check. Under the
+    exclusion policy such runs are completed runs with a flag: they are plotted and in the main
+    analysis; only the verified-only analysis leaves them out."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(PETSTORE_SPEC))
     batch = tmp_path / "batch-20261129T230000Z"
@@ -184,22 +214,26 @@ def test_an_api_without_verified_runs_has_no_coverage_plot_and_says_why(tmp_path
     results.write_batch_summary(batch)
     md = report.build_report(batch).read_text()
     slow = [r for r in report.load_runs(batch) if r.api == "slow-start"]
-    assert all(r.series and not r.verified and "coverage_samples_per_minute" in r.reason for r in slow)
+    assert all(r.series and r.completed and not r.verified for r in slow)
+    assert all(any(f.startswith("coverage_samples_per_minute: ") for f in r.flags) for r in slow), slow
     assert (batch / "coverage-fast.png").read_bytes().startswith(PNG_MAGIC)
-    assert not (batch / "coverage-slow-start.png").exists()
+    assert (batch / "coverage-slow-start.png").read_bytes().startswith(PNG_MAGIC)
     section = md.split("## API: slow-start", 1)[1].split("\n## ", 1)[0]
-    assert (
-        "### Coverage over time\n\nNo plot: it draws verified runs only, as the statistics do, and no run "
-        "of slow-start is verified; 2 of its 2 runs have coverage samples (see 'Runs left out of the "
-        "statistics' for why each is not verified)." in section
-    )
-    assert "![fast coverage over time](coverage-fast.png)" in md
-    # the other reasons, on hand-made runs
+    assert "| walker | 2 | 0 | 2 |" in section  # completed 2, fully verified 0, all 2
+    flagged = md.split("## Runs kept with a flag", 1)[1]
+    assert flagged.count("| slow-start | walker |") == 2
+    # the reasons a plot is missing, on hand-made runs
     bare = report.Run("x", "t", 1, "succeeded", False, "", {}, (), 60.0, "x/t/run-1")
     assert report.no_coverage_plot_reason("x", [bare]) == "No plot: no run of x has coverage samples."
-    verified = report.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1")
-    assert report.no_coverage_plot_reason("x", [verified]) == (
-        "No plot: none of the 1 verified runs of x has coverage samples."
+    done = report.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1", summarised=True)
+    assert report.no_coverage_plot_reason("x", [done]) == (
+        "No plot: none of the 1 completed runs of x has coverage samples."
+    )
+    broken = report.Run(
+        "x", "t", 1, "failed", False, "api exited early", {}, ((0.0, 0.1, None, None),), 60.0, "x/t/run-1"
+    )
+    assert "no run of x completed; 1 of its 1 runs have coverage samples" in report.no_coverage_plot_reason(
+        "x", [broken]
     )
 
 
@@ -295,9 +329,10 @@ def test_html_report_renders_in_headless_chromium(batch: Path, tmp_path: Path) -
     expected_rows = [len(rows) for kind, (header, rows) in _tables(batch)]
     assert [t["rows"] for t in seen["tables"]] == expected_rows
     assert all(t["height"] > 0 for t in seen["tables"])
-    # per API 7 (runs, metrics, pairs, at equal requests, areas, and their pairs), per ranked metric 2
-    # (at the budget's end, at equal requests), the runs left out 1
-    assert len(seen["tables"]) == 2 * 7 + 2 * len(report.RANK_METRICS) + 1
+    # the protocol 1; per API 8 (runs, metrics, pairs on both analyses, at equal requests, areas, and
+    # their pairs); per ranked metric 3 (at the budget's end and at equal requests on the main
+    # analysis, at the budget's end on verified runs only); the runs left out 1, the flagged 1
+    assert len(seen["tables"]) == 1 + 2 * 8 + 3 * len(report.RANK_METRICS) + 2
 
 
 def _tables(batch: Path) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
@@ -339,7 +374,7 @@ def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[1] == f"{ranks[i]:.2f}"
         header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
-        others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+        others = [_vs(c) for c in header.strip("|").split("|")[2:]]
         for other, cell in zip(others, cells[2:], strict=True):
             j = tools.index(other)
             p = float(nemenyi[i, j])
@@ -347,17 +382,25 @@ def test_cross_api_ranks_match_scipy_and_scikit_posthocs(batch: Path) -> None:
     assert (batch / "cd-line_coverage.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def _vs(cell: str) -> str:
+    """The tool of a ``Nemenyi p vs <tool>[ (Friedman not significant)]`` column."""
+    return cell.strip().removeprefix("Nemenyi p vs ").removesuffix(" (Friedman not significant)")
+
+
 def _at_point(batch: Path, api: str, tool: str, point: int, column: str) -> list[float]:
-    """Each verified run's ``column`` in its summary.json's cumulative row at ``point`` requests."""
+    """Each completed run's ``column`` in its summary.json's cumulative row at ``point`` requests
+    (runs without a value there, e.g. no coverage sample, are skipped, as the report does)."""
     out = []
     for r in csv.DictReader((batch / "summary.csv").open()):
-        if r["api"] != api or r["tool"] != tool or r["verified"] != "true":
+        if r["api"] != api or r["tool"] != tool or r["status"] != "succeeded":
             continue
         block = json.loads((batch / api / tool / f"run-{r['run']}" / "summary.json").read_text())[
             "cumulative"
         ]
         rows = [dict(zip(block["columns"], row, strict=True)) for row in block["rows"]]
-        out.append(next(float(row[column]) for row in rows if row["requests"] == point))
+        value = next(row[column] for row in rows if row["requests"] == point)
+        if value is not None:
+            out.append(float(value))
     return out
 
 
@@ -382,7 +425,7 @@ def test_cross_api_ranks_at_equal_requests_match_scipy_and_scikit_posthocs(
         smallest = min(
             int(r["requests"])
             for r in csv.DictReader((batch / "summary.csv").open())
-            if r["api"] == api and r["verified"] == "true"
+            if r["api"] == api and r["status"] == "succeeded"
         )
         points[api] = smallest // 100 * 100
         assert points[api] >= 100
@@ -405,7 +448,7 @@ def test_cross_api_ranks_at_equal_requests_match_scipy_and_scikit_posthocs(
     ranks = rankdata(-table, axis=1).mean(axis=0)
     nemenyi = sp.posthoc_nemenyi_friedman(table).to_numpy()
     header = next(ln for ln in section.splitlines() if ln.startswith("| tool | mean rank |"))
-    others = [c.strip().removeprefix("Nemenyi p vs ") for c in header.strip("|").split("|")[2:]]
+    others = [_vs(c) for c in header.strip("|").split("|")[2:]]
     for i, tool in enumerate(tools):
         cells = [
             c.strip()
@@ -418,7 +461,13 @@ def test_cross_api_ranks_at_equal_requests_match_scipy_and_scikit_posthocs(
             p = float(nemenyi[i, tools.index(other)])
             assert cell == ("-" if other == tool else "<0.001" if p < 0.001 else f"{p:.3f}")
     cd = f"cd-{key}-equal-requests.png"
-    assert f"![critical-difference diagram: {label} at equal requests]({cd})" in section
+    # two APIs: Friedman cannot be significant, so the diagram is marked
+    assert float(ref.pvalue) >= 0.05
+    assert (
+        f"![critical-difference diagram: {label} at equal requests (Friedman not significant)]({cd})"
+        in section
+    )
+    assert "the Nemenyi p-values and the CD diagram below are marked (not significant)" in section
     assert (batch / cd).read_bytes().startswith(PNG_MAGIC)
 
 
@@ -474,7 +523,7 @@ def test_damaged_summaries_are_named_with_file_and_error_and_never_verified(
     err = capsys.readouterr().err
     assert "run-2: damaged" in err and "run-3: damaged" in err
     md = (batch / "report.md").read_text()
-    assert "3 runs: 1 verified, 2 unverified, 0 failed." in md
+    assert "3 runs: 1 completed, of which 1 fully verified and 0 kept with a flag; 0 failed." in md
     assert "field verification.verified is str, expected bool" in md
 
 

@@ -1,6 +1,8 @@
-"""Our statistics against scipy/numpy on the same numbers (scipy is the reference, in tests only)."""
+"""Our statistics against scipy, scikit-posthocs and statsmodels on the same numbers."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -134,7 +136,7 @@ def test_friedman_and_nemenyi_match_scipy_and_scikit_posthocs(seed: int) -> None
     # rank 1 = the highest value
     ascending = ss.rankdata(-data, axis=1).mean(axis=0)
     assert res.mean_ranks == pytest.approx(tuple(ascending))
-    ours = np.array(stats.nemenyi(res.mean_ranks, res.blocks))
+    ours = np.array(stats.nemenyi(data.tolist()))
     theirs = sp.posthoc_nemenyi_friedman(data).to_numpy()
     assert ours == pytest.approx(theirs, abs=1e-9)
 
@@ -155,3 +157,40 @@ def test_friedman_with_two_tools_and_full_ties() -> None:
 def test_critical_difference() -> None:
     # Demsar's formula: q_alpha * sqrt(k (k + 1) / (6 N)); 4 tools over 10 APIs
     assert stats.critical_difference(4, 10) == pytest.approx(2.569 * (4 * 5 / 60) ** 0.5, abs=2e-3)
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_holm_corrected_p_equals_scikit_posthocs_on_the_same_table(seed: int) -> None:
+    """Four tools x 10 runs of one (API, metric): each pair's Holm p is scikit-posthocs' Holm over the
+    family, its raw p is scipy's Mann-Whitney U, and Holm never lowers a p-value."""
+    import numpy as np
+    import pandas as pd
+    import scikit_posthocs as sp
+    import scipy.stats as ss
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(seed)
+    samples = {t: (rng.random(10) + shift).round(2).tolist() for t, shift in zip("wxyz", (0, 0.1, 0.3, 0.6))}
+    got = stats.pairwise(samples)
+    frame = pd.DataFrame(
+        {"v": [v for t in samples for v in samples[t]], "g": [t for t in samples for _ in samples[t]]}
+    )
+    theirs = sp.posthoc_mannwhitney(frame, val_col="v", group_col="g", p_adjust="holm")
+    pairs = list(itertools.combinations(sorted(samples), 2))
+    assert sorted(got) == pairs
+    raw = [float(ss.mannwhitneyu(samples[a], samples[b]).pvalue) for a, b in pairs]
+    by_hand = multipletests(raw, method="holm")[1]
+    for (a, b), r, h in zip(pairs, raw, by_hand, strict=True):
+        assert got[(a, b)].p_holm == pytest.approx(float(theirs.loc[a, b]), rel=1e-12)
+        assert got[(a, b)].p_holm == pytest.approx(float(h), rel=1e-12)
+        assert got[(a, b)].p_raw == pytest.approx(r, rel=1e-9)
+        assert got[(a, b)].p_holm >= got[(a, b)].p_raw
+    # the strongest pair (w vs z) is significant after correction; its magnitude label is "large"
+    assert got[("w", "z")].p_holm < 0.05 and got[("w", "z")].magnitude == "large"
+
+
+def test_pairwise_leaves_tools_without_values_out_of_the_family() -> None:
+    got = stats.pairwise({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0], "c": []})
+    assert list(got) == [("a", "b")]
+    assert got[("a", "b")].p_holm == got[("a", "b")].p_raw  # a family of one: nothing to correct
+    assert stats.pairwise({"a": [1.0], "b": []}) == {}

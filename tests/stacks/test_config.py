@@ -437,3 +437,20 @@ def test_max_cost_usd_caps_a_cluster_with_the_stack_s_prices() -> None:
     )
     (problem,) = problems_of(workers=2, maxCostUsd="-1")
     assert problem.startswith("llamaresttest:maxCostUsd")
+def test_a_preset_gives_the_runner_its_protocol_and_explicit_keys_override_it() -> None:
+    """The stack key ``preset`` goes to the runner, checked by the runner's own schema; the stack's
+    defaults (runsPerCombination 1, timeBudgetMinutes 60, ...) give way to the preset's values, and a
+    key the stack sets explicitly overrides the preset's, as a flag does on the command line."""
+    written = experiment_settings(build(preset="restgym"))
+    assert written["preset"] == "restgym" and "runs" not in written and "budget_seconds" not in written
+    settings, problems = merge(written, {})
+    assert problems == [] and (settings.runs, settings.budget_seconds, settings.shuffle) == (10, 3600.0, True)
+    assert settings.memory_per_container == memory_bytes(16)
+    explicit = experiment_settings(build(preset="restgym", runsPerCombination=2))
+    assert explicit["runs"] == 2 and "budget_seconds" not in explicit
+    assert "preset" not in experiment_settings(build())  # no preset: the stack's values, as before
+    (problem,) = problems_of(preset="nope")
+    assert problem.startswith(
+        "llamaresttest:preset: the runner refuses the setting it gives, preset: unknown preset"
+    )
+    assert "known: llamaresttest-fse25, restgym" in problem

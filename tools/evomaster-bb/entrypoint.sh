@@ -83,7 +83,7 @@ while [ "$stopping" -eq 0 ]; do
   log "run $runs with --maxTime ${left}s"
   # shellcheck disable=SC2086  # JAVA_OPTS is a list of options
   "$java_bin" ${JAVA_OPTS:--XX:MaxRAMPercentage=75} -jar "$jar" --runningInDocker true \
-    --blackBox true --bbSwaggerUrl "file://$SPEC" --bbTargetUrl "$target" \
+    ${SEED:+--seed "$SEED"} --blackBox true --bbSwaggerUrl "file://$SPEC" --bbTargetUrl "$target" \
     --outputFormat JAVA_JUNIT_4 --maxTime "${left}s" --outputFolder "$out_root/run-$runs" \
     > "$out" 2>&1 &
   child=$!

@@ -30,7 +30,7 @@ budget=${TIME_BUDGET%.*}
 deadline=$((start + budget))
 margin=${STOP_MARGIN:-4}        # seconds kept for Schemathesis start-up and its summary
 min_run=${MIN_RUN_SECONDS:-5}   # no new run is started with less time than this
-workers=${CPUS:-1}
+workers=${SCHEMATHESIS_WORKERS:-${CPUS:-1}}   # the restgym preset sets 1, as RESTgym runs it
 workers=${workers%.*}
 [ "${workers:-0}" -ge 1 ] 2>/dev/null || workers=1
 state=${STATE_DIR:-/tmp/schemathesis}
@@ -61,16 +61,22 @@ on_signal() {
 }
 trap on_signal TERM INT
 
-log "budget ${budget}s, target http://$HOST:$PORT, spec $SPEC, workers $workers"
+# extra options of `st run` (the restgym preset: --max-examples 1500 --no-shrink), split on spaces
+read -r -a extra <<< "${SCHEMATHESIS_ARGS:-}"
+log "TOOL_VERSION $(st --version 2>&1 | head -n 1)"
+log "budget ${budget}s, target http://$HOST:$PORT, spec $SPEC, workers $workers, options ${extra[*]:-none}, seed ${SEED:-none}"
 while [ "$stopping" -eq 0 ]; do
   left=$((deadline - $(date +%s) - margin))
   [ "$left" -ge "$min_run" ] || break
   runs=$((runs + 1))
+  # the run's SEED, moved on by one per restart of the loop so a second run does not repeat the first
+  seed=()
+  [ -n "${SEED:-}" ] && seed=(--seed "$((SEED + runs - 1))")
   # Background jobs of a non-interactive shell ignore SIGINT, and an ignored signal stays ignored
   # across exec: restore its default so Schemathesis turns it into an orderly interruption.
   python3 -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
      st run "$SPEC" --url "http://$HOST:$PORT" --max-time "$left" --workers "$workers" \
-     --no-color --wait-for-schema 30 &
+     --no-color --wait-for-schema 30 "${seed[@]}" "${extra[@]}" &
   child=$!
   # wait returns early when a trapped signal arrives; keep waiting for the run to end.
   while :; do
