@@ -437,6 +437,8 @@ def test_max_cost_usd_caps_a_cluster_with_the_stack_s_prices() -> None:
     )
     (problem,) = problems_of(workers=2, maxCostUsd="-1")
     assert problem.startswith("llamaresttest:maxCostUsd")
+
+
 def test_a_preset_gives_the_runner_its_protocol_and_explicit_keys_override_it() -> None:
     """The stack key ``preset`` goes to the runner, checked by the runner's own schema; the stack's
     defaults (runsPerCombination 1, timeBudgetMinutes 60, ...) give way to the preset's values, and a
