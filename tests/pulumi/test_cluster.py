@@ -144,7 +144,8 @@ def test_cluster_declares_head_registry_template_group_firewall_and_grants(clust
     assert (out["workers"], out["workerGroup"], out["registry"]) == (3, "llamaresttest-dev-workers", REGISTRY)
     assert out["machineType"] == "n1-standard-4" and out["workerMachineType"] == "n1-standard-32"
     assert out["experimentSlots"] == 3 * 2
-    assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.385)
+    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 0.3852 to 0.385)
+    assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.3852)
 
 
 def test_ray_ports_are_open_only_between_the_head_and_worker_tags(cluster_project: Path) -> None:
@@ -264,7 +265,9 @@ def test_on_demand_workers(cluster_project: Path) -> None:
     scheduling = run.one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "STANDARD" and scheduling["automaticRestart"] is True
     assert "instanceTerminationAction" not in scheduling
-    assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.52)
+    assert run.outputs["hourlyCostUsd"] == pytest.approx(
+        0.19 + 1.51999
+    )  # catalogue figure (remote_runner/price_table.py); the old table rounded it
 
 
 def test_workers_zero_declares_no_cluster_resource(cluster_project: Path) -> None:
