@@ -283,6 +283,11 @@ def gcp_stack(cfg: StackConfig) -> None:
         pulumi.export("workerGroup", workers.group.name)
         pulumi.export("workerMachineType", cfg.worker_machine.name if cfg.worker_machine else "")
         pulumi.export("registry", cfg.registry)
+        pulumi.export("workerFamily", cfg.worker_family)
+        # Before anything bills: the batch's hours and dollars at 2 % preemptions per VM-hour.
+        from stacks.forecast import stack_forecast
+
+        pulumi.export("forecast", stack_forecast(cfg))
 
 
 def local_stack(cfg: StackConfig) -> None:

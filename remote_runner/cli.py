@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
         "--budget", type=float, default=75.0, metavar="SECONDS", help="how long to keep trying (default: 75)"
     )
 
+    from remote_runner.forecast import add_arguments as forecast_arguments
+
+    forecast_arguments(
+        sub.add_parser(
+            "forecast",
+            help="wall-clock and cost of a cluster batch before spending (docs/cluster.md, Forecast)",
+            description="A Monte Carlo model of a cluster batch: p50/p95 hours and USD per preemption rate.",
+        )
+    )
+
     sub.add_parser(
         "report",
         help="build the report of a batch (options: python -m remote_runner report --help)",
@@ -431,6 +441,13 @@ def cmd_release_workers(args: argparse.Namespace) -> int:
     return 0 if released else exit_codes.WORKERS_NOT_RELEASED
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from remote_runner import forecast
+
+    settings, problems = _settings_from(args)
+    return forecast.run(args, settings, problems)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
@@ -449,5 +466,6 @@ def main(argv: list[str] | None = None) -> int:
         "status": cmd_status,
         "spec": cmd_spec,
         "release-workers": cmd_release_workers,
+        "forecast": cmd_forecast,
     }
     return handlers[args.command](args)

@@ -28,12 +28,15 @@ from typing import Any, TypeVar
 
 from pulumi.errors import RunError
 
+from remote_runner import pricing
 from remote_runner import settings as runner_schema
 from stacks.machines import (
     MACHINE_TYPES,
     MachineType,
     experiment_needs,
     experiment_slots,
+    family_of,
+    hourly_cost_in,
 )
 from stacks.network import ssh_range_problems
 
@@ -225,12 +228,20 @@ class StackConfig:
         )
 
     @property
+    def worker_family(self) -> str:
+        """The one machine family of the batch's workers (``n2d`` for n2d-standard-32); runs record it."""
+        return family_of(self.worker_machine.name) if self.worker_machine is not None else ""
+
+    @property
     def hourly_cost_usd(self) -> float:
-        """List price per hour of the machines: one VM, or the on-demand head plus every worker."""
+        """List price per hour of the machines in the stack's region (remote_runner/pricing.py): one VM,
+        or the on-demand head plus every worker. A local stack's machine has no price (0)."""
+        if self.is_local:
+            return self.machine.hourly_cost(spot=self.spot)
         if self.is_cluster and self.worker_machine is not None and self.head_machine is not None:
-            worker = self.worker_machine.hourly_cost(spot=self.worker_spot)
-            return self.head_machine.hourly_cost(spot=False) + self.workers * worker
-        return self.machine.hourly_cost(spot=self.spot)
+            worker = hourly_cost_in(self.worker_machine, self.region, spot=self.worker_spot)
+            return hourly_cost_in(self.head_machine, self.region, spot=False) + self.workers * worker
+        return hourly_cost_in(self.machine, self.region, spot=self.spot)
 
     @property
     def registry_host(self) -> str:
@@ -363,12 +374,12 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
         # each worker fetches the models before its first run of a tool that needs them; the head
         # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
         values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
-        if cfg.max_cost_usd > 0:  # what the cap counts: the stack's own prices (stacks/machines.py)
+        if cfg.max_cost_usd > 0:  # what the cap counts: the stack's prices in its region (pricing.py)
             assert cfg.head_machine is not None and cfg.worker_machine is not None
             values["max_cost_usd"] = cfg.max_cost_usd
             values["cost_rates"] = {
-                "head_usd_per_hour": cfg.head_machine.hourly_cost(spot=False),
-                "worker_usd_per_hour": cfg.worker_machine.hourly_cost(spot=cfg.worker_spot),
+                "head_usd_per_hour": hourly_cost_in(cfg.head_machine, cfg.region, spot=False),
+                "worker_usd_per_hour": hourly_cost_in(cfg.worker_machine, cfg.region, spot=cfg.worker_spot),
             }
     return values
 
@@ -725,6 +736,9 @@ def build_config(
 
     workers, worker_machine, head_machine = _cluster_keys(r, local, cpus, memory, min_free, limits_valid)
     worker_spot = g.boolean("workerSpot")
+    if not local and zone_match and zone_match.group(1) == region:
+        in_use = [("workerMachineType", worker_machine), ("headMachineType", head_machine)] if workers else []
+        _region_problems(r, region, zone, in_use or [("machineType", machine)])
     if not local and machine is not None and limits_valid and not fits and workers == 0:
         bigger = [m.name for m in MACHINE_TYPES.values() if experiment_slots(m, cpus, memory, min_free)]
         r.problem(
@@ -815,15 +829,49 @@ def build_config(
 
 
 def _machine(reader: _Reader, key: str) -> MachineType | None:
+    """The machine type of ``key``: its family must be one of ``pricing.FAMILIES`` and its size one the
+    price table has (remote_runner/pricing.py)."""
     name = reader.string(key)
     machine = MACHINE_TYPES.get(name)
-    if machine is None:
+    if machine is not None:
+        return machine
+    family = name.split("-", 1)[0]
+    if family not in pricing.FAMILIES:
         reader.problem(
             key,
-            f"unknown machine type {name!r}{_suggest(name, MACHINE_TYPES)}; "
-            f"known: {', '.join(MACHINE_TYPES)}",
+            f"unknown machine family {family!r} in {name!r}; the families are "
+            f'{", ".join(pricing.FAMILIES)} (docs/cluster.md, "Which family and region")',
         )
-    return machine
+    else:
+        sizes = [m for m in MACHINE_TYPES if m.startswith(f"{family}-")]
+        reader.problem(
+            key, f"unknown machine type {name!r}{_suggest(name, sizes)}; {family} sizes: {', '.join(sizes)}"
+        )
+    return None
+
+
+def _region_problems(
+    r: _Reader, region: str, zone: str, machines: Sequence[tuple[str, MachineType | None]]
+) -> None:
+    """Each machine the stack runs must have a price in ``gcp:region`` (where the catalogue lists it)
+    and be offered in ``gcp:zone``, so ``hourlyCostUsd``, the forecast and the head's spend are real."""
+    for key, machine in machines:
+        if machine is None:
+            continue
+        regions = pricing.regions_of(machine.name)
+        if region not in regions:
+            r.problems.append(
+                f"gcp:region: {region!r} has no price for {machine.name} ({NAMESPACE}:{key}); the price "
+                f"table has it in {', '.join(regions)} (choose one, or refresh the table: "
+                "scripts/refresh_prices.py, docs/cluster.md)"
+            )
+            continue
+        zones = pricing.zones_of(machine.name, region)
+        if zone not in zones:
+            r.problems.append(
+                f"gcp:zone: {machine.name} ({NAMESPACE}:{key}) is not offered in {zone}; "
+                f"choose one of {', '.join(zones)}"
+            )
 
 
 def _cluster_keys(

@@ -1,23 +1,36 @@
-"""Machine sizes, their prices, and how many experiments fit on one.
+"""Machine types the stack accepts, their prices, and how many experiments fit on one.
 
-Prices are us-central1 list prices in USD per hour (public catalogue; recheck before quoting them).
-n1 prices scale linearly with size, so the 4-, 8- and 16-vCPU figures are the 32-vCPU ones scaled down.
-n1-standard-4 fits no experiment with the default limits; it is the cluster head's size (docs/cluster.md).
-Other regions cost a little more or less: ``hourlyCostUsd`` is an estimate, not a bill.
+Built on the runner's price table (remote_runner/pricing.py, generated from Google's SKU catalogue as
+copied by skypilot-org/skypilot-catalog; its source and date are ``pricing.SOURCE`` and
+``pricing.PRICES_AS_OF``), so the stack and the head read the same figures. The families are n1, n2,
+n2d, c3 and e2 (docs/cluster.md, "Which family and region"). ``MachineType``'s two prices are those of
+:data:`REFERENCE_REGION`; what a stack costs in its own region is :func:`hourly_cost_in`.
+n1-standard-4 and e2-standard-4 fit no experiment with the default limits; they are head sizes.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-# Memory kept back for the OS, dockerd, the runner and the page cache the models are read through.
-HOST_MEMORY_RESERVE_GB = 4.0
+from remote_runner import pricing
+from remote_runner.pricing import CONTAINERS_PER_EXPERIMENT, HOST_MEMORY_RESERVE_GB, family_of
 
-# Each experiment runs two containers (the API under test and the testing tool) with the same limits.
-CONTAINERS_PER_EXPERIMENT = 2
+__all__ = [
+    "CONTAINERS_PER_EXPERIMENT",
+    "HOST_MEMORY_RESERVE_GB",
+    "MACHINE_TYPES",
+    "REFERENCE_REGION",
+    "MachineType",
+    "experiment_needs",
+    "experiment_slots",
+    "family_of",
+    "hourly_cost_in",
+]
+
+#: the region whose prices ``MachineType`` carries: Google's usual reference, where every family is offered
+REFERENCE_REGION = "us-central1"
 
 
 @dataclass(frozen=True)
@@ -29,22 +42,31 @@ class MachineType:
     spot_usd_per_hour: float
 
     def hourly_cost(self, *, spot: bool) -> float:
+        """The price in :data:`REFERENCE_REGION` (0 for a machine that is not in the table)."""
         return self.spot_usd_per_hour if spot else self.on_demand_usd_per_hour
+
+    @property
+    def family(self) -> str:
+        return family_of(self.name)
 
 
 MACHINE_TYPES: Mapping[str, MachineType] = MappingProxyType(
     {
-        m.name: m
-        for m in (
-            MachineType("n1-standard-4", 4, 15.0, 0.19, 0.048125),
-            MachineType("n1-standard-8", 8, 30.0, 0.38, 0.09625),
-            MachineType("n1-standard-16", 16, 60.0, 0.76, 0.1925),
-            MachineType("n1-standard-32", 32, 120.0, 1.52, 0.385),
-            MachineType("n1-standard-64", 64, 240.0, 3.04, 0.770),
-            MachineType("n1-standard-96", 96, 360.0, 4.56, 1.156),
+        m.name: MachineType(
+            m.name,
+            m.vcpus,
+            m.memory_gb,
+            pricing.hourly_usd(m.name, REFERENCE_REGION, spot=False),
+            pricing.hourly_usd(m.name, REFERENCE_REGION, spot=True),
         )
+        for m in pricing.MACHINES.values()
     }
 )
+
+
+def hourly_cost_in(machine: MachineType, region: str, *, spot: bool) -> float:
+    """The list price of ``machine`` in ``region`` (ValueError when the table has none there)."""
+    return pricing.hourly_usd(machine.name, region, spot=spot)
 
 
 def experiment_slots(
@@ -52,31 +74,13 @@ def experiment_slots(
 ) -> int:
     """How many experiments can run at once on ``machine``; 0 means not even one fits.
 
-    The rule (the runner's admission gate reserves the same amounts, so this is an upper bound it
-    actually reaches):
-
-    - each experiment reserves ``2 * cpus_per_container`` vCPUs and ``2 * memory_gb`` GB (API and
-      tool container);
-    - ``HOST_MEMORY_RESERVE_GB`` (4 GB) stays with the host for the OS and Docker;
-    - an experiment is only started while at least ``max(2 * cpus_per_container, min_free_cpus)``
-      vCPUs are still unreserved, so with ``k`` experiments running the ``k+1``-th needs that many
-      free; with the defaults (8 CPUs, 16 GB, 14 free) that is 16 CPUs and 32 GB per experiment:
-      2 on n1-standard-32, 4 on n1-standard-64, 6 on n1-standard-96.
-
-    Memory is never overcommitted (an OOM kill ruins a run); CPUs are not either, because the
-    runner pins each experiment to its own cpuset.
+    The rule is :func:`remote_runner.pricing.experiment_slots` (the same for every family; the
+    family's memory per vCPU makes the difference): with the defaults (8 CPUs, 16 GB, 14 free) 2 on a
+    32-vCPU machine, 4 on a 64-vCPU one, 5 on c3-standard-88, 6 on a 96-vCPU one.
     """
-    if cpus_per_container <= 0 or memory_gb <= 0 or min_free_cpus < 0:
-        raise ValueError("container limits must be positive and min_free_cpus non-negative")
-    cpus_per_experiment = CONTAINERS_PER_EXPERIMENT * cpus_per_container
-    needed_free = max(cpus_per_experiment, min_free_cpus)
-    if machine.vcpus < needed_free:
-        by_cpu = 0
-    else:
-        by_cpu = math.floor((machine.vcpus - needed_free) / cpus_per_experiment) + 1
-    usable_memory = machine.memory_gb - HOST_MEMORY_RESERVE_GB
-    by_memory = max(0, math.floor(usable_memory / (CONTAINERS_PER_EXPERIMENT * memory_gb)))
-    return min(by_cpu, by_memory)
+    return pricing.experiment_slots(
+        machine.vcpus, machine.memory_gb, cpus_per_container, memory_gb, min_free_cpus
+    )
 
 
 def experiment_needs(cpus_per_container: float, memory_gb: float, min_free_cpus: float) -> str:

@@ -146,7 +146,8 @@ def test_cluster_declares_head_registry_template_group_firewall_and_grants(clust
     assert (out["workers"], out["workerGroup"], out["registry"]) == (3, "llamaresttest-dev-workers", REGISTRY)
     assert out["machineType"] == "n1-standard-4" and out["workerMachineType"] == "n1-standard-32"
     assert out["experimentSlots"] == 3 * 2
-    assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.385)
+    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 0.3852 to 0.385)
+    assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.3852)
 
 
 def test_ray_ports_are_open_only_between_the_head_and_worker_tags(cluster_project: Path) -> None:
@@ -268,7 +269,50 @@ def test_on_demand_workers(cluster_project: Path) -> None:
     scheduling = run.one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "STANDARD" and scheduling["automaticRestart"] is True
     assert "instanceTerminationAction" not in scheduling
-    assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.52)
+    # catalogue figures (remote_runner/price_table.py); the old table rounded 1.51999 to 1.52
+    assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.51999)
+
+
+def test_the_forecast_output_is_the_runner_model_of_the_stacks_own_batch(cluster_project: Path) -> None:
+    from remote_runner import forecast
+
+    config = cluster_config(
+        workers=20,
+        workerMachineType="n2d-standard-32",
+        headMachineType="e2-standard-4",
+        tools=["llamaresttest", "schemathesis"],
+        runsPerCombination=10,
+        diskSizeGb=120,
+    )
+    config["gcp:zone"] = "us-east5-b"
+    config.pop("gcp:region", None)
+    run = run_program(cluster_project, config)
+    out = run.outputs
+    assert (out["workerFamily"], out["workerMachineType"], out["machineType"]) == (
+        "n2d",
+        "n2d-standard-32",
+        "e2-standard-4",
+    )
+    # 11 APIs x 2 tools x 10 runs of 60 min, 2 per n2d-standard-32, us-east5 prices, 120 GB disks
+    expected = forecast.forecast(
+        forecast.Batch(220, 60.0, 2),
+        forecast.Cluster(20, "n2d-standard-32", "e2-standard-4", "us-east5", True),
+        forecast.Assumptions(disk_gb=120.0),
+        (0.02,),
+    ).results[0]
+    assert out["forecast"]["runs"] == 220 and out["forecast"]["preemptionRatePerHour"] == 0.02
+    assert (out["forecast"]["hoursP50"], out["forecast"]["hoursP95"]) == (
+        round(expected.makespan_hours_p50, 2),
+        round(expected.makespan_hours_p95, 2),
+    )
+    assert (out["forecast"]["usdP50"], out["forecast"]["usdP95"]) == (
+        round(expected.cost_usd_p50, 2),
+        round(expected.cost_usd_p95, 2),
+    )
+    # 220 runs / 40 slots: 6 waves of an hour and a bit, plus the head's build and the workers' boot
+    assert 6 < out["forecast"]["hoursP50"] <= out["forecast"]["hoursP95"] < 9
+    # at least the runs themselves: 220 slot-hours at half a worker's spot price
+    assert out["forecast"]["usdP50"] > 220 * 0.19469 / 2
 
 
 def test_workers_zero_declares_no_cluster_resource(cluster_project: Path) -> None:
@@ -281,6 +325,7 @@ def test_workers_zero_declares_no_cluster_resource(cluster_project: Path) -> Non
         assert "NODE_ROLE" not in run.one(INSTANCE).inputs["metadata"]["startup-script"]
         assert not {"ray", "registry", "worker_group"} & set(run.one(DEPLOYMENT).inputs["experiment"])
         assert run.outputs["workers"] == 0 and "workerGroup" not in run.outputs
+        assert "forecast" not in run.outputs and "workerFamily" not in run.outputs
     assert sorted(r.type for r in one_vm.resources) == sorted(r.type for r in explicit.resources)
 
 

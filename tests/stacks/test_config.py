@@ -64,7 +64,8 @@ def test_defaults() -> None:
     )
     assert cfg.target == "gcp"
     assert (cfg.zone, cfg.region, cfg.gcp_project) == ("us-central1-a", "us-central1", "research-project-1")
-    assert (cfg.experiment_slots, cfg.hourly_cost_usd) == (2, 1.52)
+    # the catalogue's us-central1 price (remote_runner/price_table.py); the old hand-kept table said 1.52
+    assert (cfg.experiment_slots, cfg.hourly_cost_usd) == (2, 1.51999)
     assert cfg.results_url == "gs://lab-llm-models/llamaresttest-results/"
     assert cfg.models_url == "gs://lab-llm-models/LlamaRestTest/"
 
@@ -118,10 +119,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "llamaresttest:autoStart",
     ]
     text = "\n".join(problems)
-    assert (
-        "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96"
-        in text
-    )
+    assert "unknown machine type 'e2-micro'; e2 sizes: e2-standard-4, e2-standard-8, e2-standard-16" in text
     assert "listed twice: llamaresttest" in text
     assert "is required: the CIDRs allowed to reach SSH" in text
 
@@ -356,7 +354,7 @@ def test_cluster_keys_default_to_the_one_vm_stack() -> None:
     assert cfg.worker_machine is not None and cfg.worker_machine.name == "n1-standard-32"
     assert cfg.head_machine is not None and cfg.head_machine.name == "n1-standard-4"
     # The one VM is what it was: its machine, its price, its slots; the settings have no Ray.
-    assert (cfg.machine_type, cfg.experiment_slots, cfg.hourly_cost_usd) == ("n1-standard-32", 2, 1.52)
+    assert (cfg.machine_type, cfg.experiment_slots, cfg.hourly_cost_usd) == ("n1-standard-32", 2, 1.51999)
     assert not {"ray", "registry", "worker_group"} & set(experiment_settings(cfg))
 
 
@@ -366,10 +364,12 @@ def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
     # machineType and spot apply to nothing: the head is headMachineType, on demand.
     assert cfg.machine_type == "n1-standard-4"
     assert (cfg.worker_slots, cfg.experiment_slots) == (6, 24)
-    assert cfg.hourly_cost_usd == pytest.approx(0.19 + 4 * 1.156)
+    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 1.1556 to 1.156)
+    assert cfg.hourly_cost_usd == pytest.approx(0.19 + 4 * 1.1556)
     assert build(workers=4, workerMachineType="n1-standard-96", workerSpot=False).hourly_cost_usd == (
-        pytest.approx(0.19 + 4 * 4.56)
+        pytest.approx(0.19 + 4 * 4.55998)
     )
+    assert cfg.worker_family == "n1"
     assert cfg.registry == "us-central1-docker.pkg.dev/research-project-1/llamaresttest-dev"
     settings = experiment_settings(cfg)
     assert (settings["ray"], settings["registry"]) == ("auto", cfg.registry)
@@ -395,16 +395,17 @@ def test_with_workers_the_experiment_must_fit_a_worker_not_machine_type() -> Non
 
 def test_cluster_key_problems_are_all_listed() -> None:
     problems = problems_of(
-        workers="many", workerMachineType="n2-standard-32", headMachineType="n1-standard4", workerSpot=3
+        workers="many", workerMachineType="m5-standard-32", headMachineType="n1-standard4", workerSpot=3
     )
     known = (
-        "known: n1-standard-4, n1-standard-8, n1-standard-16, n1-standard-32, n1-standard-64, n1-standard-96"
+        "n1 sizes: n1-standard-4, n1-standard-8, n1-standard-16, "
+        "n1-standard-32, n1-standard-64, n1-standard-96"
     )
     assert problems == (
         "llamaresttest:workers: 'many' is not a whole number "
         "(fix: pulumi config set llamaresttest:workers <a whole number>)",
-        "llamaresttest:workerMachineType: unknown machine type 'n2-standard-32' "
-        f"(did you mean 'n1-standard-32'?); {known}",
+        "llamaresttest:workerMachineType: unknown machine family 'm5' in 'm5-standard-32'; the families are "
+        'n1, e2, n2, n2d, c3 (docs/cluster.md, "Which family and region")',
         "llamaresttest:headMachineType: unknown machine type 'n1-standard4' "
         f"(did you mean 'n1-standard-4'?); {known}",
         "llamaresttest:workerSpot: 3 is not true or false "
@@ -428,7 +429,10 @@ def test_max_cost_usd_caps_a_cluster_with_the_stack_s_prices() -> None:
     cfg = build(workers=4, workerMachineType="n1-standard-96", maxCostUsd="150")
     settings = experiment_settings(cfg)
     assert settings["max_cost_usd"] == 150.0
-    assert settings["cost_rates"] == {"head_usd_per_hour": 0.19, "worker_usd_per_hour": 1.156}
+    assert settings["cost_rates"] == {
+        "head_usd_per_hour": pytest.approx(0.19, abs=1e-4),
+        "worker_usd_per_hour": pytest.approx(1.1556),  # n1-standard-96 spot in us-central1
+    }
     assert "max_cost_usd" not in experiment_settings(build(workers=4))  # 0: no cap
     (problem,) = problems_of(maxCostUsd="50")  # one VM: nothing to cap
     assert (
@@ -456,3 +460,69 @@ def test_a_preset_gives_the_runner_its_protocol_and_explicit_keys_override_it() 
         "llamaresttest:preset: the runner refuses the setting it gives, preset: unknown preset"
     )
     assert "known: llamaresttest-fse25, restgym" in problem
+
+
+# --- machine families and regions (docs/cluster.md, "Which family and region") ----------------------
+
+
+def test_the_recommended_cluster_n2d_workers_and_an_e2_head_in_us_east5() -> None:
+    cfg = build(
+        gcp={"project": "research-project-1", "zone": "us-east5-b"},
+        workers=55,
+        workerMachineType="n2d-standard-32",
+        headMachineType="e2-standard-4",
+    )
+    assert (cfg.region, cfg.worker_family, cfg.worker_slots, cfg.experiment_slots) == (
+        "us-east5",
+        "n2d",
+        2,
+        110,
+    )
+    # us-east5's own prices, not us-central1's: e2-standard-4 on demand + 55 x n2d-standard-32 spot
+    assert cfg.hourly_cost_usd == pytest.approx(0.13403 + 55 * 0.19469)
+
+
+def test_a_region_without_a_price_for_the_machines_is_refused() -> None:
+    # Google offers no n1 in us-east5 (the catalogue has no row): the stack says so, for each machine.
+    problems = problems_of(gcp={"project": "research-project-1", "zone": "us-east5-a"}, workers=2)
+    assert problems == (
+        "gcp:region: 'us-east5' has no price for n1-standard-32 (llamaresttest:workerMachineType); the price "
+        "table has it in europe-west4, us-central1 (choose one, or refresh the table: "
+        "scripts/refresh_prices.py, docs/cluster.md)",
+        "gcp:region: 'us-east5' has no price for n1-standard-4 (llamaresttest:headMachineType); the price "
+        "table has it in europe-west4, us-central1 (choose one, or refresh the table: "
+        "scripts/refresh_prices.py, docs/cluster.md)",
+    )
+    (one_vm,) = problems_of(gcp={"project": "research-project-1", "zone": "asia-east1-a"})
+    assert one_vm.startswith(
+        "gcp:region: 'asia-east1' has no price for n1-standard-32 (llamaresttest:machineType)"
+    )
+
+
+def test_a_zone_that_does_not_offer_the_family_is_refused() -> None:
+    # c3 is listed in us-east5-b and -c only
+    (problem,) = problems_of(
+        gcp={"project": "research-project-1", "zone": "us-east5-a"},
+        workers=3,
+        workerMachineType="c3-standard-88",
+        headMachineType="e2-standard-4",
+    )
+    assert problem == (
+        "gcp:zone: c3-standard-88 (llamaresttest:workerMachineType) is not offered in us-east5-a; "
+        "choose one of us-east5-b, us-east5-c"
+    )
+
+
+@pytest.mark.parametrize(
+    ("worker", "family", "slots"),
+    [
+        ("n1-standard-96", "n1", 6),
+        ("n2-standard-64", "n2", 4),
+        ("n2d-standard-96", "n2d", 6),
+        ("c3-standard-88", "c3", 5),
+        ("e2-standard-32", "e2", 2),
+    ],
+)
+def test_every_family_can_be_a_worker(worker: str, family: str, slots: int) -> None:
+    cfg = build(workers=2, workerMachineType=worker, headMachineType="e2-standard-4")
+    assert (cfg.worker_family, cfg.worker_slots) == (family, slots)
