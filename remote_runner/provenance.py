@@ -45,7 +45,6 @@ PEAK_MEMORY_PROBE = (
     "-c",
     "cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.peak",
 )
-METADATA_URL = "http://metadata.google.internal/computeMetadata/v1/instance/machine-type"
 HASH_CACHE = ".model-sha256.json"
 _CHUNK = 8 * 1024 * 1024
 _cache_lock = threading.Lock()
@@ -129,7 +128,11 @@ def machine_type(timeout: float = 1.0) -> str | None:
     """The Google Cloud machine type of this VM (``n1-standard-32``), None off Google Cloud."""
     if _machine_type:
         return _machine_type[0]
-    request = urllib.request.Request(METADATA_URL, headers={"Metadata-Flavor": "Google"})
+    # GCE_METADATA_HOST points it at a stand-in (remote_runner/mig.py), Google's server by default
+    from remote_runner.mig import metadata_url
+
+    url = f"{metadata_url()}/instance/machine-type"
+    request = urllib.request.Request(url, headers={"Metadata-Flavor": "Google"})  # noqa: S310 (http)
     value: str | None = None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - fixed http URL
@@ -140,6 +143,17 @@ def machine_type(timeout: float = 1.0) -> str | None:
     return value
 
 
+def _family(kind: str | None) -> str | None:
+    if not kind:
+        return None
+    from remote_runner import pricing
+
+    try:
+        return pricing.family_of(kind)
+    except ValueError:
+        return kind.split("-", 1)[0]
+
+
 def host() -> dict[str, Any]:
     """The node the run ran on: its host name, machine type (where known) and kernel."""
     kind = machine_type()
@@ -147,6 +161,8 @@ def host() -> dict[str, Any]:
         "node": os.environ.get("LLAMARESTTEST_NODE") or socket.gethostname(),
         "machine_type": kind,
         "machine_type_source": "google metadata server" if kind else "unknown (no metadata server)",
+        # the family (n1, n2d, c3, ...): CPU speed differs between families, so a batch keeps one
+        "machine_family": _family(kind),
         "kernel": platform.release(),
     }
 

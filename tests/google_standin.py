@@ -39,6 +39,7 @@ class Standin:
     instances: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    machine_type: str = "n2d-standard-32"  # what the metadata server says this VM is
 
     def _resize(self, group: str, size: int) -> None:
         while len(self.instances) < size:
@@ -100,6 +101,12 @@ def google_standin(size: int = 3, names: list[str] | None = None) -> Iterator[St
                     state.tokens_issued += 1
                     token = f"token-{state.tokens_issued}"
                     self._send(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+                elif self.path == "/computeMetadata/v1/instance/machine-type":
+                    raw = f"projects/123456/machineTypes/{state.machine_type}".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
                 elif not self._authorised():
                     return
                 elif self.path in state.sizes:

@@ -170,3 +170,16 @@ def test_endpoints_follow_their_conventional_variables(monkeypatch: pytest.Monke
         assert mig.target_size(PROJECT, ZONE, GROUP, token_provider=metadata_token()) == 3
         assert mig.resize_to_zero(PROJECT, ZONE, GROUP, token_provider=metadata_token()).status == "RUNNING"
         assert standin.sizes[GROUP_PATH] == 0 and standin.tokens_issued == 2
+
+
+def test_a_run_records_the_machine_type_and_family_the_metadata_server_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from remote_runner import provenance
+
+    with google_standin() as standin:
+        monkeypatch.setenv("GCE_METADATA_HOST", standin.url.removeprefix("http://"))
+        monkeypatch.setattr(provenance, "_machine_type", [])  # not cached from another test
+        host = provenance.host()
+    assert (host["machine_type"], host["machine_family"]) == ("n2d-standard-32", "n2d")
+    assert host["machine_type_source"] == "google metadata server"
