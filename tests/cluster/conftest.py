@@ -19,6 +19,7 @@ cluster holds 3 at once: 2 on ``big``, 1 on ``small``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -148,8 +149,37 @@ class RayCluster:
             self.start_worker(name)
 
 
-def stop_all(env: dict[str, str]) -> None:
-    subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+#: every Ray process of a test cluster carries this in its environment (``ray start`` passes its
+#: environment on to the GCS, the raylets, the agents and the workers), so the tests stop their own
+#: clusters by it, never another job's Ray (``ray stop`` ends every Ray process of the machine)
+MARKER = "LLAMARESTTEST_TEST_CLUSTER"
+
+
+def own_ray_processes(value: str | None = None) -> list[psutil.Process]:
+    """Processes of the tests' Ray clusters: those of the cluster whose marker is ``value``, or of any
+    test cluster (a leftover of an earlier run) when None."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            marker = proc.environ().get(MARKER)
+        except (psutil.Error, OSError):
+            continue
+        if marker and (value is None or marker == value):
+            found.append(proc)
+    return found
+
+
+def stop_all(env: dict[str, str] | None = None) -> None:
+    """Stops the test cluster of ``env`` (every test cluster when None): SIGTERM, then SIGKILL."""
+    procs = own_ray_processes(env.get(MARKER) if env else None)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _gone, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=15)
 
 
 def lab_network() -> None:
@@ -178,10 +208,11 @@ def drop_lab_network() -> None:
 def start_cluster(
     env: dict[str, str], temp: Path = Path("/tmp/lrt-ray"), ip: str = "127.0.0.1"
 ) -> RayCluster:
-    """Starts the head and both workers (``ray stop --force`` first: one cluster per machine here).
+    """Starts the head and both workers (the tests' own leftover clusters stopped first: the ports are
+    fixed).
     ``temp`` is Ray's session folder: short, as its socket paths must fit 107 bytes."""
     shutil.rmtree(temp, ignore_errors=True)
-    stop_all(env)
+    stop_all()
     head = subprocess.run(
         [
             RAY,
@@ -230,6 +261,7 @@ def start_cluster(
 def cluster_env(scratch: Path) -> dict[str, str]:
     env = runner_env()
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env[MARKER] = secrets.token_hex(8)
     env["LLAMARESTTEST_NODE_SCRATCH"] = str(scratch)
     # token authentication on every node and the driver, as the stack's units set it
     token = scratch / "ray-token"
