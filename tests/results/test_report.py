@@ -184,7 +184,7 @@ def test_an_api_without_verified_runs_has_no_coverage_plot_and_says_why(tmp_path
     results.write_batch_summary(batch)
     md = report.build_report(batch).read_text()
     slow = [r for r in report.load_runs(batch) if r.api == "slow-start"]
-    assert all(r.series and not r.verified and "coverage_samples_per_minute" in r.reason for r in slow)
+    assert all(len(r.series) and not r.verified and "coverage_samples_per_minute" in r.reason for r in slow)
     assert (batch / "coverage-fast.png").read_bytes().startswith(PNG_MAGIC)
     assert not (batch / "coverage-slow-start.png").exists()
     section = md.split("## API: slow-start", 1)[1].split("\n## ", 1)[0]
