@@ -719,14 +719,16 @@ def synthetic_summary(rnd: random.Random, api: str, tool: str, run: int, skill: 
 
 
 REPORT_CHILD = """
-import resource, sys, time
+import re, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from remote_runner import report
 began, cpu = time.perf_counter(), time.process_time()
 report.build_report(Path(sys.argv[2]))
-peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(time.perf_counter() - began, time.process_time() - cpu, peak_kb)
+took, cpu = time.perf_counter() - began, time.process_time() - cpu
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's RSS across fork and exec)
+status = Path("/proc/self/status").read_text()
+print(took, cpu, re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
 """
 
 

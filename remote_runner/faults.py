@@ -160,7 +160,7 @@ class _PrefixIndex:
         self._rank = {w: i for i, w in enumerate(sorted(df, key=df.__getitem__))}
         self._t = threshold
         # (scope, word rank) -> size -> position -> ids
-        self._postings: dict[tuple[object, int], dict[int, list[list[int]]]] = {}
+        self._postings: dict[tuple[object, int], dict[int, dict[int, list[int]]]] = {}
 
     def _least(self, n: int) -> int:
         """Least overlap of a set of size ``n`` with any set it can match (similarity > 0 too)."""
@@ -188,10 +188,7 @@ class _PrefixIndex:
 
     def add(self, prefix: list[int], size: int, ident: int, scope: object = None) -> None:
         for j, w in enumerate(prefix):
-            slots = self._postings.setdefault((scope, w), {}).setdefault(size, [])
-            while len(slots) <= j:
-                slots.append([])
-            slots[j].append(ident)
+            self._postings.setdefault((scope, w), {}).setdefault(size, {}).setdefault(j, []).append(ident)
 
     def candidates(self, prefix: list[int], size: int, scope: object = None) -> list[int]:
         """Ids (ascending) of the sets indexed in ``scope`` that may reach the threshold with a set
@@ -213,8 +210,9 @@ class _PrefixIndex:
                     k = need[other] = self._need(size, other)
                 if i > size - k:
                     continue
-                for ids in filed[other][: other - k + 1]:
-                    found.update(ids)
+                for j, ids in filed[other].items():
+                    if j <= other - k:
+                        found.update(ids)
         return sorted(found)
 
 
@@ -261,6 +259,11 @@ def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: flo
     )
 
 
+#: groups of one operation and status compared one by one before the index takes over (below it,
+#: scanning them costs less than looking them up)
+_SCAN_LIMIT = 64
+
+
 def our_failures(
     requests: Sequence[metrics.Request],
     operations: Sequence[metrics.Operation | None],
@@ -271,9 +274,10 @@ def our_failures(
     request, whether it opened a new group (for the cumulative series). ``operations`` is each
     request's matched operation; the groups equal ``metrics.unique_failures``'s (a test checks).
 
-    Only the groups :class:`_PrefixIndex` names are compared, earliest first (the first that is
-    similar enough wins, as when comparing with every group); with threshold 0 every group is
-    similar enough, and an empty token set is similar (1.0) only to another empty one."""
+    Past ``_SCAN_LIMIT`` groups of an operation and status, only the groups :class:`_PrefixIndex`
+    names are compared, earliest first (the first that is similar enough wins, as when comparing
+    with every group); with threshold 0 every group is similar enough, and an empty token set is
+    similar (1.0) only to another empty one."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"similarity threshold must be within [0, 1], got {threshold}")
     failing: list[tuple[int, str, int, frozenset[str]]] = []
@@ -284,30 +288,45 @@ def our_failures(
     index = _PrefixIndex([tokens for *_, tokens in failing], threshold)
     groups: dict[tuple[str, int], list[tuple[frozenset[str], list[int]]]] = {}
     empty_group: dict[tuple[str, int], int] = {}  # the first group of each key whose first body has no token
+    indexed: set[tuple[str, int]] = set()  # keys with more than _SCAN_LIMIT groups: looked up in the index
     order: list[tuple[str, int, list[int], str]] = []
     flags = [False] * len(requests)
     for n, key, status, tokens in failing:
         r = requests[n]
-        clusters = groups.setdefault((key, status), [])
+        scope = (key, status)
+        clusters = groups.setdefault(scope, [])
         joined = None
         if clusters and threshold == 0.0:
             joined = 0
         elif not tokens:
-            joined = empty_group.get((key, status))
+            joined = empty_group.get(scope)
         elif clusters:
-            for at in index.candidates(index.prefix(tokens), len(tokens), (key, status)):
-                if metrics.jaccard(clusters[at][0], tokens) >= threshold:
+            size = len(tokens)
+            if scope in indexed:
+                ahead: Iterable[int] = index.candidates(index.prefix(tokens), size, scope)
+            else:
+                ahead = range(len(clusters))
+            for at in ahead:
+                first = clusters[at][0]
+                inter = len(first & tokens)  # metrics.jaccard's figure, the union counted, not built
+                if inter and inter / (len(first) + size - inter) >= threshold:
                     joined = at
                     break
         if joined is not None:
             clusters[joined][1][0] += 1
             continue
         count = [1]
-        if tokens:
-            index.add(index.prefix(tokens), len(tokens), len(clusters), (key, status))
-        else:
-            empty_group.setdefault((key, status), len(clusters))
+        if not tokens:
+            empty_group.setdefault(scope, len(clusters))
         clusters.append((tokens, count))
+        if scope in indexed:
+            if tokens:
+                index.add(index.prefix(tokens), len(tokens), len(clusters) - 1, scope)
+        elif len(clusters) > _SCAN_LIMIT:  # from now on, the index: file every group so far
+            indexed.add(scope)
+            for at, (first, _) in enumerate(clusters):
+                if first:
+                    index.add(index.prefix(first), len(first), at, scope)
         order.append((key, status, count, _text(r.response_body)[:300] if r.response_body else ""))
         flags[n] = True
     found = tuple(metrics.FailureGroup(key=k, status=st, count=c[0], example=ex) for k, st, c, ex in order)

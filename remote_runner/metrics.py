@@ -238,13 +238,12 @@ _NORMALISERS = (
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[^\sA-Za-z0-9_]")
 
 
-# Pieces a body is cut into: at least 48 characters, ending on whitespace no replacement or token
-# can cross (any whitespace but a space; a space not after a digit, since only TIMESTAMP's
-# "2024-01-01 10:00" holds one). Each pass and the tokens then act on every piece as on the whole
-# text (a piece starts after whitespace, as \b and the lookaheads see a text's start), so the
-# tokens of a body are the union of its pieces', and the pieces bodies share (the frames of one
-# stack trace) are normalised once.
-_PIECE = re.compile(r".{48,}?(?:[^\S ]|(?<!\d) )|.+", re.DOTALL)
+# A body is cut at spaces into pieces that no replacement or token crosses: a match holds no
+# whitespace except TIMESTAMP's "2024-01-01 10:00", whose space follows a digit, so a space that
+# follows a digit stays inside its piece. Each pass and the tokens then act on every piece as on the
+# whole text (a piece starts after a space, as \b and the lookaheads see a text's start, and ends
+# before one, as they see its end), so a body's tokens are the union of its pieces', and the pieces
+# bodies share (the frames of one stack trace) are normalised once.
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -256,15 +255,31 @@ def _piece_tokens(piece: str) -> frozenset[str]:
     return frozenset(t.lower() for t in _TOKEN.findall(piece))
 
 
+def _pieces(text: str) -> list[str]:
+    pieces: list[str] = []
+    held: str | None = None
+    for part in text.split(" "):
+        if held is None:
+            held = part
+        elif held and held[-1].isdecimal():  # the space may be TIMESTAMP's: keep it inside
+            held = f"{held} {part}"
+        else:
+            pieces.append(held)
+            held = part
+    if held is not None:
+        pieces.append(held)
+    return pieces
+
+
 def normalise_body(body: bytes | str) -> frozenset[str]:
     """The set of tokens of a response body with its volatile parts (UUIDs, timestamps, dates, times,
     hex ids, numbers) replaced by placeholders, so two bodies differing only there are equal.
 
     The same set as replacing each pattern over the whole text, then tokenising it (the six passes
-    in order; tests/results/test_metrics.py keeps that version and checks both agree), computed
-    per piece (``_PIECE``) with the pieces' tokens cached."""
+    in order; tests/results/test_linear_clustering.py keeps that version and checks both agree),
+    computed per piece (``_pieces``) with the pieces' tokens cached."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    pieces = _PIECE.findall(text)
+    pieces = _pieces(text)
     if len(pieces) == 1:
         return _piece_tokens(pieces[0])
     found: set[str] = set()

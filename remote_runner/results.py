@@ -78,7 +78,7 @@ def _wire_text(value: object, wire: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     text = str(value)
-    if wire == "latin-1":
+    if wire == "latin-1" and not text.isascii():  # ASCII reads the same either way
         try:
             return text.encode("latin-1").decode("utf-8", "replace")
         except UnicodeEncodeError:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import HealthCheck, example, given, settings
@@ -172,6 +174,17 @@ def test_normalise_body_on_realistic_bodies() -> None:
 # --- our_failures ---------------------------------------------------------------------------------
 
 OPS = [Operation("GET", "/pets/{id}"), Operation("POST", "/pets"), None]
+SCAN_LIMITS = (0, 3, faults._SCAN_LIMIT)
+
+
+@contextmanager
+def scan_limit(limit: int) -> Iterator[None]:
+    saved = faults._SCAN_LIMIT
+    faults._SCAN_LIMIT = limit
+    try:
+        yield
+    finally:
+        faults._SCAN_LIMIT = saved
 
 
 @st.composite
@@ -195,7 +208,10 @@ def test_our_failures_equal_the_first_group_scan(
 ) -> None:
     requests = [r for r, _ in pairs]
     ops = [op for _, op in pairs]
-    assert faults.our_failures(requests, ops, threshold) == reference_our_failures(requests, ops, threshold)
+    want = reference_our_failures(requests, ops, threshold)
+    for limit in SCAN_LIMITS:  # groups scanned one by one, then the index, from the first group on too
+        with scan_limit(limit):
+            assert faults.our_failures(requests, ops, threshold) == want, limit
 
 
 def test_our_failures_on_realistic_bodies() -> None:
@@ -208,4 +224,7 @@ def test_our_failures_on_realistic_bodies() -> None:
         requests.append(Request(0.0, "GET", f"/pets/{i}", rnd.choice([500, 500, 503]), body))
         ops.append(op)
     for t in (0.0, 0.5, 0.8, 0.9, 0.95, 1.0):
-        assert faults.our_failures(requests, ops, t) == reference_our_failures(requests, ops, t), t
+        want = reference_our_failures(requests, ops, t)
+        for limit in SCAN_LIMITS:
+            with scan_limit(limit):
+                assert faults.our_failures(requests, ops, t) == want, (t, limit)
