@@ -30,6 +30,7 @@ Pure functions over plain data; :mod:`remote_runner.results` calls them.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -154,7 +155,7 @@ class _PrefixIndex:
     comparing with every set."""
 
     def __init__(self, sets: Sequence[frozenset[str]], threshold: float) -> None:
-        df = Counter(w for s in sets for w in s)
+        df = Counter(itertools.chain.from_iterable(sets))
         # rarest first, ties in order of first appearance (any fixed order is correct; this one is
         # a sort on integers)
         self._rank = {w: i for i, w in enumerate(sorted(df, key=df.__getitem__))}
@@ -285,7 +286,7 @@ def our_failures(
         if r.status is not None and 500 <= r.status < 600:
             key = str(op) if op is not None else f"{r.method.upper()} {r.path.split('?', 1)[0]}"
             failing.append((n, key, r.status, metrics.normalise_body(r.response_body)))
-    index = _PrefixIndex([tokens for *_, tokens in failing], threshold)
+    index: _PrefixIndex | None = None  # built when some operation's groups first pass _SCAN_LIMIT
     groups: dict[tuple[str, int], list[tuple[frozenset[str], list[int]]]] = {}
     empty_group: dict[tuple[str, int], int] = {}  # the first group of each key whose first body has no token
     indexed: set[tuple[str, int]] = set()  # keys with more than _SCAN_LIMIT groups: looked up in the index
@@ -302,7 +303,7 @@ def our_failures(
             joined = empty_group.get(scope)
         elif clusters:
             size = len(tokens)
-            if scope in indexed:
+            if index is not None and scope in indexed:
                 ahead: Iterable[int] = index.candidates(index.prefix(tokens), size, scope)
             else:
                 ahead = range(len(clusters))
@@ -319,10 +320,12 @@ def our_failures(
         if not tokens:
             empty_group.setdefault(scope, len(clusters))
         clusters.append((tokens, count))
-        if scope in indexed:
+        if index is not None and scope in indexed:
             if tokens:
                 index.add(index.prefix(tokens), len(tokens), len(clusters) - 1, scope)
         elif len(clusters) > _SCAN_LIMIT:  # from now on, the index: file every group so far
+            if index is None:
+                index = _PrefixIndex([t for *_, t in failing], threshold)
             indexed.add(scope)
             for at, (first, _) in enumerate(clusters):
                 if first:
