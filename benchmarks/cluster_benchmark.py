@@ -273,7 +273,8 @@ class OwnCluster:
 
     def processes(self) -> list[psutil.Process]:
         """Every process of this cluster: the ray start commands we ran, their descendants, and any
-        process that names our temp folder (one its parent left behind)."""
+        process that names our temp folder or carries our node scratch folder in its environment
+        (one its parent left behind); both folders are this run's own."""
         found: dict[int, psutil.Process] = {}
         for node in self.nodes:
             try:
@@ -282,8 +283,14 @@ class OwnCluster:
                 found.update({c.pid: c for c in root.children(recursive=True)})
             except psutil.NoSuchProcess:
                 continue
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(str(self.temp) in part for part in proc.info["cmdline"] or []):
+        # a process whose parent died first is no descendant any more; it still names our temp folder
+        # or carries our environment (Ray's agents rename themselves, "ray::DashboardAgent")
+        scratch = self.env.get("LLAMARESTTEST_NODE_SCRATCH")
+        for proc in psutil.process_iter(["cmdline", "environ"]):
+            env = proc.info["environ"] or {}
+            if any(str(self.temp) in part for part in proc.info["cmdline"] or []) or (
+                scratch is not None and env.get("LLAMARESTTEST_NODE_SCRATCH") == scratch
+            ):
                 found.setdefault(proc.pid, proc)
         found.pop(psutil.Process().pid, None)
         return list(found.values())
