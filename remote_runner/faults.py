@@ -221,9 +221,10 @@ def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: flo
     """Bucket 5xx bodies (arrival order) as RESTgym does: the most similar bucket with similarity
     >= ``threshold`` and > 0 wins (the earliest on a tie), else a new bucket.
 
-    Only the buckets :class:`_PrefixIndex` names are compared (linear when bodies do not merge;
-    RESTgym compares each body with every bucket); tests/results/test_faults.py keeps that
-    every-bucket version and checks both agree on random bodies, cleanings and thresholds."""
+    Only the buckets :class:`_PrefixIndex` names are compared (RESTgym compares each body with every
+    bucket: quadratic when bodies do not merge; near-duplicates just under the threshold remain
+    candidates, docs/results.md "Cost at paper scale"); tests/results/test_linear_clustering.py keeps
+    that every-bucket version and checks both agree on random bodies, cleanings and thresholds."""
     if cleaning not in CLEANINGS:
         raise ValueError(f"unknown fault cleaning {cleaning!r} (known: {', '.join(sorted(CLEANINGS))})")
     if not 0.0 <= threshold <= 1.0:

@@ -117,7 +117,7 @@ class CumulativeColumns:
     are all exact in float32 (counts below 2**24) is kept so; coverage fractions stay float64.
     :meth:`row_at` and :meth:`areas` give what :func:`cumulative.row_at` and
     :func:`cumulative.areas` give on the rows (summed in row order with Python's ``sum``, as
-    there), a test checks."""
+    there); tests/results/test_report_columns.py checks."""
 
     requests: Any = None  # float64, NaN where a row's count is not an integer
     metrics: dict[str, Any] = field(default_factory=dict)
