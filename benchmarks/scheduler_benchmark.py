@@ -41,6 +41,8 @@ from remote_runner.scheduler import Sampler, Scheduler
 
 IMAGE = "debian:bookworm-slim"
 LABEL = "llamaresttest.benchmark"
+#: this run's value of LABEL: what it removes at its end is its own, never another run's containers
+RUN_ID = uuid.uuid4().hex[:12]
 MEMORY = 64 * 1024**2
 
 
@@ -62,7 +64,7 @@ def busy_spec(job: Job, tag: str, seconds: float, cpuset: str | None) -> Contain
         name=f"lrt-bench-{tag}-{job.name}",
         image=IMAGE,
         network="none",
-        labels={LABEL: tag},
+        labels={LABEL: RUN_ID},
         cpus=job.cpus,
         cpuset=cpuset,
         memory_bytes=MEMORY,
@@ -229,7 +231,7 @@ def main() -> int:
             f"{name:<32} {f['makespan']:>10.2f} {f['bound']:>8.2f} {f['ratio']:>14.3f} "
             f"{f['nominal_ratio']:>9.3f} {f['median_delay']:>21.3f} {f['peak']:>9.2f}"
         )
-    leftover = docker.containers_with_label(LABEL)
+    leftover = docker.containers_with_label(f"{LABEL}={RUN_ID}")
     if leftover:
         docker.remove(leftover)
     return 0

@@ -22,6 +22,11 @@ Nothing is forwarded unrecorded:
   ``running`` switches ``rawtcp`` off (the supervisor also passes ``--set rawtcp=false``), so such
   connections are parsed as HTTP; a TCP flow that still appears is killed and counted in ``refused``.
 
+Stored compactly, nothing lost (schema version 2, ``PRAGMA user_version``): headers and bodies are
+packed with zstandard and a dictionary trained on the run's first requests (``traffic_packing.py``,
+next to this file: mitmproxy puts a script's folder on ``sys.path`` while loading it); a database
+of an older image is continued with its old rows left as they are (``packing`` NULL).
+
 Times are UTC epoch seconds (mitmproxy's own timestamps, taken from ``time.time()``). Runs on
 Python >= 3.8 and mitmproxy >= 8.0 (selfcheck.py).
 """
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import traffic_packing
 from mitmproxy import ctx, http
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,14 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER,
     response_headers TEXT,
     response_body BLOB,
-    wire TEXT
+    wire TEXT,
+    packing INTEGER
+);
+CREATE TABLE IF NOT EXISTS dictionaries (
+    id INTEGER PRIMARY KEY,
+    zstd_dict_id INTEGER NOT NULL,
+    created REAL NOT NULL,
+    content BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refused (
     id INTEGER PRIMARY KEY,
@@ -107,6 +120,7 @@ class TrafficRecorder:
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None
         self.refusals = 0
+        self.packer = traffic_packing.Packer()
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -130,6 +144,12 @@ class TrafficRecorder:
         cols = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
         if "wire" not in cols:  # a database written by an older image: its rows keep wire NULL
             db.execute("ALTER TABLE requests ADD COLUMN wire TEXT")
+        if "packing" not in cols:  # ... and packing NULL (stored as they came)
+            db.execute("ALTER TABLE requests ADD COLUMN packing INTEGER")
+        db.execute(f"PRAGMA user_version = {traffic_packing.SCHEMA_VERSION}")
+        stored = db.execute("SELECT content FROM dictionaries ORDER BY id DESC LIMIT 1").fetchone()
+        # a restarted proxy continues with the dictionary it trained before
+        self.packer = traffic_packing.Packer(dictionary=bytes(stored[0]) if stored else None)
         self.db = db
         log.info("recording traffic into %s", path)
 
@@ -150,23 +170,47 @@ class TrafficRecorder:
         except sqlite3.Error as exc:
             print(f"traffic_addon: refusal not stored: {exc}", file=sys.stderr, flush=True)
 
+    def packed(self, headers: Any, body: bytes) -> tuple[Any, Any]:
+        """The row's headers and body as stored: tagged BLOBs when packing, else text and bytes."""
+        text = headers_json(headers)
+        if not self.packer.enabled:
+            return text, body
+        return self.packer.pack(text.encode("utf-8")), self.packer.pack(body)
+
+    def store_trained_dictionary(self) -> None:
+        content = self.packer.trained()
+        if content is None or self.db is None:
+            return
+        try:
+            self.db.execute(
+                "INSERT INTO dictionaries (zstd_dict_id, created, content) VALUES (?, ?, ?)",
+                (traffic_packing.zstandard.ZstdCompressionDict(content).dict_id(), time.time(), content),
+            )
+        except sqlite3.Error as exc:  # without it stored, rows must not refer to it
+            log.error("compression dictionary not stored: %s", exc)
+            return
+        self.packer.use_dictionary(content)
+
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         method, path, query = request_line(req)
         try:
             if self.db is None:
                 raise RuntimeError("the traffic database is not open")
+            self.store_trained_dictionary()
+            headers, body = self.packed(req.headers, body_bytes(req))
             cur = self.db.execute(
                 "INSERT INTO requests (started, method, path, query, request_headers, request_body,"
-                " wire) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " wire, packing) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     req.timestamp_start,
                     method,
                     path,
                     query,
-                    headers_json(req.headers),
-                    body_bytes(req),
+                    headers,
+                    body,
                     WIRE,
+                    traffic_packing.PACKED if self.packer.enabled else None,
                 ),
             )
         except Exception as exc:
@@ -178,6 +222,7 @@ class TrafficRecorder:
             flow.metadata["traffic_refused"] = True
             return
         flow.metadata["traffic_row"] = cur.lastrowid
+        self.packer.request_seen()
 
     def response(self, flow: http.HTTPFlow) -> None:
         row = flow.metadata.get("traffic_row")
@@ -185,16 +230,11 @@ class TrafficRecorder:
             return
         resp = flow.response
         try:
+            headers, body = self.packed(resp.headers, body_bytes(resp))
             self.db.execute(
                 "UPDATE requests SET finished = ?, status = ?, response_headers = ?,"
                 " response_body = ? WHERE id = ?",
-                (
-                    resp.timestamp_end or resp.timestamp_start,
-                    resp.status_code,
-                    headers_json(resp.headers),
-                    body_bytes(resp),
-                    row,
-                ),
+                (resp.timestamp_end or resp.timestamp_start, resp.status_code, headers, body, row),
             )
         except sqlite3.Error as exc:  # the request is recorded; only its answer is missing
             log.error("response of row %s not recorded: %s", row, exc)

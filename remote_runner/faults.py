@@ -30,8 +30,11 @@ Pure functions over plain data; :mod:`remote_runner.results` calls them.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -132,21 +135,112 @@ class RestgymFaults:
         return len(self.buckets)
 
 
+class _PrefixIndex:
+    """Candidate sets for a Jaccard threshold without comparing every pair (prefix filtering, as in
+    AllPairs/PPJoin).
+
+    Every word is ranked by how few sets hold it (rarest first, one fixed order for the whole run).
+    Two sets of sizes ``a`` and ``b`` with similarity ``t`` or more overlap in at least
+    ``k = max(ceil(t (a + b) / (1 + t)), ceil(t a), ceil(t b))`` words, so the first ``a - k + 1``
+    words of one and the first ``b - k + 1`` of the other share a word (their overlap leaves at
+    most ``a - k`` words of one outside it). A set is filed under each of its first
+    ``b - ceil(t b) + 1`` words by its size ``b`` and the word's position ``j``; a query of size
+    ``a`` takes, for its word at position ``i``, the sets of the sizes ``b`` its overlap bounds
+    allow (``ceil(t a) <= b`` and ``ceil(t b) <= a``) filed at positions ``j <= b - k``, when
+    ``i <= a - k``. Every set that can reach the threshold is among them; sets sharing only
+    frequent words (one stack trace template with other ids, "Value 'x' is invalid" with another
+    x) are not, which keeps bodies that do not merge from being compared with every earlier one.
+    Ceilings are taken a hair low (1e-9): float rounding can only lengthen a prefix, never drop a
+    match. The callers compare the candidates exactly as before, so the result is the one of
+    comparing with every set."""
+
+    def __init__(self, sets: Sequence[frozenset[str]], threshold: float) -> None:
+        df = Counter(itertools.chain.from_iterable(sets))
+        # rarest first, ties in order of first appearance (any fixed order is correct; this one is
+        # a sort on integers)
+        self._rank = {w: i for i, w in enumerate(sorted(df, key=df.__getitem__))}
+        self._t = threshold
+        # (scope, word rank) -> size -> position -> ids
+        self._postings: dict[tuple[object, int], dict[int, dict[int, list[int]]]] = {}
+
+    def _least(self, n: int) -> int:
+        """Least overlap of a set of size ``n`` with any set it can match (similarity > 0 too)."""
+        return max(1, math.ceil(self._t * n - 1e-9))
+
+    def _need(self, a: int, b: int) -> int:
+        """Least overlap of two sets of sizes ``a`` and ``b`` that can match."""
+        pair = math.ceil(self._t * (a + b) / (1 + self._t) - 1e-9)
+        return max(pair, self._least(a), self._least(b))
+
+    def _largest(self, a: int) -> int:
+        """The largest size of a set that can match one of size ``a`` (``ceil(t b) <= a``)."""
+        bound = (a + 1e-9) / self._t if self._t > 0.0 else math.inf
+        if bound > 1 << 60:  # a threshold so close to 0 bounds nothing
+            return 1 << 62
+        b = math.floor(bound) + 1
+        while b > a and self._least(b) > a:
+            b -= 1
+        return b
+
+    def prefix(self, words: frozenset[str]) -> list[int]:
+        """The ranks of the set's first words, the ones it is filed under and queried with."""
+        n = len(words)
+        return sorted(map(self._rank.__getitem__, words))[: max(0, n - self._least(n) + 1)]
+
+    def add(self, prefix: list[int], size: int, ident: int, scope: object = None) -> None:
+        for j, w in enumerate(prefix):
+            self._postings.setdefault((scope, w), {}).setdefault(size, {}).setdefault(j, []).append(ident)
+
+    def candidates(self, prefix: list[int], size: int, scope: object = None) -> list[int]:
+        """Ids (ascending) of the sets indexed in ``scope`` that may reach the threshold with a set
+        of ``size`` words whose :meth:`prefix` is ``prefix``."""
+        found: set[int] = set()
+        smallest, largest = self._least(size), self._largest(size)
+        need: dict[int, int] = {}
+        for i, w in enumerate(prefix):
+            filed = self._postings.get((scope, w))
+            if not filed:
+                continue
+            if largest - smallest + 1 < len(filed):
+                sizes: Iterable[int] = (b for b in range(smallest, largest + 1) if b in filed)
+            else:
+                sizes = (b for b in filed if smallest <= b <= largest)
+            for other in sizes:
+                k = need.get(other)
+                if k is None:
+                    k = need[other] = self._need(size, other)
+                if i > size - k:
+                    continue
+                for j, ids in filed[other].items():
+                    if j <= other - k:
+                        found.update(ids)
+        return sorted(found)
+
+
 def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: float) -> RestgymFaults:
     """Bucket 5xx bodies (arrival order) as RESTgym does: the most similar bucket with similarity
-    >= ``threshold`` and > 0 wins (the earliest on a tie), else a new bucket."""
+    >= ``threshold`` and > 0 wins (the earliest on a tie), else a new bucket.
+
+    Only the buckets :class:`_PrefixIndex` names are compared (RESTgym compares each body with every
+    bucket: quadratic when bodies do not merge; near-duplicates just under the threshold remain
+    candidates, docs/results.md "Cost at paper scale"); tests/results/test_linear_clustering.py keeps
+    that every-bucket version and checks both agree on random bodies, cleanings and thresholds."""
     if cleaning not in CLEANINGS:
         raise ValueError(f"unknown fault cleaning {cleaning!r} (known: {', '.join(sorted(CLEANINGS))})")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"similarity threshold must be within [0, 1], got {threshold}")
+    items = list(bodies)
+    sets = [words(body, cleaning) for body in items]
+    index = _PrefixIndex(sets, threshold)
     firsts: list[frozenset[str]] = []
     counts: list[int] = []
     examples: list[str] = []
     assignment: list[int] = []
-    for body in bodies:
-        ws = words(body, cleaning)
+    for body, ws in zip(items, sets, strict=True):
         best, best_sim = -1, 0.0
-        for i, first in enumerate(firsts):
+        prefix = index.prefix(ws)
+        for i in index.candidates(prefix, len(ws)):
+            first = firsts[i]
             inter = len(ws & first)
             if not inter:
                 continue
@@ -158,12 +252,18 @@ def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: flo
             firsts.append(ws)
             counts.append(0)
             examples.append(_text(body)[:300])
+            index.add(prefix, len(ws), best)
         counts[best] += 1
         assignment.append(best)
     return RestgymFaults(
         buckets=tuple(Bucket(i, counts[i], examples[i]) for i in range(len(firsts))),
         assignment=tuple(assignment),
     )
+
+
+#: groups of one operation and status compared one by one before the index takes over (below it,
+#: scanning them costs less than looking them up)
+_SCAN_LIMIT = 64
 
 
 def our_failures(
@@ -174,29 +274,65 @@ def our_failures(
     """Our definition (:func:`metrics.unique_failures`: 5xx grouped per operation and status, a body
     joins the first group whose first body is similar enough) in one pass that also says, per
     request, whether it opened a new group (for the cumulative series). ``operations`` is each
-    request's matched operation; the groups equal ``metrics.unique_failures``'s (a test checks)."""
+    request's matched operation; the groups equal ``metrics.unique_failures``'s (a test checks).
+
+    Past ``_SCAN_LIMIT`` groups of an operation and status, only the groups :class:`_PrefixIndex`
+    names are compared, earliest first (the first that is similar enough wins, as when comparing
+    with every group); with threshold 0 every group is similar enough, and an empty token set is
+    similar (1.0) only to another empty one."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"similarity threshold must be within [0, 1], got {threshold}")
+    failing: list[tuple[int, str, int, frozenset[str]]] = []
+    for n, (r, op) in enumerate(zip(requests, operations, strict=True)):
+        if r.status is not None and 500 <= r.status < 600:
+            key = str(op) if op is not None else f"{r.method.upper()} {r.path.split('?', 1)[0]}"
+            failing.append((n, key, r.status, metrics.normalise_body(r.response_body)))
+    index: _PrefixIndex | None = None  # built when some operation's groups first pass _SCAN_LIMIT
     groups: dict[tuple[str, int], list[tuple[frozenset[str], list[int]]]] = {}
+    empty_group: dict[tuple[str, int], int] = {}  # the first group of each key whose first body has no token
+    indexed: set[tuple[str, int]] = set()  # keys with more than _SCAN_LIMIT groups: looked up in the index
     order: list[tuple[str, int, list[int], str]] = []
-    flags: list[bool] = []
-    for r, op in zip(requests, operations, strict=True):
-        if r.status is None or not 500 <= r.status < 600:
-            flags.append(False)
+    flags = [False] * len(requests)
+    for n, key, status, tokens in failing:
+        r = requests[n]
+        scope = (key, status)
+        clusters = groups.setdefault(scope, [])
+        joined = None
+        if clusters and threshold == 0.0:
+            joined = 0
+        elif not tokens:
+            joined = empty_group.get(scope)
+        elif clusters:
+            size = len(tokens)
+            if index is not None and scope in indexed:
+                ahead: Iterable[int] = index.candidates(index.prefix(tokens), size, scope)
+            else:
+                ahead = range(len(clusters))
+            for at in ahead:
+                first = clusters[at][0]
+                inter = len(first & tokens)  # metrics.jaccard's figure, the union counted, not built
+                if inter and inter / (len(first) + size - inter) >= threshold:
+                    joined = at
+                    break
+        if joined is not None:
+            clusters[joined][1][0] += 1
             continue
-        key = str(op) if op is not None else f"{r.method.upper()} {r.path.split('?', 1)[0]}"
-        tokens = metrics.normalise_body(r.response_body)
-        clusters = groups.setdefault((key, r.status), [])
-        for first, count in clusters:
-            if metrics.jaccard(first, tokens) >= threshold:
-                count[0] += 1
-                flags.append(False)
-                break
-        else:
-            count = [1]
-            clusters.append((tokens, count))
-            order.append((key, r.status, count, _text(r.response_body)[:300] if r.response_body else ""))
-            flags.append(True)
+        count = [1]
+        if not tokens:
+            empty_group.setdefault(scope, len(clusters))
+        clusters.append((tokens, count))
+        if index is not None and scope in indexed:
+            if tokens:
+                index.add(index.prefix(tokens), len(tokens), len(clusters) - 1, scope)
+        elif len(clusters) > _SCAN_LIMIT:  # from now on, the index: file every group so far
+            if index is None:
+                index = _PrefixIndex([t for *_, t in failing], threshold)
+            indexed.add(scope)
+            for at, (first, _) in enumerate(clusters):
+                if first:
+                    index.add(index.prefix(first), len(first), at, scope)
+        order.append((key, status, count, _text(r.response_body)[:300] if r.response_body else ""))
+        flags[n] = True
     found = tuple(metrics.FailureGroup(key=k, status=st, count=c[0], example=ex) for k, st, c, ex in order)
     return found, tuple(flags)
 

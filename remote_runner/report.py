@@ -107,6 +107,99 @@ UNFINISHED_STATUSES = frozenset({"pending", "running"})
 GRID_POINTS = 200
 
 
+def _series_array(points: Any) -> Any:
+    """Coverage series as an (n, 4) float array: seconds, line, branch, method; NaN where a point
+    has no value (a kind with no total, or a value that is not a finite number). Points that are
+    not lists of at least 4, or have no time, are left out."""
+    import numpy as np
+
+    if isinstance(points, np.ndarray):
+        return points
+    rows = [p[:4] for p in points if isinstance(p, list | tuple) and len(p) >= 4]
+    out = np.full((len(rows), 4), np.nan)
+    for j, cells in enumerate(zip(*rows, strict=True)):
+        if set(map(type, cells)) <= {int, float, type(None)}:  # as written: one C-speed conversion
+            values = np.array(cells, dtype=float)  # None -> NaN
+            values[~np.isfinite(values)] = np.nan
+        else:
+            values = np.array([np.nan if (v := _num(c)) is None else v for c in cells], dtype=float)
+        out[:, j] = values
+    return out[~np.isnan(out[:, 0])]
+
+
+@dataclass(frozen=True, eq=False)
+class CumulativeColumns:
+    """A run's cumulative series (summary.json ``cumulative``) as one array per column the report
+    compares: the request count and each metric (:data:`cumulative.METRIC_COLUMNS`), NaN where a
+    row has no number. A one-hour run has about 1,440 rows; as one dict per row, 660 such runs held
+    most of the report's 950 MB (issue 24), as columns they take under 100 MB. A column whose values
+    are all exact in float32 (counts below 2**24) is kept so; coverage fractions stay float64.
+    :meth:`row_at` and :meth:`areas` give what :func:`cumulative.row_at` and
+    :func:`cumulative.areas` give on the rows (summed in row order with Python's ``sum``, as
+    there); tests/results/test_report_columns.py checks."""
+
+    requests: Any = None  # float64, NaN where a row's count is not an integer
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, columns: Sequence[Any], rows: Sequence[Any]) -> CumulativeColumns:
+        import numpy as np
+
+        at = {c: i for i, c in enumerate(columns) if isinstance(c, str)}
+        kept = [row for row in rows if isinstance(row, list)]
+        width = len(columns)
+        # one tuple per column at C speed when every row is whole (as write_run_summary writes them)
+        transposed = list(zip(*kept, strict=True)) if kept and all(len(r) == width for r in kept) else None
+
+        def column(name: str, integers: bool = False) -> Any:
+            i = at.get(name)
+            if i is None:
+                return np.full(len(kept), np.nan)
+            cells = transposed[i] if transposed is not None else [r[i] if i < len(r) else None for r in kept]
+            kinds = set(map(type, cells))
+            if kinds <= ({int} if integers else {int, float, type(None)}):
+                values = np.array(cells, dtype=float)  # None -> NaN
+            else:  # bools, strings, ...: not numbers here
+                values = np.full(len(kept), np.nan)
+                for k, v in enumerate(cells):
+                    whole = isinstance(v, int) and not isinstance(v, bool)
+                    if whole or (not integers and isinstance(v, float)):
+                        values[k] = v
+            narrow = values.astype(np.float32)
+            same = np.array_equal(narrow.astype(np.float64), values, equal_nan=True)
+            return narrow if same else values
+
+        requests = column("requests", integers=True).astype(np.float64)
+        return cls(requests, {c: column(c) for c in cumulative.METRIC_COLUMNS})
+
+    def row_at(self, requests: int) -> dict[str, float | None] | None:
+        """The metrics of the first row at exactly ``requests`` requests, if the run reached it
+        (None where a row holds no finite number, as :func:`_series_num` reads a row dict)."""
+        import numpy as np
+
+        if self.requests is None or not len(self.requests):
+            return None
+        hits = np.flatnonzero(self.requests == requests)
+        if not len(hits):
+            return None
+        i = int(hits[0])
+        return {c: v if math.isfinite(v := float(a[i])) else None for c, a in self.metrics.items()}
+
+    def areas(self, up_to: int) -> dict[str, float | None]:
+        """Sum of each metric over the rows up to ``up_to`` requests; None when a row lacks it."""
+        if self.requests is None or not len(self.requests):
+            return {c: None for c in cumulative.METRIC_COLUMNS}
+        kept = self.requests <= up_to
+        out: dict[str, float | None] = {}
+        for c in cumulative.METRIC_COLUMNS:
+            values = self.metrics[c][kept]
+            if not len(values) or bool(math.isnan(values.sum())):
+                out[c] = None
+            else:
+                out[c] = float(sum(values.astype(float).tolist()))
+        return out
+
+
 @dataclass(frozen=True)
 class Run:
     api: str
@@ -116,10 +209,12 @@ class Run:
     verified: bool
     reason: str
     values: dict[str, float | None]
-    series: tuple[tuple[float, float | None, float | None, float | None], ...]
+    #: coverage series, (n, 4) floats: seconds, line, branch, method (NaN: no value); a sequence of
+    #: such points given here becomes that array
+    series: Any
     budget_seconds: float | None
     path: str
-    cumulative: tuple[dict[str, Any], ...] = ()  # rows of summary.json's cumulative series
+    cumulative: CumulativeColumns = field(default_factory=CumulativeColumns)
     #: the tool's restarts and their reasons (summary.json ``tool_restarts`` / ``tool_crashes``)
     tool_restarts: int = 0
     crash_reasons: tuple[str, ...] = ()
@@ -129,6 +224,9 @@ class Run:
     flags: tuple[str, ...] = ()
     #: summary.json was there and could be read
     summarised: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "series", _series_array(self.series))
 
     @property
     def failed(self) -> bool:
@@ -236,16 +334,9 @@ def load_runs(batch_dir: Path) -> list[Run]:
         elif failed_checks:
             reason = f"{reason}; " + "; ".join(failed_checks)
         series_raw = ((summary.get("coverage") or {}).get("series") or []) if summary else []
-        series = tuple(
-            (float(p[0]), _num(p[1]), _num(p[2]), _num(p[3]))
-            for p in series_raw
-            if isinstance(p, list) and len(p) >= 4 and _num(p[0]) is not None
-        )
+        series = _series_array(series_raw)
         block = (summary.get("cumulative") or {}) if summary else {}
-        columns = block.get("columns") or []
-        rows = tuple(
-            dict(zip(columns, row, strict=False)) for row in block.get("rows") or [] if isinstance(row, list)
-        )
+        rows = CumulativeColumns.of(block.get("columns") or [], block.get("rows") or [])
         infra, flags = verification.classify_checks(summary) if summary else ([], [])
         runs.append(
             Run(
@@ -428,10 +519,10 @@ class AtPoint:
         rows: list[Mapping[str, Any]] = []
         areas: list[dict[str, float | None]] = []
         for r in runs:
-            row = cumulative.row_at(r.cumulative, point)
+            row = r.cumulative.row_at(point)
             if row is not None:
                 rows.append(row)
-                areas.append(cumulative.areas(r.cumulative, point))
+                areas.append(r.cumulative.areas(point))
         return cls(point, tuple(rows), tuple(areas))
 
     def values(self, key: str) -> list[float]:
@@ -597,11 +688,12 @@ def coverage_matrix(runs: Sequence[Run], kind_index: int, grid: Sequence[float])
     times = np.asarray(grid, dtype=float)
     matrix = np.full((len(runs), len(times)), np.nan)
     for i, r in enumerate(runs):
-        points = sorted((p[0], v) for p in r.series if (v := p[kind_index]) is not None)
-        if not points:
+        known = r.series[~np.isnan(r.series[:, kind_index])]
+        if not len(known):
             continue
-        ts = np.array([t for t, _ in points])
-        vs = np.array([v for _, v in points])
+        order = np.lexsort((known[:, kind_index], known[:, 0]))  # by time, then value (as sorted pairs)
+        ts = known[order, 0]
+        vs = known[order, kind_index]
         pos = np.searchsorted(ts, times, side="right") - 1
         matrix[i] = np.where(pos >= 0, vs[np.clip(pos, 0, None)], np.nan)
     return matrix
@@ -630,11 +722,11 @@ def median_band(matrix: Any, grid: Sequence[float]) -> tuple[Any, Any, Any, Any]
 
 def plot_coverage(api: str, by_tool: dict[str, list[Run]], out_dir: Path) -> str | None:
     """coverage-<api>.png: line/branch/method coverage over time, median line and IQR band per tool."""
-    with_series = {t: [r for r in rs if r.series] for t, rs in by_tool.items()}
+    with_series = {t: [r for r in rs if len(r.series)] for t, rs in by_tool.items()}
     with_series = {t: rs for t, rs in with_series.items() if rs}
     if not with_series:
         return None
-    end = max(p[0] for rs in with_series.values() for r in rs for p in r.series)
+    end = max(float(r.series[:, 0].max()) for rs in with_series.values() for r in rs)
     end = max(end, 1.0)
     grid = [end * i / (GRID_POINTS - 1) for i in range(GRID_POINTS)]
     plt = _plt()
@@ -663,7 +755,7 @@ def no_coverage_plot_reason(api: str, runs: Sequence[Run]) -> str:
     only (a run that failed, or whose recording or sampling broke, is in no analysis), so an API none
     of whose runs completed has none, even where its runs sampled coverage (pure)."""
     completed = [r for r in runs if r.completed]
-    sampled = [r for r in runs if r.series]
+    sampled = [r for r in runs if len(r.series)]
     if completed:
         return f"No plot: none of the {len(completed)} completed runs of {api} has coverage samples."
     if not sampled:

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, fault_counts, faults, metrics, tool_log, verification
+from remote_runner import cumulative, fault_counts, faults, metrics, tool_log, traffic, verification
 from remote_runner.metrics import CoverageSample, Request
 from remote_runner.verification import Thresholds
 
@@ -89,7 +89,7 @@ def _wire_text(value: object, wire: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     text = str(value)
-    if wire == "latin-1":
+    if wire == "latin-1" and not text.isascii():  # ASCII reads the same either way
         try:
             return text.encode("latin-1").decode("utf-8", "replace")
         except UnicodeEncodeError:
@@ -103,7 +103,7 @@ def read_refused(db_path: Path) -> int | None:
     if not db_path.is_file() or db_path.stat().st_size == 0:
         return None
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        conn = traffic.connect(db_path)
     except sqlite3.Error:
         return None
     try:
@@ -125,14 +125,15 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
     if not db_path.is_file() or db_path.stat().st_size == 0:
         return [], None if not db_path.exists() else "traffic database is empty"
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        conn = traffic.connect(db_path)
     except sqlite3.Error as exc:
         return [], f"cannot open traffic database: {exc}"
     try:
         cols = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         if not cols:
             return [], "traffic database has no requests table"
-        wanted = ["started", "finished", "method", "path", "query", "status", "wire"]
+        # schema 1 (no packing column) and 2 alike (remote_runner/traffic.py)
+        wanted = ["started", "finished", "method", "path", "query", "status", "wire", "packing"]
         select = ", ".join(c if c in cols else "NULL" for c in wanted)
         # only 5xx bodies are used (unique failures): an hour of traffic can hold gigabytes of bodies
         if {"status", "response_body"} <= cols:
@@ -140,20 +141,25 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
         else:
             select += ", NULL"
         order = "id" if "id" in cols else "rowid"
+        unpacker = traffic.Unpacker(conn)
         rows = conn.execute(f"SELECT {select} FROM requests ORDER BY {order}").fetchall()
     except sqlite3.Error as exc:
         return [], f"cannot read traffic database: {exc}"
     finally:
         conn.close()
     out: list[Request] = []
-    for started, finished, method, path, query, status, wire, body in rows:
+    damaged = 0
+    for started, finished, method, path, query, status, wire, packing, stored in rows:
         raw_path = _wire_text(path, wire) or "/"
         q = _wire_text(query, wire)
         if "?" in raw_path:
             raw_path, _, q2 = raw_path.partition("?")
             q = q or q2
-        if isinstance(body, str):
-            body = body.encode("utf-8", "replace")
+        try:
+            body = unpacker.body(stored, packing)
+        except traffic.UnpackError:
+            damaged += 1
+            body = None
         out.append(
             Request(
                 started=float(started or 0.0),
@@ -162,10 +168,10 @@ def read_requests(db_path: Path) -> tuple[list[Request], str | None]:
                 path=raw_path,
                 query=q,
                 status=int(status) if status is not None else None,
-                response_body=bytes(body or b""),
+                response_body=body or b"",
             )
         )
-    return out, None
+    return out, (f"{damaged} response bodies could not be unpacked (read as empty)" if damaged else None)
 
 
 _SERIES_FIELDS = (

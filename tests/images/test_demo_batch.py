@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from remote_runner import traffic
 from remote_runner.process import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -127,11 +128,11 @@ def test_traffic_has_2xx_and_5xx(demo_run: Path) -> None:
     statuses = [s for (s,) in db.execute("SELECT status FROM requests")]
     assert any(s is not None and 200 <= s < 300 for s in statuses)
     assert any(s is not None and 500 <= s < 600 for s in statuses)
-    five = db.execute(
-        "SELECT path, query, response_body FROM requests WHERE status >= 500 ORDER BY id LIMIT 1"
-    ).fetchone()
-    assert five[0].endswith("/quote")
-    assert b"ArithmeticException" in five[2] or b"NumberFormatException" in five[2]
+    five = next(r for r in traffic.read_all(demo_run / "traffic.sqlite") if (r["status"] or 0) >= 500)
+    assert five["path"].endswith("/quote")
+    assert (
+        b"ArithmeticException" in five["response_body"] or b"NumberFormatException" in five["response_body"]
+    )
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -144,8 +145,10 @@ def test_every_request_of_the_tool_is_recorded(demo_run: Path) -> None:
     assert sent > 50
     # Schemathesis ended its last run itself, before the budget: nothing was in flight.
     assert answered == sent
-    db = sqlite3.connect(demo_run / "traffic.sqlite")
-    rows = db.execute("SELECT request_headers, finished, status FROM requests").fetchall()
+    rows = [
+        (r["request_headers"], r["finished"], r["status"])
+        for r in traffic.read_all(demo_run / "traffic.sqlite")
+    ]
     by_tool = [r for r in rows if header(r[0], "user-agent").startswith("schemathesis/")]
     others = [header(r[0], "user-agent") for r in rows if r not in by_tool]
     assert len(by_tool) == sent

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import results
+from remote_runner import results, traffic
 from remote_runner.process import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -149,11 +149,12 @@ def test_every_forwarded_request_is_recorded(recording_images: None, tmp_path: P
     assert refused_status == 502
     assert b"recording proxy refused" in refused_body and b"simulated" in refused_body, refused_body
 
+    # headers and bodies are packed (schema 2): read back through the runner's reader
+    columns = ("method", "path", "query", "request_headers", "request_body", "status", "wire")
+    rows = [tuple(r[c] for c in columns) for r in traffic.read_all(db_path) if r["wire"] == "latin-1"]
+    assert all(r["packing"] == traffic.PACKED for r in traffic.read_all(db_path) if r["wire"] == "latin-1")
     db = sqlite3.connect(db_path)
-    rows = db.execute(
-        "SELECT method, path, query, request_headers, request_body, status, wire FROM requests"
-        " WHERE wire = 'latin-1'"
-    ).fetchall()
+    assert traffic.schema_version(db) == traffic.SCHEMA_VERSION
     refused = db.execute("SELECT method, path, reason FROM refused").fetchall()
     db.close()
     by_n: dict[int, list[tuple]] = {}

@@ -9,7 +9,6 @@ import csv
 import itertools
 import json
 import re
-import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from remote_runner import traffic
 from remote_runner.process import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -121,8 +121,7 @@ def test_stop_mid_run_loses_nothing(
     # Clean shutdown: the WAL was checkpointed into the database file and removed (checked before
     # this test opens the database, which recreates it).
     assert not (results / "traffic.sqlite-wal").exists(), api_log[-3000:]
-    db = sqlite3.connect(results / "traffic.sqlite")
-    rows = db.execute("SELECT request_headers, status FROM requests").fetchall()
+    rows = [(r["request_headers"], r["status"]) for r in traffic.read_all(results / "traffic.sqlite")]
     by_tool = [r for r in rows if "schemathesis/" in json.loads(r[0]).get("User-Agent", "")]
     # An answered request was recorded before the proxy forwarded it; a request can only be missing
     # from the database if the tool was stopped while sending it (at most one per worker).
