@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class ContainerState:
     finished_at: str
     image_id: str
     error: str = ""
+    container_id: str = ""
 
     @property
     def exited(self) -> bool:
@@ -187,9 +188,34 @@ def parse_states(output: str) -> list[ContainerState]:
                 finished_at=str(state.get("FinishedAt", "")),
                 image_id=str(item.get("Image", "")),
                 error=str(state.get("Error", "")),
+                container_id=str(item.get("Id", "")),
             )
         )
     return states
+
+
+def oom_killed_in_kernel_log(kernel_log: str, container_id: str) -> bool:
+    """Whether the kernel's log says its OOM killer killed a process of ``container_id``'s memory
+    cgroup (pure). The kernel writes ``oom-kill:...,oom_memcg=<cgroup>,task_memcg=<cgroup>,...`` with
+    the container's id in the cgroup path (``/docker/<id>`` with the cgroupfs driver,
+    ``docker-<id>.scope`` with systemd's)."""
+    if len(container_id) < 12:
+        return False
+    return any("oom-kill:" in line and container_id in line for line in kernel_log.splitlines())
+
+
+def with_kernel_oom(states: list[ContainerState], kernel_log: Callable[[], str]) -> list[ContainerState]:
+    """Docker's ``OOMKilled`` where the engine saw the OOM kill, else the kernel's own word: seen here
+    with dockerd 20.10 on cgroup v1 and a 6.x kernel, a container killed by its memory limit exited 137
+    with ``OOMKilled`` false, while the kernel logged the kill. Only an exit 137 is checked."""
+    suspects = [s for s in states if s.exit_code == 137 and not s.oom_killed and not s.running]
+    if not suspects:
+        return states
+    text = kernel_log()
+    return [
+        replace(s, oom_killed=True) if s in suspects and oom_killed_in_kernel_log(text, s.container_id) else s
+        for s in states
+    ]
 
 
 def container_ip(inspect_output: str, network: str) -> str | None:
@@ -301,7 +327,13 @@ class Docker:
         return self._run(run_cmd(spec), what=f"starting container {spec.name}").strip()
 
     def states(self, names: Sequence[str]) -> list[ContainerState]:
-        return parse_states(self._run(inspect_cmd(names), what="inspecting containers", timeout=60))
+        states = parse_states(self._run(inspect_cmd(names), what="inspecting containers", timeout=60))
+        return with_kernel_oom(states, self._kernel_log)
+
+    def _kernel_log(self) -> str:
+        """The kernel's ring buffer (``dmesg``; root on the VM), "" when it cannot be read."""
+        result = execute(["dmesg"], timeout=30)
+        return result.output if result.ok else ""
 
     def ip_address(self, name: str, network: str) -> str | None:
         return container_ip(self._run(inspect_cmd([name]), what=f"inspecting {name}", timeout=60), network)

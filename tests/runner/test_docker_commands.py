@@ -202,3 +202,25 @@ def test_tool_gets_the_spec_of_its_format_and_the_base_path(tmp_path: Path):
     assert tool.env["SPEC"] == "/specifications/blog.yaml" and tool.env["SPEC_FORMAT"] == "swagger2"
     assert tool.mounts[0].source == swagger.resolve()
     assert tool.env["BASE_URL"] == "http://api:9090/api"
+
+
+def test_an_oom_kill_the_engine_missed_is_taken_from_the_kernel_log() -> None:
+    """dockerd 20.10 on cgroup v1 with a 6.x kernel reported OOMKilled false for a container its
+    memory limit killed (exit 137); the kernel's log names the container's memory cgroup."""
+    from remote_runner.docker_runtime import ContainerState, oom_killed_in_kernel_log, with_kernel_oom
+
+    cid = "66f44acbe3cdcb908e2fcf4590c8d3245cf3ced6ae8e5c52891bc86356bde36f"
+    log = (
+        "[ 3646.058729] python3 invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0\n"
+        f"[ 3646.058969] oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset={cid},mems_allowed=0,"
+        f"oom_memcg=/docker/{cid},task_memcg=/docker/{cid},task=python3,pid=31858,uid=0\n"
+    )
+    assert oom_killed_in_kernel_log(log, cid)
+    assert not oom_killed_in_kernel_log(log, "0" * 64) and not oom_killed_in_kernel_log(log, "")
+    killed = ContainerState("tool", False, 137, False, "exited", "", "", "img", container_id=cid)
+    other = ContainerState("api", False, 137, False, "exited", "", "", "img", container_id="1" * 64)
+    calls = []
+    states = with_kernel_oom([killed, other], lambda: calls.append(1) or log)
+    assert [s.oom_killed for s in states] == [True, False] and calls == [1]
+    clean = ContainerState("api", False, 0, False, "exited", "", "", "img", container_id=cid)
+    assert with_kernel_oom([clean], lambda: 1 / 0) == [clean]  # no exit 137: the log is not read
