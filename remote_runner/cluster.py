@@ -198,6 +198,10 @@ class AttemptPayload:
     scratch: str = DEFAULT_SCRATCH
     #: (bucket, path) the node fetches the models from before a run of a tool that needs them
     models: tuple[str, str] | None = None
+    #: the node summarises the run itself (summary.json, cumulative.csv) with these verification
+    #: settings; False: the driver does (an old driver)
+    summarise: bool = True
+    max_tool_restarts: int | None = None
     #: the node's experiment function: None is today's lifecycle; the benchmark puts a synthetic one
     #: here (it must be importable on the nodes), which needs no image
     experiment: Callable[..., Outcome] | None = None
@@ -320,14 +324,31 @@ def run_attempt_here(payload: AttemptPayload, node_id: str, alive: set[str], sto
             meta_file.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
         except (OSError, json.JSONDecodeError):
             pass
+    if payload.summarise and payload.experiment is None:
+        # where the run ran, in a process of its own: the driver gets the summary, never the work
+        from remote_runner import summaries
+
+        try:
+            summaries.in_child(
+                stage, spec_file, planned.budget_seconds, planned.api.analysis, payload.max_tool_restarts
+            )
+        except Exception as exc:  # the driver summarises what it receives instead
+            log.warning("node %s: summarising %s failed: %s", node_id[:8], planned.key.label, exc)
+    uploaded = False
     if payload.upload_bucket:
         from remote_runner import upload
 
         parts = (payload.upload_path.strip("/"), planned.batch, str(planned.key.rel_dir))
         prefix = "/".join(p for p in parts if p)
         result = upload.sync_batch(stage, payload.upload_bucket, prefix)
-        metadata["attempt_upload"] = {"prefix": f"{prefix}/{stage.name}", "complete": bool(result.complete)}
-    return _result(outcome.status, outcome.reason, metadata, node_id, stage, removed)
+        uploaded = bool(result.complete)
+        metadata["attempt_upload"] = {"prefix": f"{prefix}/{stage.name}", "complete": uploaded}
+    # the traffic database stays in the bucket once it is there (it is most of a run's bytes); the
+    # driver's folder then holds the summary, the coverage series, the cumulative rows and the logs
+    keep_traffic = not (uploaded and (stage / "summary.json").is_file())
+    return _result(
+        outcome.status, outcome.reason, metadata, node_id, stage, removed, keep_traffic=keep_traffic
+    )
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -336,9 +357,24 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+#: what a node keeps out of the folder it hands back once the bucket has it (and its summary is made)
+LEFT_IN_BUCKET = ("traffic.sqlite", "traffic.sqlite-wal", "traffic.sqlite-shm")
+
+
 def _result(
-    status: str, reason: str | None, metadata: dict, node_id: str, stage: Path, removed: list[str]
+    status: str,
+    reason: str | None,
+    metadata: dict,
+    node_id: str,
+    stage: Path,
+    removed: list[str],
+    *,
+    keep_traffic: bool = True,
 ) -> dict:
+    if not keep_traffic:
+        for name in LEFT_IN_BUCKET:
+            (stage / name).unlink(missing_ok=True)
+        metadata["traffic_in_bucket_only"] = True
     archive = pack(stage) if stage.is_dir() else b""
     shutil.rmtree(stage, ignore_errors=True)
     return {

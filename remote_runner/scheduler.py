@@ -558,16 +558,23 @@ def infrastructure_check(
     settings: Settings,
     catalog: Catalog,
     specs: Mapping[str, Path],
+    make_summary: Callable[[], Any] | None = None,
 ) -> Outcome:
     """The exclusion policy's re-run rule (remote_runner/verification.py): a succeeded attempt whose
     recording or sampling broke becomes a failed attempt, so the scheduler re-runs it (up to
-    ``max_attempts``), with the reason in its metadata.json; any other attempt is returned as it is."""
+    ``max_attempts``), with the reason in its metadata.json; any other attempt is returned as it is.
+    ``make_summary``: how the summary is made (the batch's summary processes); then it is read back."""
     from remote_runner import verification
 
     summary = _hook(
         f"{key.label}: results.write_run_summary",
-        lambda: write_summary(batch_dir, key, settings, catalog, specs),
+        make_summary or (lambda: write_summary(batch_dir, key, settings, catalog, specs)),
     )
+    if make_summary is not None:
+        try:
+            summary = json.loads((batch_dir / key.rel_dir / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = None
     if not isinstance(summary, dict):
         return outcome
     infra, _flags = verification.classify_checks(summary)
@@ -628,6 +635,7 @@ def _run_batch_locked(
     request = Request(settings.cpus_per_container, settings.memory_bytes)
     driver = uuid.uuid4().hex  # cluster mode: this driver's label on its attempts' containers
     smoke_id = uuid.uuid4().hex  # the preflight's own batch id (its containers' label)
+    pool: Any = None  # one machine: the batch's summary processes
     try:
         if settings.ray:  # the first worker may still be booting; a cluster that cannot run stops here
             from remote_runner import workers
@@ -692,6 +700,10 @@ def _run_batch_locked(
         placement: Placement | None = None
         sampler: Sampler | None = None
         meter = _spend_meter(settings, jour, batch_dir)
+        if not settings.ray:  # one machine: summaries in processes of their own (remote_runner/summaries.py)
+            from remote_runner import summaries
+
+            pool = summaries.SummaryPool(summaries.pool_size(settings.min_free_cpus, machine.cpus))
         if settings.ray:
             jour.set_meta("driver", driver)
             placement = _ray_placement(
@@ -709,18 +721,32 @@ def _run_batch_locked(
             outcome = experiment.run(spec, docker, stop)
             if outcome.status != SUCCEEDED:
                 return outcome
-            return infrastructure_check(batch_dir, key, outcome, settings, catalog, specs)
+            return infrastructure_check(
+                batch_dir, key, outcome, settings, catalog, specs, make_summary=lambda: summarise(key)
+            )
 
         def before_retry(key: RunKey, attempt: int) -> None:
             set_aside(batch_dir / key.rel_dir, attempt)
 
         sync_lock = threading.Lock()  # one sync of the batch folder at a time
 
-        def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
-            _hook(
-                f"{key.label}: results.write_run_summary",
-                lambda: write_summary(batch_dir, key, settings, catalog, specs),
+        def summarise(key: RunKey) -> Any:
+            if (batch_dir / key.rel_dir / "summary.json").is_file():
+                return True  # made where the run ran (cluster mode)
+            if pool is None:
+                return write_summary(batch_dir, key, settings, catalog, specs)
+            api = catalog.apis.get(key.api)
+            analysis = api.analysis if api is not None else None
+            return pool.run(
+                batch_dir / key.rel_dir,
+                specs.get(key.api),
+                settings.budget_seconds,
+                analysis,
+                settings.max_tool_restarts,
             )
+
+        def on_finished(key: RunKey, outcome: Outcome, final: str) -> None:
+            _hook(f"{key.label}: results.write_run_summary", lambda: summarise(key))
             if settings.upload is not None:
                 with sync_lock:
                     growing = [batch_dir / k.rel_dir for k in scheduler.running_keys()]
@@ -811,6 +837,8 @@ def _run_batch_locked(
             return exit_codes.WORKERS_NOT_RELEASED
         return exit_codes.DONE_WITH_FAILURES if counts.get(journal.FAILED) else exit_codes.DONE
     finally:
+        if pool is not None:
+            pool.close()
         jour.close()
         logging.getLogger("remote_runner").removeHandler(handler)
         handler.close()
@@ -875,6 +903,7 @@ def _payload(settings: Settings, spec: ExperimentSpec, driver: str, *, upload: b
         upload_path=target.path if target else "",
         scratch=os.environ.get(cluster.SCRATCH_ENV, cluster.DEFAULT_SCRATCH),
         models=settings.models_source,
+        max_tool_restarts=settings.max_tool_restarts,
     )
 
 
