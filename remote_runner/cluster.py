@@ -56,6 +56,8 @@ DRIVER_LABEL = f"{LABEL_PREFIX}.driver"
 #: where a node keeps the attempt folders it is writing and its cpuset ledger
 SCRATCH_ENV = "LLAMARESTTEST_NODE_SCRATCH"
 DEFAULT_SCRATCH = "/var/lib/llamaresttest/node"
+#: the conventional variables that point the Google clients elsewhere (remote_runner/mig.py)
+ENDPOINT_VARIABLES = ("STORAGE_EMULATOR_HOST", "GCE_METADATA_HOST", "CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE")
 #: how often the driver refreshes its view of the nodes (and cluster.json)
 REFRESH_SECONDS = 2.0
 #: seconds a stopped attempt gets to stop its containers and hand its folder back
@@ -375,6 +377,14 @@ def _result(
         for name in LEFT_IN_BUCKET:
             (stage / name).unlink(missing_ok=True)
         metadata["traffic_in_bucket_only"] = True
+        meta_file = stage / "metadata.json"
+        try:  # the run folder says where its traffic is
+            data = json.loads(meta_file.read_text(encoding="utf-8"))
+            data["traffic_in_bucket_only"] = True
+            data["attempt_upload"] = metadata.get("attempt_upload")
+            meta_file.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+        except (OSError, json.JSONDecodeError):
+            pass
     archive = pack(stage) if stage.is_dir() else b""
     shutil.rmtree(stage, ignore_errors=True)
     return {
@@ -517,6 +527,11 @@ def connect(address: str, *, runtime_env: Mapping[str, Any] | None = None) -> An
     if ray.is_initialized() and _CONTEXT is not None:
         return _CONTEXT
     env = dict(runtime_env or {})
+    # Google endpoints pointed elsewhere on the driver (a stand-in, a rehearsal) are pointed there on
+    # the nodes too; on Google Cloud none is set and the nodes use Google's
+    forwarded = {k: os.environ[k] for k in ENDPOINT_VARIABLES if os.environ.get(k)}
+    if forwarded:
+        env["env_vars"] = {**forwarded, **dict(env.get("env_vars") or {})}
     if "py_modules" not in env and os.environ.get("LLAMARESTTEST_RAY_SHIP_CODE", "1") != "0":
         import remote_runner
 

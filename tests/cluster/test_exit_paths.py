@@ -399,3 +399,58 @@ def test_once_nothing_is_pending_idle_workers_go_and_the_busy_one_stays(
         log = (batch / "runner.log").read_text()
         assert "scaled in to 1: nothing is pending" in log
         _billed_after(google, _last_run_end(batch), "scale-in, then release")
+
+
+def test_runs_are_summarised_where_they_ran_and_their_traffic_stays_in_the_bucket(
+    cluster, fixture_images, tmp_path, test_label, monkeypatch
+):
+    """With an upload configured, a node summarises its run in a process of its own, uploads the
+    whole folder (the GCS emulator here, which the driver's STORAGE_EMULATOR_HOST points the nodes
+    at), and hands the driver the folder without its traffic database: the head's disk holds the
+    summaries, the bucket every run's traffic."""
+    from tests.services import gcs_emulator
+
+    catalog = tmp_path / "catalog"
+    shutil.copytree(fixture_images, catalog, dirs_exist_ok=True)
+    shutil.copytree(RECORDED, catalog / "apis" / "fx-recorded")
+    image = catalog_mod.load(catalog).apis["fx-recorded"].image
+    with google_standin(size=0) as google, gcs_emulator("lrt-results") as storage:
+        head = Head(tmp_path, cluster, google, upload={"bucket": "lrt-results", "path": "results"})
+        head.env["STORAGE_EMULATOR_HOST"] = storage
+        results = tmp_path / "results"
+        try:
+            res = cluster_cli(
+                head.cluster,
+                *_args(
+                    catalog,
+                    results,
+                    test_label,
+                    head,
+                    "--tools",
+                    "fx-good",
+                    "--runs",
+                    "2",
+                    "--budget",
+                    "4s",
+                    "--no-preflight",
+                    api="fx-recorded",
+                ),
+                timeout=400,
+            )
+        finally:
+            execute(["docker", "rmi", "-f", image], timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        batch = only_batch(results)
+        from google.cloud import storage as gcs
+
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", storage)
+        client = gcs.Client.create_anonymous_client()
+        names = {b.name for b in client.list_blobs("lrt-results", prefix=f"results/{batch.name}/")}
+        for n in (1, 2):
+            run = batch / "fx-recorded" / "fx-good" / f"run-{n}"
+            assert (run / "summary.json").is_file() and not (run / "traffic.sqlite").exists()
+            meta = json.loads((run / "metadata.json").read_text())
+            assert meta["status"] == "succeeded" and meta["traffic_in_bucket_only"] is True  # the node's word
+            prefix = f"results/{batch.name}/fx-recorded/fx-good/run-{n}/attempt-1"
+            assert f"{prefix}/traffic.sqlite" in names and f"{prefix}/summary.json" in names, sorted(names)
+        assert not list(batch.rglob("traffic.sqlite"))
