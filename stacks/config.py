@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -382,6 +383,58 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
                 "worker_usd_per_hour": hourly_cost_in(cfg.worker_machine, cfg.region, spot=cfg.worker_spot),
             }
     return values
+
+
+# What a batch puts on a machine's disk (docs/stacks.md, "Disk"). Assumptions, each to be confirmed
+# by the first real batch (status shows the disk's use): 40 requests/s on average over a run (issue
+# 24's traffic shape; 20-60 seen), 0.6 KB per request in traffic.sqlite (schema 2: 0.44 KB measured at
+# 200k requests, 0.70 KB at 10k), 50 MB per run of logs, coverage and summaries, 40 GB of system and
+# images (11 Java services and the tools, built once), 11 GB for the two models where a tool needs them.
+ASSUMED_REQUESTS_PER_SECOND = 40.0
+ASSUMED_KB_PER_REQUEST = 0.6
+RUN_OVERHEAD_GB = 0.05
+BASE_GB = 40.0
+MODELS_GB = 11.0
+MODEL_TOOLS = frozenset({"llamaresttest"})
+
+
+def disk_needed_gb(cfg: StackConfig, runs: int, budget_seconds: float) -> tuple[float, str]:
+    """The disk a machine of this stack needs for the batch, and how that was reckoned (pure). One
+    VM keeps every run; a cluster's head keeps summaries only (the traffic stays in the bucket) and a
+    worker one run per slot at a time (each attempt's folder goes once it is uploaded)."""
+    traffic_gb = budget_seconds * ASSUMED_REQUESTS_PER_SECOND * ASSUMED_KB_PER_REQUEST / 1e6
+    models = MODELS_GB if set(cfg.tools) & MODEL_TOOLS else 0.0
+    total = len(cfg.apis) * len(cfg.tools) * runs
+    if cfg.is_cluster and cfg.upload_results:
+        head = BASE_GB + total * RUN_OVERHEAD_GB
+        worker = BASE_GB + models + cfg.worker_slots * (traffic_gb + RUN_OVERHEAD_GB)
+        return max(head, worker), (
+            f"the head keeps {total} runs' summaries ({total} x {RUN_OVERHEAD_GB:g} GB) beside "
+            f"{BASE_GB:g} GB of system and images; a worker holds {cfg.worker_slots} runs at once "
+            f"({traffic_gb:.2f} GB of traffic each at {ASSUMED_REQUESTS_PER_SECOND:g} requests/s x "
+            f"{ASSUMED_KB_PER_REQUEST:g} KB) plus {models:g} GB of models"
+        )
+    need = BASE_GB + models + total * (traffic_gb + RUN_OVERHEAD_GB)
+    return need, (
+        f"{total} runs x ({traffic_gb:.2f} GB of traffic at {ASSUMED_REQUESTS_PER_SECOND:g} requests/s x "
+        f"{ASSUMED_KB_PER_REQUEST:g} KB per request over {budget_seconds / 60:g} min "
+        f"+ {RUN_OVERHEAD_GB:g} GB) + {BASE_GB:g} GB of system and images + {models:g} GB of models"
+    )
+
+
+def disk_problem(cfg: StackConfig, project_root: Path | None = None) -> str | None:
+    """Why ``diskSizeGb`` cannot hold the batch (with the numbers and the fix), or None."""
+    settings, problems = runner_schema.merge(_runner_values(cfg, project_root), {})
+    if problems:
+        return None  # reported by the runner's own check
+    need, how = disk_needed_gb(cfg, settings.runs, settings.budget_seconds)
+    if cfg.disk_size_gb >= need:
+        return None
+    return (
+        f"{cfg.disk_size_gb} GB cannot hold the batch, which needs about {math.ceil(need)} GB: {how} "
+        f"(assumed; docs/stacks.md). Fix: pulumi config set {NAMESPACE}:diskSizeGb {math.ceil(need * 1.1)}, "
+        "or fewer runs or a shorter budget"
+    )
 
 
 def runner_problems(cfg: StackConfig, project_root: Path | None = None) -> list[tuple[tuple[str, ...], str]]:
@@ -820,6 +873,10 @@ def build_config(
         preset=r.string("preset") or None,
         explicit_keys=frozenset(k for k, v in raw.items() if v is not None and v != ""),
     )
+    if not local and not r.problems:
+        problem = disk_problem(cfg, project_root)
+        if problem is not None:
+            r.problem("diskSizeGb", problem)
     # The runner's schema has the last word on the settings the VM (or the local runner) will read;
     # a key the stack's own check refused already is not reported twice.
     r.problems.extend(text for keys, text in runner_problems(cfg, project_root) if not r.bad_keys & set(keys))

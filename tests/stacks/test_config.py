@@ -526,3 +526,19 @@ def test_a_zone_that_does_not_offer_the_family_is_refused() -> None:
 def test_every_family_can_be_a_worker(worker: str, family: str, slots: int) -> None:
     cfg = build(workers=2, workerMachineType=worker, headMachineType="e2-standard-4")
     assert (cfg.worker_family, cfg.worker_slots) == (family, slots)
+
+
+def test_a_batch_that_cannot_fit_the_disk_is_refused_with_its_numbers() -> None:
+    # the papers' 660 runs of 1 h on one VM: 660 x (0.0864 GB of traffic at 40 requests/s x 0.6 KB,
+    # + 0.05 GB) + 40 GB of system and images + 11 GB of models = 141 GB: more than 100
+    (problem,) = problems_of(runsPerCombination="60")
+    assert problem == (
+        "llamaresttest:diskSizeGb: 100 GB cannot hold the batch, which needs about 142 GB: 660 runs x "
+        "(0.09 GB of traffic at 40 requests/s x 0.6 KB per request over 60 min + 0.05 GB) + 40 GB of "
+        "system and images + 11 GB of models (assumed; docs/stacks.md). Fix: pulumi config set "
+        "llamaresttest:diskSizeGb 156, or fewer runs or a shorter budget"
+    )
+    assert build(runsPerCombination="60", diskSizeGb="160").disk_size_gb == 160  # room enough: accepted
+    assert build().disk_size_gb == 100  # the default batch (11 runs of 1 h) fits the default disk
+    # a cluster's head keeps summaries only and a worker one run per slot: the same batch fits 100 GB
+    assert build(runsPerCombination="60", workers="8").disk_size_gb == 100
