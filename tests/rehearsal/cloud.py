@@ -455,7 +455,9 @@ class LocalCloud:
                     self.mark(f"recreate {box.name}")
                     self.delete_box(box)
             with self.lock:
-                members = [b for b in self.boxes.values() if b.group == group.path]
+                members = [
+                    b for b in self.boxes.values() if b.group == group.path and not group.deleting.get(b.name)
+                ]
             alive = len(members)
             if alive < group.target:
                 for _ in range(group.target - alive):
