@@ -108,9 +108,22 @@ def resize_path(project: str, zone: str, group: str, size: int = 0) -> str:
     return f"{group_path(project, zone, group)}/resize?size={int(size)}"
 
 
-def _call(method: str, url: str, token_provider: TokenProvider, timeout: float) -> tuple[int, dict[str, Any]]:
+def _call(
+    method: str,
+    url: str,
+    token_provider: TokenProvider,
+    timeout: float,
+    body: Mapping[str, Any] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One authorised call; (HTTP status or 0 for no answer, the answer's JSON). ``body``: a JSON body
+    (else a POST sends an empty one)."""
     headers = {"Authorization": f"Bearer {token_provider()}", "Accept": "application/json"}
-    data = b"" if method == "POST" else None
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    elif method == "POST":
+        data = b""
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)
@@ -204,33 +217,13 @@ def target_size(
         raise MigError(f"instance group {group}: the answer has no targetSize ({body!r:.200})") from None
 
 
-def _post_json(
-    url: str, body: Mapping[str, Any], token_provider: TokenProvider, timeout: float
-) -> tuple[int, dict]:
-    headers = {
-        "Authorization": f"Bearer {token_provider()}",
-        "Accept": "application/json",
-        "Content-Type": "application/json",
-    }
-    request = urllib.request.Request(  # noqa: S310 (the base URL is checked by _checked)
-        url, data=json.dumps(body).encode(), method="POST", headers=headers
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)
-            return 200, api_json(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, api_json(exc.read())
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, {"error": {"message": f"no answer: {exc}"}}
-
-
 def managed_instances(
     project: str, zone: str, group: str, *, token_provider: TokenProvider, endpoint: str | None = None
 ) -> dict[str, str]:
     """The group's instances now: name -> ``currentAction`` (``NONE``, ``CREATING``, ``RECREATING``,
     ``DELETING``, ...), from ``instanceGroupManagers.listManagedInstances``."""
     url = _checked(endpoint) + group_path(project, zone, group) + "/listManagedInstances"
-    code, body = _post_json(url, {}, token_provider, 30.0)
+    code, body = _call("POST", url, token_provider, 30.0, body={})
     if code != 200:
         raise MigError(
             f"listing the instances of group {group} failed ({code or 'no answer'}: {api_message(body)})"
@@ -261,7 +254,7 @@ def delete_instances(
         "instances": [f"zones/{zone}/instances/{n}" for n in names],
         "skipInstancesOnValidationError": True,  # one already gone must not keep the others
     }
-    code, answer = _post_json(url, body, token_provider, 30.0)
+    code, answer = _call("POST", url, token_provider, 30.0, body=body)
     if code != 200:
         raise MigError(
             f"deleting {len(names)} instances of group {group} failed ({code or 'no answer'}: "

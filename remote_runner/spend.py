@@ -16,7 +16,6 @@ what it had spent (journal meta ``spend_usd``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remote_runner import clock
+from remote_runner import clock, jsonfile
 
 log = logging.getLogger("remote_runner.spend")
 
@@ -102,13 +101,7 @@ class SpendMeter:
             "runs_left": runs_left,
             "rest_usd": round(runs_left * self.per_run, 4),
         }
-        path = self.batch_dir / STATUS_FILE
-        try:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
+        jsonfile.write(self.batch_dir / STATUS_FILE, doc)
 
     def flush(self, runs_left: int) -> None:
         self._persisted = -1e18
@@ -116,11 +109,7 @@ class SpendMeter:
 
 
 def read_status(batch_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((batch_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return jsonfile.read(batch_dir / STATUS_FILE)
 
 
 def status_line(doc: dict[str, Any]) -> str:

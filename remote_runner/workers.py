@@ -21,7 +21,6 @@ every function here is then a no-op that says so.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from remote_runner import clock
+from remote_runner import clock, jsonfile
 
 log = logging.getLogger("remote_runner.workers")
 
@@ -53,21 +52,11 @@ def write_status(batch_dir: Path | None, **doc: Any) -> None:
     if batch_dir is None:
         return
     doc["updated"] = clock.utc_iso()
-    path = batch_dir / STATUS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(doc, indent=2), encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:  # status loses freshness, never the batch
-        log.warning("cannot write %s: %s", path, exc)
+    jsonfile.write(batch_dir / STATUS_FILE, doc)
 
 
 def read_status(batch_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((batch_dir / STATUS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    return jsonfile.read(batch_dir / STATUS_FILE)
 
 
 def status_line(doc: dict[str, Any]) -> str:
