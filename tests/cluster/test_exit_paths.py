@@ -454,3 +454,48 @@ def test_runs_are_summarised_where_they_ran_and_their_traffic_stays_in_the_bucke
             prefix = f"results/{batch.name}/fx-recorded/fx-good/run-{n}/attempt-1"
             assert f"{prefix}/traffic.sqlite" in names and f"{prefix}/summary.json" in names, sorted(names)
         assert not list(batch.rglob("traffic.sqlite"))
+
+
+def test_an_upload_that_cannot_finish_keeps_the_head_up_but_not_the_workers(
+    cluster, fixture_images, tmp_path, test_label
+):
+    """The bucket does not answer (Cloud Storage pointed at a closed port): the group is released as
+    soon as nothing is pending, before the upload is tried; the head then stays up, since its disk
+    holds results the bucket lacks, and says why."""
+    from tests.services import free_port
+
+    with google_standin(size=0, names=[f"lrt-{n}" for n in cluster.workers]) as google:
+        head = Head(
+            tmp_path,
+            cluster,
+            google,
+            worker_group={**GROUP_SETTINGS, "size": 2, "slots": 1},
+            upload={"bucket": "lrt-nowhere", "path": "results"},
+        )
+        head.env["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{free_port()}"
+        results = tmp_path / "results"
+        res = cluster_cli(
+            head.cluster,
+            *_args(
+                fixture_images,
+                results,
+                test_label,
+                head,
+                "--tools",
+                "fx-good",
+                "--runs",
+                "1",
+                "--budget",
+                "3s",
+                "--no-preflight",
+                "--no-build",
+            ),
+            timeout=400,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        batch = only_batch(results)
+        log = (batch / "runner.log").read_text()
+        assert google.sizes[GROUP_PATH] == 0 and not head.powered_off()
+        assert "power off: no (" in log and "files not uploaded yet" in log
+        assert log.index(f"group {GROUP} released to 0") < log.rindex("upload: ")
+        assert _billed_after(google, _last_run_end(batch), "upload pending") < 1.0

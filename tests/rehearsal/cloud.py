@@ -108,7 +108,11 @@ def box_image(requirements: list[str], python: str, log: Log) -> str:
         shutil.copytree(
             wheels, Path(ctx) / "wheels", copy_function=os.link, ignore=shutil.ignore_patterns(".*")
         )
-        docker("build", "-q", "--label", f"{LABEL}=box-image", "-t", tag, ctx, timeout=1800)
+        # --network host: the RUN steps' apt-get must not depend on the engine's default bridge
+        # (docker0 can vanish while another test's second engine runs, ENVIRONMENT.md)
+        docker(
+            "build", "-q", "--network", "host", "--label", f"{LABEL}=box-image", "-t", tag, ctx, timeout=1800
+        )
     return tag
 
 

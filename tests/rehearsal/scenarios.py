@@ -318,7 +318,7 @@ class Rehearsal:
 
 def ensure_pybase() -> None:
     if docker("image", "inspect", PYBASE, check=False).strip() in ("", "[]"):
-        docker("build", "-q", "-t", PYBASE, str(PYBASE_DIR), timeout=600)
+        docker("build", "-q", "--network", "host", "-t", PYBASE, str(PYBASE_DIR), timeout=600)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -391,7 +391,15 @@ def start_registry(r: Rehearsal) -> str:
     if docker("image", "inspect", tag, check=False).strip() in ("", "[]"):
         r.step(f"building the registry image {tag} (Debian's docker-registry)")
         docker(
-            "build", "-q", "--label", "llamaresttest.rehearsal=registry-image", "-t", tag, str(REGISTRY_DIR)
+            "build",
+            "-q",
+            "--network",
+            "host",
+            "--label",
+            "llamaresttest.rehearsal=registry-image",
+            "-t",
+            tag,
+            str(REGISTRY_DIR),
         )
     docker(
         "run",
