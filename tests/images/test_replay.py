@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,33 @@ def buggy_image(recording_images: None, project_root: Path) -> None:
     assert res.ok, res.tail(40)
 
 
-def record_scripted_run(docker: Docker, batch: Path) -> tuple[Path, list[int | None]]:
+def full_script(base: str) -> list[int | None]:
+    statuses = [
+        call(base, "GET", "/stock"),
+        call(base, "GET", "/orders/1/invoice"),
+        call(base, "GET", "/orders/2/receipt"),
+        call(base, "POST", "/carts", b'{"owner": "a"}'),
+        call(base, "GET", "/carts/1/total"),
+    ]
+    for _ in range(6):
+        statuses.append(call(base, "GET", "/draw"))
+        if statuses[-1] == 500:
+            break
+    return statuses
+
+
+def reads_only(base: str) -> list[int | None]:
+    """A run in which no write was answered 2xx (the POST hits a path without one: 404): stateless enough."""
+    return [
+        call(base, "GET", "/orders/3/invoice"),
+        call(base, "POST", "/orders", b"{}"),
+        call(base, "GET", "/health"),
+    ]
+
+
+def record_scripted_run(
+    docker: Docker, batch: Path, script: Callable[[str], list[int | None]] = full_script
+) -> tuple[Path, list[int | None]]:
     """A run folder as the runner leaves it: traffic.sqlite from the real proxy, metadata.json."""
     run = batch / "buggy-shop" / "scripted" / "run-1"
     run.mkdir(parents=True)
@@ -90,17 +116,7 @@ def record_scripted_run(docker: Docker, batch: Path) -> tuple[Path, list[int | N
             assert time.monotonic() < deadline, "buggy-shop not ready"
             time.sleep(0.2)
         start = clock.utc_iso()
-        statuses = [
-            call(base, "GET", "/stock"),
-            call(base, "GET", "/orders/1/invoice"),
-            call(base, "GET", "/orders/2/receipt"),
-            call(base, "POST", "/carts", b'{"owner": "a"}'),
-            call(base, "GET", "/carts/1/total"),
-        ]
-        for _ in range(6):
-            statuses.append(call(base, "GET", "/draw"))
-            if statuses[-1] == 500:
-                break
+        statuses = script(base)
         time.sleep(1.0)
     finally:
         docker.stop(name, 10)
@@ -143,6 +159,30 @@ def replayed(
     again = execute(argv, cwd=project_root, timeout=300)
     assert again.ok, again.tail(20)
     return json.loads((run / "faults.json").read_text()), statuses, seconds, again.output
+
+
+def test_a_stateless_run_shares_one_container(
+    buggy_image: None, docker: Docker, project_root: Path, tmp_path: Path
+) -> None:
+    batch = tmp_path / "batch-20260102T000000Z"
+    run, statuses = record_scripted_run(docker, batch, reads_only)
+    assert statuses == [500, 404, 200]
+    catalog = tmp_path / "catalog"
+    (catalog / "apis").mkdir(parents=True)
+    (catalog / "apis" / "buggy-shop").symlink_to(project_root / "tests" / "images" / "buggy_shop")
+    argv = [sys.executable, "-m", "remote_runner", "faults", str(batch), "--catalog", str(catalog)]
+    res = execute(
+        [*argv, "--cpus", "0.5", "--memory", "512m", "--label", LABEL], cwd=project_root, timeout=600
+    )
+    assert res.ok, res.tail(40)
+    data = json.loads((run / "faults.json").read_text())
+    print(f"\nreplay step of the stateless run: {data['replay_seconds']:.1f} s")
+    assert data["container"] == "shared (stateless enough: no write request answered 2xx)"
+    (only,) = data["requests"]
+    assert (only["verdict"], only["confirmed_by"]) == ("confirmed", "alone")
+    assert only["key"].startswith("java.lang.ArithmeticException | fixture.buggy.Totals.share")
+    # three replays into one container: each one's log window held its own trace, not an earlier one's
+    assert [a["key"] for a in only["replays"]["alone"]] == [only["key"]] * 3
 
 
 def by_path(data: dict) -> dict[str, dict]:
