@@ -43,7 +43,6 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -362,8 +361,8 @@ class Service:
                 raise RuntimeError(f"{self.name} exited before it was ready (exit {state.exit_code})")
             if clock.monotonic() >= deadline:
                 raise RuntimeError(f"{self.name} not ready after {self.ctx.readiness_timeout:g} s")
-            time.sleep(experiment.PROBE_INTERVAL)
-        time.sleep(self.cfg.settle_seconds)
+            clock.sleep(experiment.PROBE_INTERVAL)
+        clock.sleep(self.cfg.settle_seconds)
 
     def own_classes(self) -> frozenset[str]:
         script = (
@@ -377,7 +376,7 @@ class Service:
         """Sends ``req`` to the proxy; ``(status or None, UTC sent, UTC answered)``."""
         assert self.ip is not None
         headers = replay_headers(req, [self.ctx.auth_header] if self.ctx.auth_header else [])
-        sent = time.time()
+        sent = clock.now()
         conn = http.client.HTTPConnection(self.ip, experiment.PROXY_PORT, timeout=self.cfg.request_timeout)
         try:
             conn.request(req.method, req.target, body=req.body or None, headers=headers)
@@ -388,10 +387,10 @@ class Service:
             status = None
         finally:
             conn.close()
-        return status, sent, time.time()
+        return status, sent, clock.now()
 
     def log_between(self, since: float, until: float) -> str:
-        time.sleep(LOG_SLACK)
+        clock.sleep(LOG_SLACK)
         try:
             return self.docker.logs_between(self.name, since, until + LOG_SLACK)
         except DockerError as exc:
