@@ -1,4 +1,4 @@
-"""Command line: ``python -m remote_runner {build,run,status,spec,report,upload}``.
+"""Command line: ``python -m remote_runner {build,run,status,spec,faults,report,upload}``.
 
 Every problem with the input is reported at once, before anything starts, with exit code 2.
 """
@@ -92,6 +92,17 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
 
+    fault_replay = sub.add_parser(
+        "faults",
+        help="replay every run's 5xx requests on a fresh service: confirmed, flaky or not reproduced "
+        "(docs/results.md, Confirmed faults)",
+        description="Replays each distinct 5xx request of every succeeded run of BATCH on a fresh container "
+        "of the run's API image, k times alone and, unless that confirms it, k times after the run's "
+        "preceding writes of the same session; keys confirmed faults by the API's logged stack trace. "
+        "Writes <run>/faults.json; resumable (run it again to continue).",
+    )
+    add_fault_flags(fault_replay)
+
     sub.add_parser(
         "report",
         help="build the report of a batch (options: python -m remote_runner report --help)",
@@ -103,6 +114,123 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def add_fault_flags(p: argparse.ArgumentParser) -> None:
+    from remote_runner import replay
+
+    d = replay.Config()
+    p.add_argument("batch", type=Path, metavar="BATCH", help="the batch folder")
+    p.add_argument("--catalog", type=Path, default=Path("."), help="root holding apis/ (default: .)")
+    p.add_argument(
+        "--k", type=int, default=d.k, help=f"replays per way, each on fresh state (default: {d.k})"
+    )
+    p.add_argument(
+        "--prefix-bound",
+        type=int,
+        default=d.prefix_bound,
+        help=f"preceding writes of the session replayed first, at most (default: {d.prefix_bound})",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=d.settle_seconds,
+        metavar="SECONDS",
+        help=f"wait after the container is ready before replaying (default: {d.settle_seconds:g})",
+    )
+    p.add_argument(
+        "--max-requests",
+        type=int,
+        default=d.max_requests,
+        help=f"distinct 5xx requests replayed per run, at most (default: {d.max_requests})",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=d.budget_seconds,
+        metavar="SECONDS",
+        help=f"replay time per run, at most; 0: no limit (default: {d.budget_seconds:g})",
+    )
+    p.add_argument(
+        "--cpus", type=float, default=d.cpus, help=f"CPUs per replay container (default: {d.cpus:g})"
+    )
+    p.add_argument("--memory", default="1g", help="memory per replay container (default: 1g)")
+    p.add_argument(
+        "--no-share", action="store_true", help="a fresh container per replay even for a stateless run"
+    )
+    p.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="extra label of every container"
+    )
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    import os
+    import tempfile
+
+    import psutil
+
+    from remote_runner import admission, replay
+
+    problems: list[str] = []
+    batch_dir = args.batch.resolve()
+    if not batch_dir.is_dir():
+        problems.append(f"{args.batch}: no such batch folder")
+    cat = catalog_mod.load(args.catalog)
+    try:
+        memory = schema.parse_memory(args.memory)
+    except ValueError as exc:
+        problems.append(f"--memory {args.memory!r}: {exc}")
+        memory = 0
+    labels: dict[str, str] = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--label {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    for name, value, low in (
+        ("--k", args.k, 1),
+        ("--max-requests", args.max_requests, 1),
+        ("--prefix-bound", args.prefix_bound, 0),
+    ):
+        if value < low:
+            problems.append(f"{name} must be at least {low}, got {value}")
+    if args.cpus <= 0 or args.settle < 0 or args.budget < 0:
+        problems.append("--cpus must be positive, --settle and --budget not negative")
+    docker = Docker()
+    engine = docker.engine_problem()
+    if engine:
+        problems.append(engine)
+    if problems:
+        _problems_out("cannot replay: fix these and run again", problems)
+        return EXIT_BAD_INPUT
+    cfg = replay.Config(
+        k=args.k,
+        prefix_bound=args.prefix_bound,
+        settle_seconds=args.settle,
+        max_requests=args.max_requests,
+        budget_seconds=args.budget,
+        cpus=args.cpus,
+        memory_bytes=memory,
+        share_stateless=not args.no_share,
+        labels=tuple(sorted(labels.items())),
+    )
+    cpu_ids = tuple(sorted(os.sched_getaffinity(0)))
+    machine = admission.Machine(len(cpu_ids), psutil.virtual_memory().total, cpu_ids)
+    busy = psutil.cpu_percent(interval=1.0)  # sampled over an interval: never the meaningless first call
+    measurement = admission.Measurement(
+        free_cpus=(1 - busy / 100) * len(cpu_ids), available_memory=psutil.virtual_memory().available
+    )
+    slots = replay.replay_slots(machine, measurement, cfg.cpus, cfg.memory_bytes, wanted=len(cpu_ids))
+    print(f"replaying {batch_dir.name}: {slots} replay container(s) at a time", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="lrt-replay-") as scratch:
+        done = replay.replay_batch(
+            batch_dir, cat, docker, cfg, slots, Path(scratch), say=lambda m: print(m, file=sys.stderr)
+        )
+    incomplete = [f"{d['api']}/{d['tool']}/run-{d['run']}" for d in done if not d.get("complete")]
+    if incomplete:
+        _problems_out("replays that failed (run the command again to retry them)", incomplete)
+        return 1
+    return 0
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
@@ -467,5 +595,6 @@ def main(argv: list[str] | None = None) -> int:
         "spec": cmd_spec,
         "release-workers": cmd_release_workers,
         "forecast": cmd_forecast,
+        "faults": cmd_faults,
     }
     return handlers[args.command](args)

@@ -161,6 +161,11 @@ def logs_cmd(name: str) -> list[str]:
     return ["docker", "logs", "--timestamps", name]
 
 
+def logs_between_cmd(name: str, since: float, until: float) -> list[str]:
+    """The container's log lines docker stamped from ``since`` to ``until`` (UTC epoch seconds)."""
+    return ["docker", "logs", "--timestamps", "--since", f"{since:.6f}", "--until", f"{until:.6f}", name]
+
+
 def rm_cmd(names: Sequence[str]) -> list[str]:
     return ["docker", "rm", "--force", "--volumes", *names]
 
@@ -351,6 +356,11 @@ class Docker:
         """The container's log; raises DockerError when docker cannot give it (so an engine's
         "Cannot connect" is never saved as the container's log)."""
         return self._run(logs_cmd(name), timeout=120, what=f"reading the log of {name}")
+
+    def logs_between(self, name: str, since: float, until: float) -> str:
+        """The lines of the container's log stamped between ``since`` and ``until`` (UTC epoch seconds:
+        docker's own timestamps, the host's clock); raises DockerError as :meth:`logs`."""
+        return self._run(logs_between_cmd(name, since, until), timeout=60, what=f"reading the log of {name}")
 
     def remove(self, names: Sequence[str]) -> bool:
         return self._execute(rm_cmd(names), timeout=self.timeout).ok

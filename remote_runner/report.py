@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, results, stats, verification
+from remote_runner import cumulative, fault_report, replay, results, stats, verification
 from remote_runner.results import (
     find_run_dirs,
     journal_reasons,
@@ -56,6 +56,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("method_coverage", "Method coverage", "pct"),
     ("operations_covered", "Operations covered (2xx)", "num"),
     ("operations_5xx", "Operations with 5xx", "num"),
+    ("confirmed_faults", "Confirmed unique faults (replayed, by trace)", "num"),
     ("unique_failures", "Unique failures (ours)", "num"),
     ("unique_failures_restgym", "Unique failures (RESTgym)", "num"),
     ("operations_500_arat_rl", "Operations with a 500 (ARAT-RL)", "num"),
@@ -85,6 +86,7 @@ _NOT_IN_SERIES = frozenset(
         "requests_to_first_2xx",
         "operations_500_arat_rl",
         "unique_failures_llamaresttest",
+        "confirmed_faults",
         *results.TIME_COLUMNS,
     }
 )
@@ -224,6 +226,8 @@ class Run:
     flags: tuple[str, ...] = ()
     #: summary.json was there and could be read
     summarised: bool = False
+    #: the run's faults.json (remote_runner/replay.py), None when it was not replayed
+    replay: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "series", _series_array(self.series))
@@ -338,6 +342,12 @@ def load_runs(batch_dir: Path) -> list[Run]:
         block = (summary.get("cumulative") or {}) if summary else {}
         rows = CumulativeColumns.of(block.get("columns") or [], block.get("rows") or [])
         infra, flags = verification.classify_checks(summary) if summary else ([], [])
+        replayed = replay.load_state(run_dir) or None
+        values = {key: _num(row.get(key)) for key, _, _ in METRICS}
+        # only a finished replay gives the count (a partial one would undercount)
+        values["confirmed_faults"] = (
+            _num(replayed.get("unique_confirmed")) if replayed and replayed.get("complete") else None
+        )
         runs.append(
             Run(
                 api=api,
@@ -350,7 +360,8 @@ def load_runs(batch_dir: Path) -> list[Run]:
                 status=status,
                 verified=bool(row.get("verified")) and status.lower() not in FAILED_STATUSES,
                 reason=reason,
-                values={key: _num(row.get(key)) for key, _, _ in METRICS},
+                values=values,
+                replay=replayed,
                 series=series,
                 budget_seconds=_num(summary.get("budget_seconds")) if summary else None,
                 path=str(run_dir.relative_to(batch_dir)),
@@ -1010,7 +1021,10 @@ def build_document(
         "with its reason. Cells show median [Q1, Q3], n per tool. p: two-sided Mann-Whitney U, "
         "Holm-corrected within each (API, metric) family of tool pairs (the uncorrected p beside it); "
         "A12: Vargha-Delaney effect size of the first tool over the second (0.5 = no difference) with "
-        "its magnitude (negligible, small, medium, large). Four fault counts, each labelled with its "
+        "its magnitude (negligible, small, medium, large). The primary fault count, 'Confirmed unique "
+        "faults', counts a run's 5xx requests that a replay on a fresh service answered 5xx every time, "
+        "grouped by the service's own stack trace (empty until `python -m remote_runner faults` ran). "
+        "Beside it four counts, each labelled with its "
         "source: 'Unique failures (ours)' groups 5xx bodies per operation and status; 'Unique "
         "failures (RESTgym)' pools a run's 5xx bodies into RESTgym's buckets; 'Operations with a 500 "
         "(ARAT-RL)' counts operations that answered 500; 'Unique 500/502 messages per path prefix "
@@ -1144,6 +1158,7 @@ def build_document(
         if name:
             doc.heading(2, "Operations covered")
             doc.image(name, "operations covered per API and tool")
+    add_confirmed_faults(doc, runs, out_dir, plots=plots)
     doc.heading(2, "Runs left out of the statistics")
     excluded = [r for r in runs if not r.completed]
     if excluded:
@@ -1194,6 +1209,66 @@ def build_document(
             ],
         )
     return doc
+
+
+def add_confirmed_faults(doc: Doc, runs: Sequence[Run], out_dir: Path, *, plots: bool = True) -> None:
+    """The "Confirmed faults" section (remote_runner/fault_report.py), when any run was replayed."""
+    replayed = fault_report.replay_rows(runs)
+    doc.heading(2, "Confirmed faults (replayed)")
+    if not replayed:
+        doc.para(
+            "No run of this batch was replayed: run `python -m remote_runner faults BATCH`, then rebuild "
+            "the report, for the confirmed-fault count."
+        )
+        return
+    doc.para(
+        "Each distinct 5xx request of a run was sent again to fresh containers of the same API image, "
+        "k times alone and, unless that gave a 5xx every time, k times after the run's earlier "
+        "successful writes of the same session: a 5xx every time (one way or the other) is confirmed, "
+        "some of the time flaky, never not reproduced. A confirmed fault's key is the exception type "
+        "and top three frames of the API's own classes from the stack trace the service logged while "
+        "answering; without a trace, RESTgym's bucket of the response body (named so). Confirmed "
+        "unique faults per run = distinct keys (docs/results.md, Confirmed faults)."
+    )
+    doc.heading(3, "Replay per run")
+    doc.table(
+        [
+            "api",
+            "tool",
+            "run",
+            "distinct 5xx requests",
+            "confirmed",
+            "flaky",
+            "not reproduced",
+            "skipped or failed",
+            "unique confirmed faults",
+            "container",
+            "replay seconds",
+            "complete",
+        ],
+        replayed,
+    )
+    faults_found = fault_report.collect(runs)
+    tools = sorted({r.tool for r in runs if r.completed})
+    doc.heading(3, "Faults")
+    if not faults_found:
+        doc.para("No confirmed fault in the completed runs.")
+        return
+    doc.table(
+        ["api", "key", "key from", "first triggering request", "found by", "first found (per tool)"],
+        fault_report.fault_rows(faults_found),
+    )
+    if len(tools) > 1:
+        doc.heading(3, "Faults found by only one tool")
+        only = fault_report.only_one_tool(faults_found, tools)
+        if only:
+            doc.table(["tool", "api", "key", "first found"], only)
+        else:
+            doc.para("None: every confirmed fault was found by more than one tool.")
+    if plots:
+        name = fault_report.plot_overlap(faults_found, tools, out_dir)
+        if name:
+            doc.image(name, "confirmed faults by the tools that found them")
 
 
 def add_rankings(
