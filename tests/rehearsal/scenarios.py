@@ -279,7 +279,7 @@ class Rehearsal:
             db = sqlite3.connect(Path(tmp, "journal.sqlite"))
             try:
                 runs = db.execute(
-                    "SELECT api, tool, repetition, status, started, finished FROM runs"
+                    "SELECT api, tool, repetition, status, started, finished, reason FROM runs"
                 ).fetchall()
                 attempts = db.execute(
                     "SELECT api, tool, repetition, attempt, node, outcome, started, ended FROM attempts"
@@ -300,10 +300,10 @@ class Rehearsal:
         problems = []
         if len(runs) != expected:
             problems.append(f"{len(runs)} runs in the journal, expected {expected}")
-        for api, tool, rep, status, _s, _f in runs:
+        for api, tool, rep, status, _s, _f, reason in runs:
             committed = [a for a in attempts if a[:3] == (api, tool, rep) and a[5] == "committed"]
             if status != "succeeded":
-                problems.append(f"{api}/{tool}/run-{rep} is {status}")
+                problems.append(f"{api}/{tool}/run-{rep} is {status} ({reason})")
             if len(committed) != 1:
                 problems.append(f"{api}/{tool}/run-{rep} has {len(committed)} committed attempts")
             summary = f"{self.batch_prefix()}{api}/{tool}/run-{rep}/summary.json"
