@@ -678,6 +678,9 @@ def _run_batch_locked(
             jour.set_meta("batch_id", batch_id)
         if jour.meta("created") is None:
             jour.set_meta("created", repr(clock.now()))
+        # a batch that was finished before this start (a restart of its VM: the spot schedule, or
+        # `pulumi destroy` starting it for the final upload) powers off again, but not at once
+        was_finished = bool(jour.meta("finished"))
         jour.set_meta("finished", "")
         log.info("%s batch %s in %s", "resuming" if place.resume else "starting", batch_dir.name, batch_dir)
 
@@ -827,7 +830,14 @@ def _run_batch_locked(
         log.info("batch done: %s", json.dumps(counts))
         # no run pending or running: the workers go now, before the report and the final upload
         released = _release_workers(settings, batch_dir, "no run is pending or running")
-        _finish_batch(batch_dir, settings, jour, workers_released=released)
+        _finish_batch(
+            batch_dir,
+            settings,
+            jour,
+            workers_released=released,
+            hold_seconds=RESTART_POWER_OFF_HOLD_SECONDS if was_finished else 0.0,
+            stop=stop,
+        )
         if released is False:
             print(
                 "the batch is done but the worker group did not read 0: the head stays up (see "
@@ -1129,12 +1139,26 @@ def _upload_complete(result: Any) -> bool:
     return bool(getattr(result, "complete", True))
 
 
+#: a batch found finished at start (its VM was started again) holds its power-off this long: `pulumi
+#: destroy` starts a stopped VM for its final upload and must reach it (and stop the runner) before
+#: it powers off again (found by the rehearsal, docs/rehearsal.md). Costs a finished spot VM that its
+#: schedule wakes every hour 3 of its minutes (docs/stacks.md).
+RESTART_POWER_OFF_HOLD_SECONDS = 180.0
+
+
 def _finish_batch(
-    batch_dir: Path, settings: Settings, jour: journal.Journal, *, workers_released: bool | None = None
+    batch_dir: Path,
+    settings: Settings,
+    jour: journal.Journal,
+    *,
+    workers_released: bool | None = None,
+    hold_seconds: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> None:
     """The batch summary, the report, the final upload, then the power-off when asked for and safe.
     ``workers_released``: False when a cluster's worker group did not read 0 (the head then stays up,
-    watching nothing but still the one place that says so)."""
+    watching nothing but still the one place that says so). ``hold_seconds``: wait this long before
+    powering off, unless ``stop`` is set meanwhile (the runner is being stopped: no power-off)."""
 
     def summary() -> Any:
         return importlib.import_module("remote_runner.results").write_batch_summary(batch_dir)
@@ -1168,6 +1192,15 @@ def _finish_batch(
             workers_released=workers_released,
         )
         log.info("power off: %s (%s)", "yes" if decision.power_off else "no", decision.reason)
+        if decision.power_off and hold_seconds > 0:
+            log.info(
+                "the batch was finished before this start: powering off in %.0f s unless the runner is "
+                "stopped meanwhile (pulumi destroy's final upload, an operator)",
+                hold_seconds,
+            )
+            if stop is not None and clock.wait(stop, hold_seconds):
+                log.info("power off: no (the runner was stopped while it waited)")
+                return None
         if decision.power_off:
             result = shutdown.power_off()
             if not result.ok:

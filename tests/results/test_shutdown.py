@@ -53,3 +53,39 @@ def test_power_off_failure_is_returned_not_raised() -> None:
     # a command that really runs and fails, through the real process.execute
     res = shutdown.power_off(command=["false"])
     assert not res.ok and res.returncode == 1
+
+
+def _finished_journal(tmp_path):  # type: ignore[no-untyped-def]
+    from remote_runner import journal
+    from remote_runner.plan import RunKey
+
+    jour = journal.Journal(tmp_path / "journal.sqlite")
+    key = RunKey(1, "api", "tool")
+    jour.add_runs([key])
+    jour.start_attempt(key, "")
+    jour.succeed(key)
+    return jour
+
+
+def test_a_batch_found_finished_at_start_holds_its_power_off_until_stopped(tmp_path, monkeypatch):
+    """`pulumi destroy` starts a stopped VM for its final upload; the runner, resuming the finished
+    batch at boot, must not power it off under the upload (the rehearsal found it did): it waits, and
+    a stop (the deploy stops the unit) cancels the power-off; without a stop it powers off after the
+    hold."""
+    import threading
+
+    from remote_runner import scheduler, shutdown
+    from remote_runner.process import ProcessResult
+    from remote_runner.settings import Settings
+
+    calls: list[str] = []
+    monkeypatch.setattr(shutdown, "power_off", lambda: calls.append("off") or ProcessResult(0, "", False))
+    settings = Settings(shutdown_when_done=True, results=tmp_path)
+    jour = _finished_journal(tmp_path)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=30.0, stop=stop)
+    assert calls == []  # stopped during the hold: no power-off
+    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=0.1, stop=threading.Event())
+    assert calls == ["off"]
+    jour.close()
