@@ -457,63 +457,59 @@ def node_instance() -> dict:  # a Ray task pinned to one node
     return {"node": ray.get_runtime_context().get_node_id(), "instance": instance_name()}
 
 
-def instance_names(node_ids: Sequence[str], *, timeout: float = 60.0) -> dict[str, str]:
-    """Node id -> the instance it runs on, asked of each node by a task pinned to it."""
+def on_each_node(
+    fn: Callable[..., dict], node_ids: Sequence[str], *args: Any, timeout: float, what: str
+) -> dict[str, dict]:
+    """Runs ``fn(*args)`` once on each of ``node_ids`` as a Ray task pinned to it (Ray's
+    NodeAffinitySchedulingStrategy, soft=False), asking no resources, and waits up to ``timeout``.
+    Returns node id -> its answer; a node that died meanwhile or did not answer in time is logged
+    (``what`` names the work) and left out, and a late task is cancelled."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    remote = ray.remote(node_instance)
-    refs = [
+    remote = ray.remote(fn)
+    refs = {
         remote.options(
-            num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)
-        ).remote()
+            num_cpus=0,
+            max_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+        ).remote(*args): node
         for node in node_ids
-    ]
-    done, _late = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    out: dict[str, str] = {}
+    }
+    if not refs:
+        return {}
+    done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+    out: dict[str, dict] = {}
     for ref in done:
         try:
-            answer = ray.get(ref)
-        except Exception as exc:  # a node that died meanwhile
-            log.warning("a node did not say its instance: %s", lost_reason(exc) or exc)
-            continue
-        out[str(answer["node"])] = str(answer["instance"])
+            out[refs[ref]] = ray.get(ref)
+        except Exception as exc:  # a node that died meanwhile (a spot VM's containers go with it)
+            log.warning("node %s: %s failed: %s", refs[ref][:8], what, lost_reason(exc) or exc)
+    for ref in late:
+        log.warning("node %s did not finish %s within %.0f s", refs[ref][:8], what, timeout)
+        ray.cancel(ref, force=True)
     return out
+
+
+def instance_names(node_ids: Sequence[str], *, timeout: float = 60.0) -> dict[str, str]:
+    """Node id -> the instance it runs on, asked of each node by a task pinned to it."""
+    answers = on_each_node(node_instance, node_ids, timeout=timeout, what="saying its instance")
+    return {node: str(answer["instance"]) for node, answer in answers.items()}
 
 
 def clean_nodes(batch_ids: Sequence[str], *, timeout: float = 120.0) -> dict[str, list[str]]:
     """At the end of a batch every alive node with an experiment slot removes the batch's containers
     and networks: an attempt whose raylet died while its engine and machine lived on (a raylet crash,
-    an existing cluster's node) leaves API containers that have no deadline of their own. One task
-    per node, pinned to it (Ray's NodeAffinitySchedulingStrategy, soft=False), asking no resources.
-    Returns node id -> what it removed; a node that does not answer in ``timeout`` is logged."""
+    an existing cluster's node) leaves API containers that have no deadline of their own. Returns
+    node id -> what it removed."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in nodes_from(ray.nodes()) if n.alive and n.slots > 0]
-    remote = ray.remote(clean_node)
-    refs = {
-        remote.options(
-            num_cpus=0,
-            max_retries=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
-        ).remote(list(batch_ids)): n.node_id
-        for n in nodes
-    }
-    done, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
-    out: dict[str, list[str]] = {}
-    for ref in done:
-        try:
-            result = ray.get(ref)
-        except Exception as exc:  # a node that died meanwhile: its containers went with its VM
-            log.warning("node %s: cleaning failed: %s", refs[ref][:8], lost_reason(exc) or exc)
-            continue
-        out[refs[ref]] = list(result.get("removed") or [])
-        if out[refs[ref]]:
-            log.info("node %s removed %d leftovers of the batch", refs[ref][:8], len(out[refs[ref]]))
-    for ref in late:
-        log.warning("node %s did not clean up within %.0f s", refs[ref][:8], timeout)
-        ray.cancel(ref, force=True)
+    nodes = [n.node_id for n in nodes_from(ray.nodes()) if n.alive and n.slots > 0]
+    answers = on_each_node(clean_node, nodes, list(batch_ids), timeout=timeout, what="cleaning up")
+    out = {node: list(answer.get("removed") or []) for node, answer in answers.items()}
+    for node, removed in out.items():
+        if removed:
+            log.info("node %s removed %d leftovers of the batch", node[:8], len(removed))
     return out
 
 
