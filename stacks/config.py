@@ -372,6 +372,8 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             "size": cfg.workers,  # the most the runner asks for (the group is created at 0)
             "slots": max(1, cfg.worker_slots),  # 0 is refused by its own check, with its fix
         }
+        if cfg.worker_machine is not None:  # a resume on another family is refused (one per batch)
+            values["worker_group"]["machine_type"] = cfg.worker_machine.name
         # each worker fetches the models before its first run of a tool that needs them; the head
         # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
         values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
