@@ -463,7 +463,7 @@ def test_every_curl_of_the_scripts_is_bounded() -> None:
 
     invocation = re.compile(r"(?:^|\$\(|!\s)curl\s")
     # token, model download (+ the cluster's Ray token, the baked image's version, the bake's verdict)
-    expected = {"vm": 2, "head": 5, "worker": 5}
+    expected = {"vm": 2, "head": 5, "worker": 5, "builder": 5}
     for role, text in _rendered_startup_scripts().items():
         calls = [line.strip() for line in text.splitlines() if invocation.search(line.strip())]
         assert len(calls) == expected[role], (role, calls)
