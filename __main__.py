@@ -190,7 +190,7 @@ def gcp_stack(cfg: StackConfig) -> None:
 
     # --- cluster mode: the spot workers, joining the head's internal address -----------------------
     if cluster:
-        from stacks.cluster import WorkerGroup, WorkerGroupArgs
+        from stacks.cluster import WorkerGroup, WorkerGroupArgs, worker_image_spec
 
         # The reserved address, not the instance's: a recreated head keeps it, the template stays valid.
         head_ip = head_address.address.address
@@ -215,6 +215,7 @@ def gcp_stack(cfg: StackConfig) -> None:
                 },
                 service_account_email=worker_access.email,
                 ray_token=ray_token.value,
+                baked_image=worker_image_spec(cfg, requirements, PROJECT_ROOT),
                 startup_script=head_ip.apply(
                     lambda ip: render_cluster_script(
                         worker_startup_params(cfg),

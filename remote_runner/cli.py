@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import catalog as catalog_mod
-from remote_runner import exit_codes, images, scheduler, specs
+from remote_runner import exit_codes, family_check, images, scheduler, specs
 from remote_runner import lock as batch_lock
+from remote_runner import plan as plan_mod
 from remote_runner import settings as schema
 from remote_runner.docker_runtime import Docker
 from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
@@ -310,6 +311,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                             file=sys.stderr,
                         )
                 settings = stored
+                # one worker family per batch: refused before anything runs (family_check.py)
+                group = settings.worker_group
+                problem = family_check.worker_family_problem(
+                    place.batch_dir, plan_mod.read(place.batch_dir)[1], group.machine_type if group else ""
+                )
+                if problem:
+                    problems.append(problem)
     cat = catalog_mod.load(settings.catalog)
     docker = Docker()
     machine = machine_facts(docker.engine_problem())

@@ -189,6 +189,9 @@ class WorkerGroup:
     size: int = 0
     #: experiments one worker runs at once (the stack's slot rule)
     slots: int = 1
+    #: the workers' machine type (the stack's ``workerMachineType``; "" when not given): a batch
+    #: keeps one worker family, so a resume on another family is refused (remote_runner/family_check.py)
+    machine_type: str = ""
 
 
 def worker_group(value: Any) -> WorkerGroup | None:
@@ -205,7 +208,12 @@ def worker_group(value: Any) -> WorkerGroup | None:
         or slots < 1
     ):
         raise ValueError(f"worker_group: size must be a whole number >= 0 and slots >= 1, got {value!r}")
-    return WorkerGroup(str(value["project"]), str(value["zone"]), str(value["name"]), size, slots)
+    machine_type = value.get("machine_type", "")
+    if not isinstance(machine_type, str):
+        raise ValueError(f"worker_group: machine_type must be a machine type name, got {machine_type!r}")
+    return WorkerGroup(
+        str(value["project"]), str(value["zone"]), str(value["name"]), size, slots, machine_type
+    )
 
 
 def _non_negative_float(value: Any) -> float:
@@ -567,12 +575,19 @@ KEYS: tuple[Key, ...] = (
         worker_group,
         None,
         "cluster stacks: the workers' managed instance group "
-        '{"project": "...", "zone": "...", "name": "..."}, resized to 0 as soon as no run is pending '
-        "or running, and whenever the batch cannot go on (written by the stack)",
+        '{"project": "...", "zone": "...", "name": "...", "machine_type": "..."}, resized to 0 as soon as no '
+        "run is pending or running, and whenever the batch cannot go on (written by the stack)",
         dump=lambda g: (
             None
             if g is None
-            else {"project": g.project, "zone": g.zone, "name": g.name, "size": g.size, "slots": g.slots}
+            else {
+                "project": g.project,
+                "zone": g.zone,
+                "name": g.name,
+                "size": g.size,
+                "slots": g.slots,
+                **({"machine_type": g.machine_type} if g.machine_type else {}),
+            }
         ),
     ),
     Key(

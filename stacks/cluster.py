@@ -33,7 +33,10 @@ import pulumi_random as random
 from stacks.bundle import runner_requirements
 from stacks.config import ConfigError, resource_name
 from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS, RAY_TOKEN_METADATA_KEY
+from stacks.startup import BAKE_VERSION_METADATA_KEY
 from stacks.vm import IMAGE
+from stacks.worker_image import WorkerImage, WorkerImageArgs, WorkerImageSpec
+from stacks.worker_image import worker_image_spec as worker_image_spec  # for __main__.py
 
 REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
 REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
@@ -312,6 +315,8 @@ class WorkerGroupArgs:
     service_account_email: pulumi.Input[str]
     startup_script: pulumi.Input[str]
     ray_token: pulumi.Input[str]  # a secret: the template's whole metadata becomes one
+    # bakeWorkerImage (stacks/worker_image.py): the template boots the baked image; None: Debian 12
+    baked_image: WorkerImageSpec | None = None
 
 
 def worker_scheduling(spot: bool) -> gcp.compute.InstanceTemplateSchedulingArgs:
@@ -343,6 +348,25 @@ class WorkerGroup(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerGroupArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("llamaresttest:stacks:WorkerGroup", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        source_image: pulumi.Input[str] = IMAGE
+        bake_metadata: dict[str, pulumi.Input[str]] = {}
+        self.worker_image: WorkerImage | None = None
+        if args.baked_image is not None:
+            # builder -> wait -> image, then this template on the image (a new bake: a new template)
+            self.worker_image = WorkerImage(
+                f"{name}-image",
+                WorkerImageArgs(
+                    spec=args.baked_image,
+                    project=args.project,
+                    zone=args.zone,
+                    network=args.network,
+                    service_account_email=args.service_account_email,
+                ),
+                opts=child,
+            )
+            source_image = self.worker_image.self_link
+            # the version each worker checks the image's marker against (cluster.sh.tmpl install_base)
+            bake_metadata[BAKE_VERSION_METADATA_KEY] = args.baked_image.version
         # Templates cannot change: a new script or size is a new template. Pulumi replaces it the
         # default way, create before delete: the new template (a name prefix, so both can exist at
         # once), then the group updated to it (it depends on the template's link), then the old one
@@ -355,7 +379,7 @@ class WorkerGroup(pulumi.ComponentResource):
             machine_type=args.machine_type,
             disks=[
                 gcp.compute.InstanceTemplateDiskArgs(
-                    source_image=IMAGE,
+                    source_image=source_image,
                     boot=True,
                     auto_delete=True,
                     disk_size_gb=args.disk_size_gb,
@@ -382,6 +406,7 @@ class WorkerGroup(pulumi.ComponentResource):
                 # Nobody logs in to a worker: not with the project's keys either.
                 "block-project-ssh-keys": "TRUE",
                 RAY_TOKEN_METADATA_KEY: pulumi.Output.secret(args.ray_token),
+                **bake_metadata,
             },
             tags=list(args.network_tags),
             labels=dict(args.labels),

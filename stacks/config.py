@@ -115,6 +115,9 @@ DEFAULTS: Mapping[str, Any] = {
     "headMachineType": "n1-standard-4",
     # Cluster only: the batch admits no run this cap cannot pay for (remote_runner/spend.py); 0 = none.
     "maxCostUsd": 0,
+    # Cluster only: bake Docker, the venv and the base images into the workers' boot image
+    # (stacks/worker_image.py; docs/cluster.md, "Baked worker image").
+    "bakeWorkerImage": False,
     # target local only: folders on this machine (relative paths are relative to the project).
     "localResultsDir": "results",
     "localModelsDir": None,
@@ -189,6 +192,7 @@ class StackConfig:
     worker_spot: bool = True
     head_machine: MachineType | None = None
     max_cost_usd: float = 0.0
+    bake_worker_image: bool = False
     # the runner's preset (None: none) and the stack keys set explicitly (a preset's setting is
     # passed to the runner only where the stack set its key: the stack's defaults do not override it)
     preset: str | None = None
@@ -372,6 +376,8 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             "size": cfg.workers,  # the most the runner asks for (the group is created at 0)
             "slots": max(1, cfg.worker_slots),  # 0 is refused by its own check, with its fix
         }
+        if cfg.worker_machine is not None:  # a resume on another family is refused (one per batch)
+            values["worker_group"]["machine_type"] = cfg.worker_machine.name
         # each worker fetches the models before its first run of a tool that needs them; the head
         # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
         values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
@@ -809,6 +815,13 @@ def build_config(
             "caps a cluster's spend (workers > 0); a one-VM stack's cost is its hourlyCostUsd times the "
             f"batch's hours (fix: pulumi config rm {NAMESPACE}:maxCostUsd, or set workers)",
         )
+    bake_worker_image = r.boolean("bakeWorkerImage")
+    if bake_worker_image and workers == 0:
+        r.problem(
+            "bakeWorkerImage",
+            "bakes the workers' boot image (workers > 0); a one-VM stack has no workers "
+            f"(fix: pulumi config rm {NAMESPACE}:bakeWorkerImage, or set workers)",
+        )
     auto_start = r.boolean("autoStart")
     shutdown_when_done = r.optional_boolean("shutdownWhenDone")
     if shutdown_when_done is None:
@@ -870,6 +883,7 @@ def build_config(
         worker_spot=worker_spot,
         head_machine=head_machine,
         max_cost_usd=max_cost,
+        bake_worker_image=bake_worker_image,
         preset=r.string("preset") or None,
         explicit_keys=frozenset(k for k, v in raw.items() if v is not None and v != ""),
     )

@@ -28,6 +28,8 @@ def stack_forecast(cfg: StackConfig) -> dict[str, Any]:
         cfg.workers, cfg.worker_machine.name, cfg.head_machine.name, cfg.region, cfg.worker_spot
     )
     assumptions = replace(forecast.Assumptions(), disk_gb=float(cfg.disk_size_gb))
+    if cfg.bake_worker_image:  # workers boot the baked image; the head's start waits for the bake
+        assumptions = forecast.baked(assumptions)
     (result,) = forecast.forecast(batch, cluster, assumptions, (forecast.STACK_RATE,)).results
     return {
         "runs": batch.runs,
@@ -36,5 +38,6 @@ def stack_forecast(cfg: StackConfig) -> dict[str, Any]:
         "hoursP95": round(result.makespan_hours_p95, 2),
         "usdP50": round(result.cost_usd_p50, 2),
         "usdP95": round(result.cost_usd_p95, 2),
+        "bakedWorkerImage": cfg.bake_worker_image,
         "more": "python -m remote_runner forecast --config experiment.json (docs/cluster.md, Forecast)",
     }

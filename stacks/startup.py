@@ -12,8 +12,11 @@ login, no keys: the template's SSH values are empty there).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +122,30 @@ class ClusterParams:
     node: RayNode
     requirements: tuple[str, ...]
     registry_host: str
+    # The baked worker image (stacks/worker_image.py): its version ("" without one), the base images
+    # the builder pulls, and whether this script is the builder's.
+    bake_version: str = ""
+    bake_images: tuple[str, ...] = ()
+    image_builder: bool = False
+
+
+#: the worker template's metadata key naming the version its baked image must hold
+BAKE_VERSION_METADATA_KEY = "llamaresttest-bake-version"
+
+
+def bake_version(requirements: Sequence[str], images: Sequence[str]) -> str:
+    """What a baked worker image holds, as 16 hex digits: the requirements, the base images and the
+    two templates (their packages and install steps). Any change makes a new image, and a worker
+    whose image carries another version installs afresh (cluster.sh.tmpl, ``install_base``)."""
+    digest = hashlib.sha256()
+    for part in (
+        json.dumps({"requirements": list(requirements), "images": list(images)}, sort_keys=True),
+        TEMPLATE_PATH.read_text(encoding="utf-8"),
+        CLUSTER_TEMPLATE_PATH.read_text(encoding="utf-8"),
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
 
 
 def render_cluster_script(params: StartupParams, cluster: ClusterParams, template: str | None = None) -> str:
@@ -139,6 +166,10 @@ def render_cluster_script(params: StartupParams, cluster: ClusterParams, templat
         "GUARD_SCRIPT": shlex.quote(render_guard_script([metadata_guard.CHAIN, *metadata_guard.rule()])),
         "RAY_TOKEN_FILE": shlex.quote(RAY_TOKEN_PATH),
         "RAY_TOKEN_KEY": shlex.quote(RAY_TOKEN_METADATA_KEY),
+        "BAKE_VERSION": shlex.quote(cluster.bake_version),
+        "BAKE_IMAGES": " ".join(shlex.quote(i) for i in cluster.bake_images),
+        "IMAGE_BUILDER": "1" if cluster.image_builder else "0",
+        "BAKE_VERSION_KEY": shlex.quote(BAKE_VERSION_METADATA_KEY),
     }
     return base[: -len(VM_GUARD)] + _substitute(text, values)
 

@@ -1,6 +1,8 @@
 """A stand-in for the two Google endpoints the runner calls on a cluster head, on loopback in a thread
 of the test: the metadata server's token and the Compute API's instanceGroupManagers resize and get
-(the documented JSON shapes, cloud.google.com/compute/docs/reference/rest/v1/instanceGroupManagers).
+(the documented JSON shapes, cloud.google.com/compute/docs/reference/rest/v1/instanceGroupManagers),
+and instances.get / instances.getGuestAttributes of the instances a test declares (the baked worker
+image's builder, stacks/worker_image.py).
 Every request is recorded, and every change of a group's size with its time, so a test can say how
 many VM-minutes a group billed after a moment (:meth:`Standin.vm_minutes_after`).
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from tests.deploy.compute_standin import JsonHandler
 PROJECT, ZONE, GROUP = "research-project-1", "us-central1-a", "llamaresttest-dev-workers"
 GROUP_PATH = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instanceGroupManagers/{GROUP}"
 TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+INSTANCES_PATH = f"/compute/v1/projects/{PROJECT}/zones/{ZONE}/instances/"
 
 
 @dataclass
@@ -40,6 +44,10 @@ class Standin:
     names: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     machine_type: str = "n2d-standard-32"  # what the metadata server says this VM is
+    # instances (instances.get, getGuestAttributes): name -> status, and name -> {"ns/key": value};
+    # a test changes them as time goes on (a builder that runs, writes its verdict, powers off)
+    instance_status: dict[str, str] = field(default_factory=dict)
+    guest_attributes: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def _resize(self, group: str, size: int) -> None:
         while len(self.instances) < size:
@@ -109,6 +117,8 @@ def google_standin(size: int = 3, names: list[str] | None = None) -> Iterator[St
                     self.wfile.write(raw)
                 elif not self._authorised():
                     return
+                elif self.path.startswith(INSTANCES_PATH):
+                    self._instance(self.path.removeprefix(INSTANCES_PATH))
                 elif self.path in state.sizes:
                     name = self.path.rsplit("/", 1)[-1]
                     self._send(
@@ -123,6 +133,29 @@ def google_standin(size: int = 3, names: list[str] | None = None) -> Iterator[St
                     self._send(
                         404, {"error": {"code": 404, "message": f"The resource '{self.path}' was not found"}}
                     )
+
+        def _instance(self, rest: str) -> None:
+            """instances.get and instances.getGuestAttributes?variableKey=ns/key (Compute v1 shapes)."""
+            path, _, query = rest.partition("?")
+            name, _, verb = path.partition("/")
+            missing = {"error": {"code": 404, "message": f"The resource '{self.path}' was not found"}}
+            if name not in state.instance_status:
+                self._send(404, missing)
+            elif verb == "":
+                self._send(
+                    200, {"kind": "compute#instance", "name": name, "status": state.instance_status[name]}
+                )
+            elif verb == "getGuestAttributes":
+                key = urllib.parse.parse_qs(query).get("variableKey", [""])[0]
+                value = state.guest_attributes.get(name, {}).get(key)
+                if value is None:
+                    self._send(404, missing)
+                else:
+                    self._send(
+                        200, {"kind": "compute#guestAttributes", "variableKey": key, "variableValue": value}
+                    )
+            else:
+                self._send(404, missing)
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -49,10 +49,22 @@ def _rendered_startup_scripts() -> dict[str, str]:
         "worker": render_cluster_script(
             WORKER_PARAMS, ClusterParams(RayNode("worker", "10.128.0.7", 2), requirements, registry)
         ),
+        # the baked worker image's builder (bakeWorkerImage, stacks/worker_image.py)
+        "builder": render_cluster_script(
+            WORKER_PARAMS,
+            ClusterParams(
+                RayNode("worker", "127.0.0.1", 2),
+                requirements,
+                registry,
+                bake_version="0123456789abcdef",
+                bake_images=("debian:bookworm-slim",),
+                image_builder=True,
+            ),
+        ),
     }
 
 
-@pytest.mark.parametrize("role", ["vm", "head", "worker"])
+@pytest.mark.parametrize("role", ["vm", "head", "worker", "builder"])
 def test_rendered_startup_scripts_parse_and_pass_shellcheck(tmp_path: Path, role: str) -> None:
     script = tmp_path / f"{role}.sh"
     script.write_text(_rendered_startup_scripts()[role])

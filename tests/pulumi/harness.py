@@ -33,6 +33,7 @@ HEAD_INTERNAL_IP = "10.128.0.42"  # a reserved INTERNAL address (a cluster's hea
 STATIC_IP = "34.99.88.77"
 INSTANCE_ID = "4815162342108"
 PROJECT_NUMBER = "123456789012"
+COMPUTE_URL = "https://www.googleapis.com/compute/v1"
 BATCH = "batch-20260101T000000Z"  # what the BatchName dynamic resource names the batch
 
 
@@ -115,6 +116,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
                     access["natIp"] = access.get("natIp") or EPHEMERAL_IP
             state["networkInterfaces"] = interfaces
             state["instanceId"] = INSTANCE_ID
+            # the boot disk a baked worker image is made from (stacks/worker_image.py)
+            disk = f"projects/{GCP_PROJECT}/zones/{inputs.get('zone')}/disks/{inputs.get('name')}"
+            state["bootDisk"] = {**inputs.get("bootDisk", {}), "source": f"{COMPUTE_URL}/{disk}"}
+        elif args.typ == "gcp:compute/image:Image":
+            state["selfLink"] = f"{COMPUTE_URL}/projects/{GCP_PROJECT}/global/images/{inputs.get('name')}"
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:

@@ -252,6 +252,7 @@ def test_the_runner_settings_name_ray_the_registry_and_the_group(cluster_project
         "name": "llamaresttest-dev-workers",
         "size": 2,
         "slots": 2,  # n1-standard-32 with the default limits
+        "machine_type": "n1-standard-32",  # a resume on another family is refused
     }
     # `pulumi destroy` drains the driver before the group, the Ray rules and the grants go.
     needs = run.dependencies[run.one(DEPLOYMENT).name]

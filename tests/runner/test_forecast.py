@@ -177,3 +177,20 @@ def test_the_command_reports_every_problem_at_once(
     assert "--preemption-rates 'x': comma-separated percentages >= 0" in err
     assert "no price for n1-standard-4 in 'us-east5'" in err
     assert "give --workers N, or --target-hours H" in err
+
+
+def test_a_baked_worker_image_boots_workers_sooner_and_starts_the_head_after_the_bake():
+    a = forecast.baked(forecast.Assumptions())
+    assert (
+        a.worker_boot_minutes
+        == forecast.BAKED_WORKER_BOOT_MINUTES
+        < forecast.Assumptions().worker_boot_minutes
+    )
+    assert a.head_boot_minutes == max(forecast.Assumptions().head_boot_minutes, forecast.BAKE_MINUTES)
+    batch, cluster = (
+        forecast.Batch(60, 60.0, 2),
+        forecast.Cluster(10, "n2d-standard-32", "e2-standard-4", "us-east5"),
+    )
+    (plain,) = forecast.forecast(batch, cluster, forecast.Assumptions(), (0.02,)).results
+    (bake,) = forecast.forecast(batch, cluster, a, (0.02,)).results
+    assert bake.cost_usd_p50 < plain.cost_usd_p50  # fewer idle paid boot minutes

@@ -87,8 +87,7 @@ def test_worker_script_has_no_ssh_and_joins_the_head() -> None:
     for absent in ("setup_sshd", "setup_user", "join_docker_group"):
         assert absent not in body
     order = [
-        "install_packages",
-        "systemctl enable --now docker",
+        "install_base",  # packages and Docker, unless the image is baked (install_base's own test)
         "guard_containers",
         "download_models",
         "cluster_node_steps",

@@ -379,6 +379,8 @@ def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
         "name": "llamaresttest-dev-workers",
         "size": cfg.workers,
         "slots": max(1, cfg.worker_slots),
+        # the batch's worker family is checked on resume (remote_runner/family_check.py)
+        "machine_type": "n1-standard-96",
     }
 
 

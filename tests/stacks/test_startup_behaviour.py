@@ -462,7 +462,8 @@ def test_every_curl_of_the_scripts_is_bounded() -> None:
     from tests.test_shell_scripts import _rendered_startup_scripts
 
     invocation = re.compile(r"(?:^|\$\(|!\s)curl\s")
-    expected = {"vm": 2, "head": 3, "worker": 3}  # token, model download (+ the cluster's Ray token)
+    # token, model download (+ the cluster's Ray token, the baked image's version, the bake's verdict)
+    expected = {"vm": 2, "head": 5, "worker": 5, "builder": 5}
     for role, text in _rendered_startup_scripts().items():
         calls = [line.strip() for line in text.splitlines() if invocation.search(line.strip())]
         assert len(calls) == expected[role], (role, calls)
