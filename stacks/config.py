@@ -118,6 +118,9 @@ DEFAULTS: Mapping[str, Any] = {
     # Cluster only: bake Docker, the venv and the base images into the workers' boot image
     # (stacks/worker_image.py; docs/cluster.md, "Baked worker image").
     "bakeWorkerImage": False,
+    # Cluster only: how long the head waits for a first worker (a spot stockout, a quota shortfall)
+    # before it releases the group and powers off (the runner's worker_wait_seconds, exit 8).
+    "workerWaitMinutes": 30,
     # target local only: folders on this machine (relative paths are relative to the project).
     "localResultsDir": "results",
     "localModelsDir": None,
@@ -193,6 +196,7 @@ class StackConfig:
     head_machine: MachineType | None = None
     max_cost_usd: float = 0.0
     bake_worker_image: bool = False
+    worker_wait_minutes: float = 30.0
     # the runner's preset (None: none) and the stack keys set explicitly (a preset's setting is
     # passed to the runner only where the stack set its key: the stack's defaults do not override it)
     preset: str | None = None
@@ -321,6 +325,7 @@ _RUNNER_SOURCES: Mapping[str, tuple[str, ...]] = {
     "upload": ("resultsBucket", "modelsBucket", "resultsPath"),
     "shutdown_when_done": ("shutdownWhenDone",),
     "max_cost_usd": ("maxCostUsd",),
+    "worker_wait_seconds": ("workerWaitMinutes",),
     "preset": ("preset",),
 }
 #: what to set instead, where the stack's own check is looser than the runner's
@@ -381,6 +386,7 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
         # each worker fetches the models before its first run of a tool that needs them; the head
         # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
         values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
+        values["worker_wait_seconds"] = _number(round(cfg.worker_wait_minutes * 60, 3))
         if cfg.max_cost_usd > 0:  # what the cap counts: the stack's prices in its region (pricing.py)
             assert cfg.head_machine is not None and cfg.worker_machine is not None
             values["max_cost_usd"] = cfg.max_cost_usd
@@ -822,6 +828,13 @@ def build_config(
             "bakes the workers' boot image (workers > 0); a one-VM stack has no workers "
             f"(fix: pulumi config rm {NAMESPACE}:bakeWorkerImage, or set workers)",
         )
+    worker_wait = r.number("workerWaitMinutes", 0, inclusive=False)
+    if "workerWaitMinutes" in raw and raw["workerWaitMinutes"] not in (None, "") and workers == 0:
+        r.problem(
+            "workerWaitMinutes",
+            "is how long a cluster's head waits for its first worker (workers > 0); a one-VM stack has "
+            f"none (fix: pulumi config rm {NAMESPACE}:workerWaitMinutes, or set workers)",
+        )
     auto_start = r.boolean("autoStart")
     shutdown_when_done = r.optional_boolean("shutdownWhenDone")
     if shutdown_when_done is None:
@@ -884,6 +897,7 @@ def build_config(
         head_machine=head_machine,
         max_cost_usd=max_cost,
         bake_worker_image=bake_worker_image,
+        worker_wait_minutes=worker_wait,
         preset=r.string("preset") or None,
         explicit_keys=frozenset(k for k, v in raw.items() if v is not None and v != ""),
     )

@@ -445,6 +445,17 @@ def test_max_cost_usd_caps_a_cluster_with_the_stack_s_prices() -> None:
     assert problem.startswith("llamaresttest:maxCostUsd")
 
 
+def test_worker_wait_minutes_is_the_head_s_patience_for_its_first_worker() -> None:
+    assert experiment_settings(build(workers=2))["worker_wait_seconds"] == 1800  # the runner's default
+    assert experiment_settings(build(workers=2, workerWaitMinutes="0.75"))["worker_wait_seconds"] == 45
+    assert "worker_wait_seconds" not in experiment_settings(build())  # one VM: no workers to wait for
+    (problem,) = problems_of(workerWaitMinutes="10")
+    assert problem.startswith("llamaresttest:workerWaitMinutes: is how long a cluster's head waits")
+    assert "pulumi config rm llamaresttest:workerWaitMinutes" in problem
+    (problem,) = problems_of(workers=2, workerWaitMinutes="0")
+    assert problem.startswith("llamaresttest:workerWaitMinutes: 0 is out of range")
+
+
 def test_a_preset_gives_the_runner_its_protocol_and_explicit_keys_override_it() -> None:
     """The stack key ``preset`` goes to the runner, checked by the runner's own schema; the stack's
     defaults (runsPerCombination 1, timeBudgetMinutes 60, ...) give way to the preset's values, and a
