@@ -9,7 +9,8 @@ and stand-ins for the Google endpoints they and the operator call (docs/rehearsa
   which the box routes to its gateway (this machine), where one DNAT rule of ours, on the VPC's bridge
   only, hands it to the stand-in. A box's experiment containers reach it the same way unless the
   box's own guard (the startup script's DOCKER-USER rule) stops them, as on Google Cloud.
-- **Compute API** (same server): instances get/start/stop, instanceGroupManagers get/resize; a group
+- **Compute API** (same server): instances get/start/stop, instanceGroupManagers get/resize/
+  listManagedInstances/deleteInstances; a group
   follows its target size by booting fresh boxes from its template and recreates a member whose box
   is gone, as a managed instance group does; a spot instance's start schedule is honoured (compressed).
 - **Cloud Storage**: the GCS emulator (``gcp-storage-emulator``) on the gateway address.
@@ -135,6 +136,7 @@ class Box:
     group: str = ""  # the group it is a member of ("" for a standalone instance)
     spot: bool = False
     termination_action: str = ""
+    machine_type: str = ""  # what the metadata server says at instance/machine-type
     status: str = "PROVISIONING"
     intervals: list[list[float]] = field(default_factory=list)  # [started, stopped or 0.0]
     booted_at: float = 0.0
@@ -275,12 +277,24 @@ class LocalCloud:
         group: str = "",
         spot: bool = False,
         termination_action: str = "",
+        machine_type: str = "",
         boot: bool = True,
     ) -> Box:
         container = f"lrt-rh-{self.rid}-{name}"
         volume = f"{container}-docker"
         box = Box(
-            name, container, volume, ip, zone, dict(metadata), cpuset, memory, group, spot, termination_action
+            name,
+            container,
+            volume,
+            ip,
+            zone,
+            dict(metadata),
+            cpuset,
+            memory,
+            group,
+            spot,
+            termination_action,
+            machine_type,
         )
         docker("volume", "create", "--label", f"{LABEL}={self.rid}", volume)
         args = [
@@ -463,7 +477,11 @@ class LocalCloud:
                     b for b in self.boxes.values() if b.group == group.path and not group.deleting.get(b.name)
                 ]
             alive = len(members)
-            if alive < group.target:
+            if alive < group.target and group.no_capacity:
+                if not group.said_no_capacity:
+                    group.said_no_capacity = True
+                    self.log(f"compute stand-in: {group.name} has no capacity: it creates no instance")
+            elif alive < group.target:
                 for _ in range(group.target - alive):
                     group.create_member(self)
             elif alive > group.target:
@@ -513,6 +531,11 @@ class Group:
     memory: str
     target: int
     free_ips: list[str]
+    machine_type: str = ""
+    # No capacity in the zone (a spot stockout, a quota shortfall): the group keeps its target size but
+    # creates no instance, as a MIG whose creations fail keeps retrying them.
+    no_capacity: bool = False
+    said_no_capacity: bool = False
     history: list[tuple[float, int]] = field(default_factory=list)
     created: int = 0
     deleting: dict[str, bool] = field(default_factory=dict)
@@ -533,6 +556,7 @@ class Group:
             group=self.path,
             spot=self.spot,
             termination_action="DELETE",
+            machine_type=self.machine_type,
         )
 
 
@@ -624,6 +648,8 @@ class GoogleStandin:
             "project/numeric-project-id": "123456789012",
             "instance/scheduling/preemptible": "TRUE" if box.spot else "FALSE",
         }
+        if box.machine_type:
+            values["instance/machine-type"] = f"projects/123456789012/machineTypes/{box.machine_type}"
         if key.startswith("instance/attributes/"):
             name = key.removeprefix("instance/attributes/")
             if name == "":
@@ -648,7 +674,7 @@ class GoogleStandin:
         req.wfile.write(data)
 
     # The Compute API's v1 shapes (cloud.google.com/compute/docs/reference/rest/v1/instances and
-    # .../instanceGroupManagers): get, start, stop; get, resize.
+    # .../instanceGroupManagers): get, start, stop; get, resize, listManagedInstances, deleteInstances.
     def _compute(self, req: JsonHandler, method: str, path: str, query: str) -> None:
         # The runner on a box authenticates with its metadata token; the operator's deploy provider (on
         # this machine, not a box) is pointed here by LLAMARESTTEST_COMPUTE_API and sends none.
@@ -709,6 +735,44 @@ class GoogleStandin:
                     200,
                     {"kind": "compute#instanceGroupManager", "name": group.name, "targetSize": group.target},
                 )
+            elif method == "POST" and verb == "listManagedInstances":
+                # instanceGroupManagers.listManagedInstances: each member's URL and current action.
+                base = f"https://www.googleapis.com/compute/v1/projects/{cloud.project}/zones/{group.zone}"
+                with cloud.lock:
+                    members = [b for b in cloud.boxes.values() if b.group == group.path]
+                items = [
+                    {
+                        "instance": f"{base}/instances/{b.name}",
+                        "currentAction": "DELETING" if group.deleting.get(b.name) else "NONE",
+                        "instanceStatus": b.status,
+                    }
+                    for b in members
+                ]
+                req._send(200, {"managedInstances": items})
+            elif method == "POST" and verb == "deleteInstances":
+                # instanceGroupManagers.deleteInstances: the named members are deleted and the target
+                # size drops by as many, so the group does not recreate them; with
+                # skipInstancesOnValidationError a name that is no member is skipped, not an error.
+                length = int(req.headers.get("Content-Length") or 0)
+                body = json.loads(req.rfile.read(length) or b"{}")
+                names = [str(url).rsplit("/", 1)[-1] for url in body.get("instances", [])]
+                with cloud.lock:
+                    members = {b.name: b for b in cloud.boxes.values() if b.group == group.path}
+                gone = [members[n] for n in names if n in members and not group.deleting.get(n)]
+                missing = [n for n in names if n not in members]
+                if missing and not body.get("skipInstancesOnValidationError"):
+                    req._send(400, {"error": {"code": 400, "message": f"not members of {name}: {missing}"}})
+                    return
+                for box in gone:
+                    group.deleting[box.name] = True
+                    threading.Thread(target=cloud.delete_box, args=(box,), daemon=True).start()
+                group.target = max(0, group.target - len(gone))
+                group.history.append((time.time(), group.target))
+                cloud.mark(f"delete {len(gone)} of {group.name}: target {group.target}")
+                cloud.log(
+                    f"compute stand-in: {group.name} deletes {[b.name for b in gone]}; target {group.target}"
+                )
+                req._send(200, {"kind": "compute#operation", "name": "operation-delete", "status": "RUNNING"})
             elif method == "POST" and verb == "resize":
                 size = urllib.parse.parse_qs(query).get("size", [""])[0]
                 if not size.isdigit():
