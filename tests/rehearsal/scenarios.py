@@ -9,10 +9,12 @@ under pytest. A failure raises :class:`RehearsalFailure` naming the part of ours
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sqlite3
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -137,6 +139,7 @@ class Rehearsal:
             cpuset=cpuset,
             spot=vm.spot,
             termination_action=vm.termination_action,
+            machine_type=vm.machine_type,
         )
 
     def wait_ready(self, box: Box, timeout: float = 420) -> float:
@@ -458,6 +461,7 @@ def cluster(r: Rehearsal) -> Timeline:
             memory="",
             target=d.group_size,
             free_ips=list(WORKER_IPS),
+            machine_type=d.template.machine_type,
         )
     )
     ready = r.wait_ready(head, timeout=600)
@@ -473,10 +477,12 @@ def cluster(r: Rehearsal) -> Timeline:
     off = r.wait_off(head, timeout=900)
     r.timeline.mark("power-off", off)
     group = r.cloud.groups[group_path]
-    zero = [t for t, size in group.history if size == 0]
     if group.target != 0:
         raise RehearsalFailure(f"the head powered off with the worker group at {group.target}, not 0")
-    r.timeline.mark("resize", zero[0] if zero else None)
+    released = released_at(group)
+    if released is None:
+        raise RehearsalFailure(f"the worker group never went from workers to 0: sizes {group.history}")
+    r.timeline.mark("resize", released)
     objects = r.uploaded()
     first, last = r.check_every_run_once(objects, expected=4)
     r.timeline.mark("first run", first)
@@ -490,6 +496,15 @@ def cluster(r: Rehearsal) -> Timeline:
     if left:
         raise RehearsalFailure(f"boxes still running after destroy: {[b.name for b in left]}")
     return r.timeline
+
+
+def released_at(group: Group) -> float | None:
+    """When the group last went from some workers to none (the release; not its creation at 0)."""
+    last = None
+    for (_, before), (at, size) in zip(group.history, group.history[1:], strict=False):
+        if size == 0 and before > 0:
+            last = at
+    return last
 
 
 def wait_for_running_worker(r: Rehearsal, timeout: float) -> Box:
@@ -506,12 +521,17 @@ def wait_for_running_worker(r: Rehearsal, timeout: float) -> Box:
     raise RehearsalFailure(f"no run started on any worker within {timeout:.0f}s:\n{r.runner_status(head)}")
 
 
-def wait_no_members(r: Rehearsal, group_path: str, timeout: float) -> None:
+def wait_no_members(r: Rehearsal, group_path: str, timeout: float) -> float:
     started = time.monotonic()
     while [b for b in r.cloud.running_boxes() if b.group == group_path]:
         if time.monotonic() - started > timeout:
-            raise RehearsalFailure("workers still run after the group was resized to 0")
+            group = r.cloud.groups[group_path]
+            raise RehearsalFailure(
+                f"workers still run {timeout:.0f}s later; the group's target is {group.target} "
+                f"(sizes {group.history})"
+            )
         time.sleep(3)
+    return time.time()
 
 
 SCENARIOS["cluster"] = cluster
@@ -621,3 +641,118 @@ def wait_off_after(r: Rehearsal, box: Box, since: float, timeout: float) -> None
 
 
 SCENARIOS["spot"] = spot
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scenario 4: the cluster's exit paths
+
+# The stack's workerWaitMinutes (default 30) compressed: how long the head waits for a first worker.
+WORKER_WAIT_SECONDS = 45
+
+
+def exit_paths(r: Rehearsal) -> Timeline:
+    """Two ways a cluster batch ends early, one head: (a) no worker joins (the zone has no capacity):
+    the head waits ``worker_wait_seconds``, releases the group and powers off; (b) capacity is back and
+    the head is started again: the batch resumes on new workers, and the head is stopped mid-batch (an
+    operator's stop, a host failure): its shutdown script releases the group. Nothing is left running."""
+    r.prepare(
+        program.base_config(
+            ["fx-recorded"],
+            ["fx-good"],
+            workers=2,
+            workerMachineType="n1-standard-4",
+            runsPerCombination=4,
+            workerWaitMinutes=WORKER_WAIT_SECONDS / 60,
+        )
+    )
+    d = r.declared
+    assert d.template is not None
+    registry_host = str(d.experiment["registry"]).split("/", 1)[0]
+    start_registry(r)
+    r.cloud.box_extras = cluster_extras(r, registry_host)
+    head = r.boot_vm(cpuset="0")
+    group_path = f"/compute/v1/projects/{d.project}/zones/{d.vm.zone}/instanceGroupManagers/{d.group_name}"
+    group = Group(
+        path=group_path,
+        name=d.group_name,
+        zone=d.vm.zone,
+        base_name=d.template.name.rstrip("-"),
+        metadata=d.template.metadata,
+        spot=d.template.spot,
+        cpuset="0-1",
+        memory="",
+        target=d.group_size,
+        free_ips=list(WORKER_IPS),
+        machine_type=d.template.machine_type,
+        no_capacity=True,
+    )
+    r.step(f"(a) the group {d.group_name} has no capacity: it will create no worker")
+    r.cloud.add_group(group)
+    ready = r.wait_ready(head, timeout=600)
+    r.timeline.mark("startup ready", ready)
+    r.load_base_images(head)
+    r.deploy(head)
+    r.step(f"(a) waiting for the head to give up after {WORKER_WAIT_SECONDS}s without a worker")
+    off = r.wait_off(head, timeout=600)
+    r.timeline.mark("(a) head off", off)
+    asked = [size for _, size in group.history if size > 0]
+    released = released_at(group)
+    if not asked:
+        raise RehearsalFailure(f"(a) the head never asked the group for workers: sizes {group.history}")
+    if group.target != 0 or released is None:
+        raise RehearsalFailure(
+            f"(a) the head gave up without a worker but left the group at {group.target}: the runner's "
+            f"release on exit 8 (remote_runner/workers.py) did not happen; sizes {group.history}"
+        )
+    r.timeline.mark("(a) resize", released)
+    status = head_file(r, head, "workers.json")
+    if "released" not in status:
+        raise RehearsalFailure(f"(a) workers.json does not say the group was released: {status!r}")
+    r.step(f"(a) group {asked[-1]} -> 0, head off {off - released:.1f}s after the release: {status.strip()}")
+    minutes_a = r.cloud.box_minutes_after(released)
+
+    r.step("(b) capacity is back; the head is started again and resumes its batch on new workers")
+    group.no_capacity = False
+    r.cloud.start_box(head)
+    r.timeline.mark("(b) head started")
+    victim = wait_for_running_worker(r, timeout=600)
+    r.timeline.mark("(b) run on a worker")
+    r.step(f"(b) a run is under way on {victim.name}; stopping the head mid-batch (its shutdown script runs)")
+    stopped = time.time()
+    r.timeline.mark("(b) head stop")
+    r.cloud.stop_box(head)
+    gone = wait_no_members(r, group_path, timeout=240)
+    r.timeline.mark("(b) workers gone", gone)
+    if group.target != 0:
+        raise RehearsalFailure(
+            f"(b) the head was stopped mid-batch and the group is at {group.target}: its shutdown script's "
+            "release-workers (stacks/ray_nodes.py) did not resize it to 0"
+        )
+    r.timeline.mark("(b) resize", released_at(group))
+    left = r.cloud.running_boxes()
+    if left:
+        raise RehearsalFailure(f"(b) boxes still running after the head stopped: {[b.name for b in left]}")
+    minutes_b = r.cloud.box_minutes_after(stopped)
+    r.step(
+        f"box-minutes running after (a) the give-up's release: {minutes_a:.2f}; "
+        f"after (b) the head's stop: {minutes_b:.2f}"
+    )
+    r.timeline.box_minutes_after_last_run = minutes_b
+    return r.timeline
+
+
+def head_file(r: Rehearsal, box: Box, name: str) -> str:
+    """A file of the batch's folder on a box that is off (its disk, as a stopped VM keeps it)."""
+    exp = r.declared.experiment
+    path = f"{exp['results']}/{exp['batch']}/{name}"
+    proc = subprocess.run(
+        [DOCKER, "cp", f"{box.container}:{path}", "-"], capture_output=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise RehearsalFailure(f"{path} is not on {box.name}'s disk: {proc.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
+        member = archive.extractfile(name)
+        return member.read().decode() if member else ""
+
+
+SCENARIOS["exit-paths"] = exit_paths

@@ -54,3 +54,30 @@ def test_cluster_worker_killed_mid_run(tmp_path: Path, docker_engine: str) -> No
     assert marks["resize"] <= marks["power-off"]
     assert timeline.box_minutes_after_last_run is not None
     assert timeline.box_minutes_after_last_run < 5
+
+
+@pytest.mark.timeout(1200)
+def test_spot_vm_preempted_and_started_by_its_schedule(tmp_path: Path, docker_engine: str) -> None:
+    timeline = run_scenario("spot", tmp_path, log)
+    marks = timeline.marks
+    for name in ("startup ready", "deploy", "preempt", "restart", "startup ready again", "power-off"):
+        assert name in marks, f"{name} missing from the timeline"
+    assert marks["preempt"] < marks["restart"] < marks["startup ready again"] < marks["power-off"]
+    # Every run exactly once is checked by the scenario (the journal in the bucket); the last run ended
+    # after the restart, so the batch resumed on the restarted VM rather than ending before the stop.
+    assert marks["last run"] > marks["restart"]
+    assert marks["wake after batch"] < marks["off again"]
+    assert timeline.box_minutes_after_last_run is not None
+
+
+@pytest.mark.timeout(1200)
+def test_cluster_exit_paths_leave_nothing_running(tmp_path: Path, docker_engine: str) -> None:
+    timeline = run_scenario("exit-paths", tmp_path, log)
+    marks = timeline.marks
+    for name in ("(a) resize", "(a) head off", "(b) head stop", "(b) resize", "(b) workers gone"):
+        assert name in marks, f"{name} missing from the timeline"
+    # (a) the head gave up, released the group and then powered off; (b) its stop released the group.
+    assert marks["(a) resize"] <= marks["(a) head off"]
+    assert marks["(b) head stop"] <= marks["(b) resize"] <= marks["(b) workers gone"]
+    assert timeline.box_minutes_after_last_run is not None
+    assert timeline.box_minutes_after_last_run < 10
