@@ -11,6 +11,17 @@ import pytest
 from remote_runner.process import execute
 
 ROOT = Path(__file__).resolve().parent.parent
+REHEARSAL = ROOT / "tests" / "rehearsal"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two lanes for pytest-xdist's ``--dist loadgroup`` (scripts/test.sh): the rehearsal, whose boxes
+    mostly wait (boots, one-minute runs, compressed schedules) and have their own engines, networks and
+    Ray, runs beside the rest of the suite, which keeps its order in one worker. Without xdist the
+    marks change nothing."""
+    for item in items:
+        lane = "rehearsal" if REHEARSAL in Path(str(item.fspath)).parents else "suite"
+        item.add_marker(pytest.mark.xdist_group(lane))
 
 
 @pytest.fixture(scope="session")
