@@ -264,7 +264,9 @@ class _PrefixIndex:
         return sorted(found)
 
 
-def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: float) -> RestgymFaults:
+def restgym_buckets(
+    bodies: Iterable[bytes | str], cleaning: str, threshold: float, stats: dict[str, int] | None = None
+) -> RestgymFaults:
     """Bucket 5xx bodies (arrival order) as RESTgym does: the most similar bucket with similarity
     >= ``threshold`` and > 0 wins (the earliest on a tie), else a new bucket.
 
@@ -276,20 +278,24 @@ def restgym_buckets(bodies: Iterable[bytes | str], cleaning: str, threshold: flo
     A word set met before is not compared again with the buckets it was compared with: its best
     bucket and similarity are kept with the bucket count of then, and only buckets opened since can
     take it (with a strictly higher similarity, as a later bucket loses a tie); a set equal to a
-    bucket's first (similarity 1) is settled for good."""
+    bucket's first (similarity 1) is settled for good.
+
+    ``stats``, when given, receives ``compared``: how many candidates the index named in all (the
+    work beside the bodies themselves; the benchmark reports it)."""
     if cleaning not in CLEANINGS:
         raise ValueError(f"unknown fault cleaning {cleaning!r} (known: {', '.join(sorted(CLEANINGS))})")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"similarity threshold must be within [0, 1], got {threshold}")
     items = list(bodies)
     with _gc_paused():
-        return _restgym_buckets(items, cleaning, threshold)
+        return _restgym_buckets(items, cleaning, threshold, stats)
 
 
-def _restgym_buckets(items: list[bytes | str], cleaning: str, threshold: float) -> RestgymFaults:
+def _restgym_buckets(
+    items: list[bytes | str], cleaning: str, threshold: float, stats: dict[str, int] | None
+) -> RestgymFaults:
     sets = [words(body, cleaning) for body in items]
     index = _PrefixIndex(sets, threshold)
-    firsts: list[frozenset[str]] = []
     counts: list[int] = []
     examples: list[str] = []
     assignment: list[int] = []
@@ -299,9 +305,10 @@ def _restgym_buckets(items: list[bytes | str], cleaning: str, threshold: float) 
     first_ranks: list[frozenset[int]] = []
     # word set -> (best bucket, its similarity, number of buckets when they were compared)
     seen: dict[frozenset[str], tuple[int, float, int]] = {}
+    compared = 0
     for body, ws in zip(items, sets, strict=True):
         known = seen.get(ws)
-        if known is not None and (known[1] == 1.0 or known[2] == len(firsts)):
+        if known is not None and (known[1] == 1.0 or known[2] == len(first_ranks)):
             best = known[0]
             counts[best] += 1
             assignment.append(best)
@@ -311,6 +318,7 @@ def _restgym_buckets(items: list[bytes | str], cleaning: str, threshold: float) 
         ranks = index.ranks(ws)
         prefix = index.prefix_of(ranks)
         found = index.candidates(prefix, size)
+        compared += len(found)
         mine: frozenset[int] = frozenset(ranks) if found or known is None else frozenset()
         for i in found:
             if i < since:
@@ -324,17 +332,18 @@ def _restgym_buckets(items: list[bytes | str], cleaning: str, threshold: float) 
             if sim >= threshold and sim > best_sim:
                 best, best_sim = i, sim
         if best < 0:
-            best, best_sim = len(firsts), 1.0
-            firsts.append(ws)
+            best, best_sim = len(first_ranks), 1.0
             first_ranks.append(mine)
             counts.append(0)
             examples.append(_head(body, 300))
             index.add(prefix, size, best)
-        seen[ws] = (best, best_sim, len(firsts))
+        seen[ws] = (best, best_sim, len(first_ranks))
         counts[best] += 1
         assignment.append(best)
+    if stats is not None:
+        stats["compared"] = compared
     return RestgymFaults(
-        buckets=tuple(Bucket(i, counts[i], examples[i]) for i in range(len(firsts))),
+        buckets=tuple(Bucket(i, counts[i], examples[i]) for i in range(len(first_ranks))),
         assignment=tuple(assignment),
     )
 
