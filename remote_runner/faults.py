@@ -201,6 +201,10 @@ class _PrefixIndex:
         self._t = threshold
         # (scope, word rank) -> size -> position -> ids
         self._postings: dict[tuple[object, int], dict[int, dict[int, list[int]]]] = {}
+        # memos of the size bounds (pure functions of the sizes and the threshold): size ->
+        # (least, largest partner size); size -> partner size -> last matching positions
+        self._bounds: dict[int, tuple[int, int]] = {}
+        self._slack: dict[int, dict[int, tuple[int, int]]] = {}
 
     def _least(self, n: int) -> int:
         """Least overlap of a set of size ``n`` with any set it can match (similarity > 0 too)."""
@@ -242,24 +246,31 @@ class _PrefixIndex:
         """Ids (ascending) of the sets indexed in ``scope`` that may reach the threshold with a set
         of ``size`` words whose :meth:`prefix` is ``prefix``."""
         found: set[int] = set()
-        smallest, largest = self._least(size), self._largest(size)
-        need: dict[int, int] = {}
+        bounds = self._bounds.get(size)
+        if bounds is None:
+            bounds = self._bounds[size] = (self._least(size), self._largest(size))
+        smallest, largest = bounds
+        # size of the other set -> (last position of this set, last of the other, that may hold the
+        # first shared word), from the sizes' least overlap; kept for the whole run
+        slack = self._slack.setdefault(size, {})
         for i, w in enumerate(prefix):
             filed = self._postings.get((scope, w))
             if not filed:
                 continue
             if largest - smallest + 1 < len(filed):
-                sizes: Iterable[int] = (b for b in range(smallest, largest + 1) if b in filed)
+                sizes: Iterable[int] = [b for b in range(smallest, largest + 1) if b in filed]
             else:
-                sizes = (b for b in filed if smallest <= b <= largest)
+                sizes = [b for b in filed if smallest <= b <= largest]
             for other in sizes:
-                k = need.get(other)
-                if k is None:
-                    k = need[other] = self._need(size, other)
-                if i > size - k:
+                limits = slack.get(other)
+                if limits is None:
+                    k = self._need(size, other)
+                    limits = slack[other] = (size - k, other - k)
+                if i > limits[0]:
                     continue
+                last = limits[1]
                 for j, ids in filed[other].items():
-                    if j <= other - k:
+                    if j <= last:
                         found.update(ids)
         return sorted(found)
 
