@@ -198,6 +198,8 @@ class _PrefixIndex:
         # rarest first, ties in order of first appearance (any fixed order is correct; this one is
         # a sort on integers)
         self._rank = {w: i for i, w in enumerate(sorted(df, key=df.__getitem__))}
+        # words held by one set only (ranks below this) can be in no overlap
+        self._alone = sum(1 for c in df.values() if c == 1)
         self._t = threshold
         # (scope, word rank) -> size -> position -> ids
         self._postings: dict[tuple[object, int], dict[int, dict[int, list[int]]]] = {}
@@ -237,6 +239,18 @@ class _PrefixIndex:
         """:meth:`prefix` of a set from its :meth:`ranks`."""
         n = len(ranks)
         return ranks[: max(0, n - self._least(n) + 1)]
+
+    def mask(self, ranks: Iterable[int]) -> int:
+        """The set's words held by more than one set, as bits (the commonest word the lowest bit):
+        ``(mask(x) & mask(y)).bit_count()`` is the overlap of ``x`` and ``y``, as a word held by one
+        set only is in no overlap."""
+        top, alone = len(self._rank) - 1, self._alone
+        buf = bytearray(((top + 1 - alone) >> 3) + 1)
+        for r in ranks:
+            if r >= alone:
+                b = top - r
+                buf[b >> 3] |= 1 << (b & 7)
+        return int.from_bytes(buf, "little")
 
     def add(self, prefix: list[int], size: int, ident: int, scope: object = None) -> None:
         for j, w in enumerate(prefix):
@@ -314,6 +328,8 @@ def _restgym_buckets(
     # (the index's), so comparing two sets matches by identity instead of comparing strings; this
     # made a compared candidate 2-4x cheaper on stack traces (100 words and more)
     first_ranks: list[frozenset[int]] = []
+    # ... and as bits (:meth:`_PrefixIndex.mask`), made when first compared that way
+    first_masks: list[int | None] = []
     # word set -> (best bucket, its similarity, number of buckets when they were compared)
     seen: dict[frozenset[str], tuple[int, float, int]] = {}
     compared = 0
@@ -331,6 +347,21 @@ def _restgym_buckets(
         found = index.candidates(prefix, size)
         compared += len(found)
         mine: frozenset[int] = frozenset(ranks) if found or known is None else frozenset()
+        if len(found) >= _MASK_FROM:
+            bits = index.mask(ranks)
+            for i in found:
+                if i < since:
+                    continue
+                other = first_masks[i]
+                if other is None:
+                    other = first_masks[i] = index.mask(first_ranks[i])
+                inter = (bits & other).bit_count()
+                if not inter:
+                    continue
+                sim = inter / (size + len(first_ranks[i]) - inter)
+                if sim >= threshold and sim > best_sim:
+                    best, best_sim = i, sim
+            found = []
         for i in found:
             if i < since:
                 continue
@@ -345,6 +376,7 @@ def _restgym_buckets(
         if best < 0:
             best, best_sim = len(first_ranks), 1.0
             first_ranks.append(mine)
+            first_masks.append(None)
             counts.append(0)
             examples.append(_head(body, 300))
             index.add(prefix, size, best)
@@ -357,6 +389,12 @@ def _restgym_buckets(
         buckets=tuple(Bucket(i, counts[i], examples[i]) for i in range(len(first_ranks))),
         assignment=tuple(assignment),
     )
+
+
+#: a body with this many candidates or more is compared with them as bit masks: one AND and a bit
+#: count per candidate (0.05 us) after building its mask (about 12 us for a 100-word trace), instead
+#: of a set difference per candidate (1.6 us with 100 words, cache misses included)
+_MASK_FROM = 8
 
 
 #: groups of one operation and status compared one by one before the index takes over (below it,
