@@ -13,8 +13,9 @@ other jobs wall time says more about them than about the code):
 - per size: bytes per request of ``traffic.sqlite`` (with its WAL), a raw read (``SELECT *`` of every
   row), ``write_run_summary`` and their ratio; the summary's growth exponent (slope of log time on
   log n); the time to write the run through the addon (wall, not compared with anything);
-- per RESTgym cleaning/threshold case: ``faults.restgym_buckets`` time per body count, buckets, and
-  the exponent;
+- per RESTgym cleaning/threshold case: ``faults.restgym_buckets`` time per body count, buckets, the
+  candidates its index named per body, the exponent of the time on the body count, and on bodies +
+  candidates (the goal is on the first; the second says whether the cost per unit of work stays);
 - the report (``build_report``) on ``--report-runs`` synthesised one-hour summaries (20-60
   requests/s, a cumulative row per 100 requests, a coverage sample every 5 s), in a child process:
   wall and CPU time and peak RSS.
@@ -30,6 +31,7 @@ Goals (issue 24): bytes/request <= 0.6 KB; summary <= 10x the raw read at 200k; 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -554,24 +556,32 @@ def clustering_cases() -> list[tuple[str, str, float, Callable[[random.Random, f
 
 
 def bench_faults(counts: Sequence[int], repeat: int) -> None:
+    """Per case and body count: time, buckets and candidates the index named per body; the growth
+    exponent of the time on the body count, and on bodies + candidates (the work the index leaves:
+    a case whose candidates per body grow is not linear in the bodies, whatever the second says)."""
     print(
         f"{'bodies':<13} {'cleaning':<20} {'thr':>4} "
-        + " ".join(f"{f'{n} s':>9} {'bkts':>6}" for n in counts)
-        + f" {'exponent':>8}"
+        + " ".join(f"{f'{n} s':>9} {'bkts':>6} {'cand/b':>6}" for n in counts)
+        + f" {'exponent':>8} {'exp/work':>8}"
     )
     for kind, cleaning, threshold, make in clustering_cases():
-        cells, points = [], []
+        cells, points, work = [], [], []
         for n in counts:
             rnd = random.Random(n)  # noqa: S311  (seeded synthetic data, the same before and after)
             # a body a second, with milliseconds (Spring's timestamps have them)
             bodies = [make(rnd, START + i + rnd.random()) for i in range(n)]
+            stats: dict[str, int] = {}
             took, found = cpu_seconds(
-                lambda b=bodies, c=cleaning, t=threshold: faults.restgym_buckets(b, c, t), repeat
+                functools.partial(faults.restgym_buckets, bodies, cleaning, threshold, stats), repeat
             )
+            compared = stats.get("compared", 0)
             points.append((n, took))
-            cells.append(f"{took:>9.3f} {found.unique:>6}")
+            work.append((n + compared, took))
+            cells.append(f"{took:>9.3f} {found.unique:>6} {compared / n:>6.2f}")
         print(
-            f"{kind:<13} {cleaning:<20} {threshold:>4.1f} " + " ".join(cells) + f" {exponent(points):>8.2f}"
+            f"{kind:<13} {cleaning:<20} {threshold:>4.1f} "
+            + " ".join(cells)
+            + f" {exponent(points):>8.2f} {exponent(work):>8.2f}"
         )
 
 
