@@ -45,6 +45,7 @@ from remote_runner import clock
 from remote_runner.admission import Candidate, Decision, Request, Reservation
 from remote_runner.docker_runtime import LABEL_PREFIX, Docker, DockerError
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome
+from remote_runner.images import registry_image
 from remote_runner.placement import LOST
 from remote_runner.plan import RunKey
 
@@ -207,10 +208,6 @@ class AttemptPayload:
     #: the node's experiment function: None is today's lifecycle; the benchmark puts a synthetic one
     #: here (it must be importable on the nodes), which needs no image
     experiment: Callable[..., Outcome] | None = None
-
-
-def registry_image(registry: str, image: str) -> str:
-    return f"{registry.rstrip('/')}/{image}"
 
 
 def ensure_image(docker: Docker, image: str, registry: str | None) -> str | None:

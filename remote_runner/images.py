@@ -133,6 +133,11 @@ def build(
     return problems
 
 
+def registry_image(registry: str, image: str) -> str:
+    """The name of ``image`` in the cluster's registry (pushed by :func:`push`, pulled by the nodes)."""
+    return f"{registry.rstrip('/')}/{image}"
+
+
 def push(
     build_targets: list[BuildTarget],
     docker: Docker,
@@ -143,8 +148,6 @@ def push(
     """Cluster mode: pushes each API and tool image built here to ``<registry>/<image>``, so the nodes
     pull them (built once, never on a node). A push of unchanged layers sends nothing. Returns one
     problem per image that failed (the infrastructure image is only a base: nodes never run it)."""
-    from remote_runner.cluster import registry_image
-
     problems: list[str] = []
     for target in build_targets:
         if target.kind == "infrastructure":
