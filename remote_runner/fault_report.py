@@ -8,12 +8,26 @@ report's main analysis) count. Pure tables over plain data, plus one matplotlib 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 KEY_TEXT = 160
+
+#: a run's replay result (written by :mod:`remote_runner.replay`, read here and by the replay's resume)
+FAULTS_FILE = "faults.json"
+FAULTS_VERSION = 1
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    """A run's ``faults.json``, or {} when it is missing, unreadable or of another version."""
+    try:
+        data = json.loads((run_dir / FAULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("version") == FAULTS_VERSION else {}
 
 
 @dataclass

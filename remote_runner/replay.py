@@ -58,11 +58,10 @@ from remote_runner.docker_runtime import (
     Mount,
     own_container_id,
 )
+from remote_runner.fault_report import FAULTS_FILE, FAULTS_VERSION, load_state
 
 log = logging.getLogger("remote_runner.replay")
 
-FAULTS_FILE = "faults.json"
-FAULTS_VERSION = 1
 K = 3
 PREFIX_BOUND = 20
 SETTLE_SECONDS = 5.0
@@ -239,14 +238,6 @@ def excerpt(body: bytes, limit: int = 200) -> str:
 
 
 # --- one run's file ------------------------------------------------------------------------------
-def load_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((run_dir / FAULTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) and data.get("version") == FAULTS_VERSION else {}
-
-
 def _write(run_dir: Path, data: dict[str, Any]) -> None:
     path = run_dir / FAULTS_FILE
     tmp = path.with_name(path.name + ".tmp")

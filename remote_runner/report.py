@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from remote_runner import cumulative, fault_report, replay, results, stats, verification
+from remote_runner import cumulative, fault_report, results, stats, verification
 from remote_runner.results import (
     find_run_dirs,
     journal_reasons,
@@ -342,7 +342,7 @@ def load_runs(batch_dir: Path) -> list[Run]:
         block = (summary.get("cumulative") or {}) if summary else {}
         rows = CumulativeColumns.of(block.get("columns") or [], block.get("rows") or [])
         infra, flags = verification.classify_checks(summary) if summary else ([], [])
-        replayed = replay.load_state(run_dir) or None
+        replayed = fault_report.load_state(run_dir) or None
         values = {key: _num(row.get(key)) for key, _, _ in METRICS}
         # only a finished replay gives the count (a partial one would undercount)
         values["confirmed_faults"] = (
