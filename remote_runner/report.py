@@ -48,6 +48,7 @@ from remote_runner.results import (
     run_identity,
     summary_row,
 )
+from remote_runner.sizes import format_size
 
 # (column of summary_row, label, format)
 METRICS: tuple[tuple[str, str, str], ...] = (
@@ -932,8 +933,6 @@ def read_header(batch_dir: Path) -> Header:
 def _setting_text(key: str, value: Any) -> str:
     """A setting's value as a reader writes it: sizes in Docker's notation, seconds as numbers."""
     if key == "memory_per_container" and isinstance(value, int) and not isinstance(value, bool):
-        from remote_runner.settings import format_size
-
         return format_size(value)
     if isinstance(value, float):
         return f"{value:g}"

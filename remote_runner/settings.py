@@ -28,13 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from remote_runner.catalog import Catalog
+from remote_runner.sizes import format_size, parse_disk_size, parse_memory
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$", re.IGNORECASE)
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
-_BYTES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-#: Docker refuses a container memory limit below 6 MiB
-DOCKER_MIN_MEMORY = 6 * 1024**2
 #: the port ``ray start --head`` gives the cluster's GCS unless told otherwise (Ray's documentation)
 RAY_DEFAULT_PORT = 6379
 
@@ -53,39 +50,6 @@ def parse_duration(text: str | float | int) -> float:
     if value <= 0:
         raise ValueError(f"a duration must be positive, got {text!r}")
     return value
-
-
-def _size(text: str | int | float, what: str) -> int:
-    if isinstance(text, bool) or not isinstance(text, str | int | float):
-        raise ValueError(f"not a {what}: {text!r} (use e.g. 512m, 16g or a number of bytes)")
-    match = _MEMORY.match(str(text))
-    if not match:
-        raise ValueError(f"not a {what}: {text!r} (use e.g. 512m, 16g or a number of bytes)")
-    return int(float(match.group(1)) * _BYTES[match.group(2).lower()])
-
-
-def parse_disk_size(text: str | int) -> int:
-    """Bytes from ``"0"``, ``"500m"``, ``"2g"`` or a plain number of bytes (like :func:`parse_memory`,
-    without its 6m minimum); ValueError otherwise."""
-    if isinstance(text, int | float) and not isinstance(text, bool) and text < 0:
-        raise ValueError(f"size {text!r} is negative")
-    return _size(text, "size")
-
-
-def parse_memory(text: str | int) -> int:
-    """Bytes from ``"16g"``, ``"512m"``, ``"64M"`` or a plain number of bytes; ValueError otherwise."""
-    value = _size(text, "memory size")
-    if value < DOCKER_MIN_MEMORY:
-        raise ValueError(f"memory size {text!r} is below Docker's minimum of 6m")
-    return value
-
-
-def format_size(n: int) -> str:
-    """Docker's notation for a number of bytes: the largest unit that divides it ("16g", "1536m")."""
-    for unit in ("t", "g", "m", "k"):
-        if n and n % _BYTES[unit] == 0:
-            return f"{n // _BYTES[unit]}{unit}"
-    return str(n)
 
 
 @dataclass(frozen=True)
