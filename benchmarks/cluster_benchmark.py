@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from remote_runner import journal, plan
 from remote_runner.admission import Machine, Measurement, Policy, Request, Reservation
 from remote_runner.experiment import SUCCEEDED, ExperimentSpec, Outcome
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from remote_runner.scheduler import Scheduler
 
 SLOTS = 3

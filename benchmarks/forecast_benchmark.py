@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from remote_runner import forecast, journal, plan, pricing  # noqa: E402
 from remote_runner.admission import Request  # noqa: E402
 from remote_runner.experiment import SUCCEEDED, ExperimentSpec, Outcome  # noqa: E402
-from remote_runner.plan import RunKey  # noqa: E402
+from remote_runner.run_key import RunKey  # noqa: E402
 from remote_runner.scheduler import Scheduler  # noqa: E402
 
 PAPER = forecast.Batch(runs=6 * 11 * 10, budget_minutes=60, slots=2)

@@ -36,7 +36,7 @@ from remote_runner import admission, journal, plan
 from remote_runner.admission import Machine, Policy, Request, Reservation
 from remote_runner.docker_runtime import ContainerSpec, Docker
 from remote_runner.experiment import SUCCEEDED, Outcome
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from remote_runner.scheduler import Sampler, Scheduler
 
 IMAGE = "debian:bookworm-slim"

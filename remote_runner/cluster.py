@@ -47,7 +47,7 @@ from remote_runner.docker_runtime import LABEL_PREFIX, Docker, DockerError
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome
 from remote_runner.images import registry_image
 from remote_runner.placement import LOST
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 log = logging.getLogger("remote_runner.cluster")
 

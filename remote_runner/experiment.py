@@ -33,7 +33,7 @@ from remote_runner.docker_runtime import (
     engine_gone_reason,
     own_container_id,
 )
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 PROXY_PORT = 9090
 #: the run folder's subfolder mounted read-write into the tool container, and where it is mounted

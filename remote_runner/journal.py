@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from remote_runner import clock
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 PENDING, RUNNING, SUCCEEDED, FAILED, INTERRUPTED = "pending", "running", "succeeded", "failed", "interrupted"
 STATUSES = (PENDING, RUNNING, SUCCEEDED, FAILED, INTERRUPTED)

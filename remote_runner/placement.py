@@ -21,7 +21,7 @@ from typing import Protocol
 from remote_runner import admission
 from remote_runner.admission import Candidate, Decision, Ledger, Machine, Measurement, Policy, Reservation
 from remote_runner.experiment import Outcome
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 #: an attempt ended with its node (cluster mode): re-queued at once, not counted as a failed attempt
 LOST = "lost"

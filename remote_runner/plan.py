@@ -12,24 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True, order=True)
-class RunKey:
-    repetition: int  # first: the interleaved order sorts on it
-    api: str
-    tool: str
-
-    @property
-    def rel_dir(self) -> Path:
-        return Path(self.api) / self.tool / f"run-{self.repetition}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.api}/{self.tool}/run-{self.repetition}"
+from remote_runner.run_key import RunKey
 
 
 def expand(

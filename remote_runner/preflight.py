@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from remote_runner import exit_codes
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from remote_runner.admission import Candidate, Ledger, Machine, Measurement, Pol
 from remote_runner.catalog import Catalog
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, ExperimentSpec, Outcome, set_aside
 from remote_runner.placement import LOST, LocalPlacement, Placement, StartFn
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from remote_runner.settings import Settings
 
 log = logging.getLogger("remote_runner")

@@ -19,7 +19,7 @@ from remote_runner.cluster import Node, capacity, fit_problem, nodes_from, pack,
 from remote_runner.experiment import FAILED, SUCCEEDED, Outcome
 from remote_runner.node_ledger import NodeLedger
 from remote_runner.placement import LOST
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from remote_runner.scheduler import LOST_LIMIT, Scheduler
 from remote_runner.status import cluster_lines, runs_per_node
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from remote_runner import journal, report
-from remote_runner.plan import RunKey
 from remote_runner.process import execute
+from remote_runner.run_key import RunKey
 from tests.images.standin_images import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

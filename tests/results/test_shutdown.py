@@ -57,7 +57,7 @@ def test_power_off_failure_is_returned_not_raised() -> None:
 
 def _finished_journal(tmp_path):  # type: ignore[no-untyped-def]
     from remote_runner import journal
-    from remote_runner.plan import RunKey
+    from remote_runner.run_key import RunKey
 
     jour = journal.Journal(tmp_path / "journal.sqlite")
     key = RunKey(1, "api", "tool")

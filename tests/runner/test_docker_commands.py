@@ -8,7 +8,7 @@ from pathlib import Path
 from remote_runner import docker_runtime as d
 from remote_runner.catalog import Api, Tool
 from remote_runner.experiment import ExperimentSpec, container_specs
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 
 def spec(tmp_path: Path, needs_models: bool = False, pinned: bool = True) -> ExperimentSpec:

@@ -4,7 +4,8 @@ import sqlite3
 from pathlib import Path
 
 from remote_runner import clock, journal
-from remote_runner.plan import RunKey, expand
+from remote_runner.plan import expand
+from remote_runner.run_key import RunKey
 
 
 class FrozenClock(clock.Clock):

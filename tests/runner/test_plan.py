@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remote_runner import plan
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 
 names = st.lists(st.text("abcdefgh-", min_size=1, max_size=6), min_size=1, max_size=4, unique=True)
 

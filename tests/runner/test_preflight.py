@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from remote_runner import preflight
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from tests.runner.conftest import cli, only_batch
 
 SERIES = "epoch,line_covered,line_missed,branch_covered,branch_missed,method_covered,method_missed\n"

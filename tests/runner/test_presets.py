@@ -11,7 +11,7 @@ import pytest
 
 from remote_runner import plan, presets, scheduler
 from remote_runner import settings as schema
-from remote_runner.plan import RunKey
+from remote_runner.run_key import RunKey
 from remote_runner.settings import Settings, merge
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "runner.md"

@@ -10,7 +10,8 @@ from pathlib import Path
 from remote_runner import clock, journal
 from remote_runner.admission import Machine, Measurement, Policy, Request, Reservation
 from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, Outcome
-from remote_runner.plan import RunKey, expand
+from remote_runner.plan import expand
+from remote_runner.run_key import RunKey
 from remote_runner.scheduler import Scheduler
 
 GIB = 1024**3
