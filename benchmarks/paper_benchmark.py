@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote_runner import faults, results  # noqa: E402
+from remote_runner.analysis import faults, results  # noqa: E402
 from tests.results.recorder import Recorder, load_module  # noqa: E402
 
 START = 1_764_000_000.0

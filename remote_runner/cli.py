@@ -16,12 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import catalog as catalog_mod
-from remote_runner import exit_codes, images, scheduler, specs
-from remote_runner import lock as batch_lock
-from remote_runner import settings as schema
-from remote_runner.docker_runtime import Docker
-from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
+from remote_runner.batch import lock as batch_lock
+from remote_runner.batch import scheduler
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import Settings, load_config, machine_facts, merge, validate
+from remote_runner.common import exit_codes
+from remote_runner.experiment import catalog as catalog_mod
+from remote_runner.experiment import images, specs
+from remote_runner.experiment.docker_runtime import Docker
 
 EXIT_BAD_INPUT = exit_codes.BAD_INPUT
 EXIT_BUILD_FAILED = exit_codes.BUILD_FAILED
@@ -82,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "--budget", type=float, default=75.0, metavar="SECONDS", help="how long to keep trying (default: 75)"
     )
 
-    from remote_runner.forecast import add_arguments as forecast_arguments
+    from remote_runner.batch.forecast import add_arguments as forecast_arguments
 
     forecast_arguments(
         sub.add_parser(
@@ -117,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_fault_flags(p: argparse.ArgumentParser) -> None:
-    from remote_runner import replay
+    from remote_runner.batch import replay
 
     d = replay.Config()
     p.add_argument("batch", type=Path, metavar="BATCH", help="the batch folder")
@@ -169,7 +171,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     import psutil
 
-    from remote_runner import admission, replay
+    from remote_runner.batch import replay
+    from remote_runner.placement import admission
 
     problems: list[str] = []
     batch_dir = args.batch.resolve()
@@ -234,7 +237,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
-    """The ``run`` flags, one per setting of :data:`remote_runner.settings.KEYS` that has one; each
+    """The ``run`` flags, one per setting of :data:`remote_runner.batch.settings.KEYS` that has one; each
     stores under the setting's name, None when not given (so the config file's value stands)."""
     for key in schema.KEYS:
         if key.flag is None:
@@ -361,8 +364,8 @@ def _cluster_problems(settings: Settings) -> list[str]:
     at once. A problem here ends the runner for good (exit 2), so the worker group is released first."""
     import time
 
-    from remote_runner import cluster
-    from remote_runner.admission import Request
+    from remote_runner.placement import cluster
+    from remote_runner.placement.admission import Request
 
     deadline = time.monotonic() + settings.engine_wait_seconds
     problems: list[str] = []
@@ -384,7 +387,7 @@ def _cluster_problems(settings: Settings) -> list[str]:
             problem = cluster.fit_problem(nodes, Request(settings.cpus_per_container, settings.memory_bytes))
             problems = [problem] if problem else []
     if problems:
-        from remote_runner import workers
+        from remote_runner.placement import workers
 
         workers.release_workers(settings, "the cluster batch cannot start")
     return problems
@@ -437,7 +440,7 @@ def _run_locked(
 def _print_closing_summary(batch_dir: Path) -> None:
     """What a researcher looks at first: where the results are and the headline figures."""
     try:
-        from remote_runner import report
+        from remote_runner.analysis.report import document as report
 
         table = report.console_summary(report.load_runs(batch_dir))
     except Exception as exc:  # the batch's results are on disk whatever happens here
@@ -496,7 +499,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from remote_runner import status
+    from remote_runner.batch import status
 
     return status.main(args.results or Settings().results, args.batch, as_json=args.json, once=args.once)
 
@@ -504,7 +507,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any], list[str]]:
     """What ``spec`` prints: the counted operations and each request's operation (``None``: no
     operation), plus the problems with the requests given. Pure; the metrics' own matcher."""
-    from remote_runner import metrics
+    from remote_runner.analysis import metrics
 
     matcher = metrics.operation_matcher(doc)
     matches: dict[str, str | None] = {}
@@ -522,7 +525,7 @@ def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any],
 
 def cmd_spec(args: argparse.Namespace) -> int:
 
-    from remote_runner import results
+    from remote_runner.analysis import results
 
     doc, problem = results.load_spec(args.file)
     view, problems = spec_view(doc or {}, args.match)
@@ -547,7 +550,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 def cmd_release_workers(args: argparse.Namespace) -> int:
     """The GCE shutdown script's call on a cluster head (any stop that is not a reboot: maxRunHours, a
     manual stop, the head's own power-off): no worker outlives the head."""
-    from remote_runner import workers
+    from remote_runner.placement import workers
 
     raw, problems = load_config(args.config)
     try:
@@ -570,7 +573,7 @@ def cmd_release_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from remote_runner import forecast
+    from remote_runner.batch import forecast
 
     settings, problems = _settings_from(args)
     return forecast.run(args, settings, problems)
@@ -579,11 +582,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
-        from remote_runner import report  # type: ignore[attr-defined,unused-ignore]
+        from remote_runner.analysis.report import document as report  # type: ignore[attr-defined,unused-ignore]
 
         return int(report.main(argv[1:]) or 0)
     if argv and argv[0] == "upload":
-        from remote_runner import upload
+        from remote_runner.cloud import upload
 
         return int(upload.main(argv[1:]) or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -399,7 +399,7 @@ class WorkerGroup(pulumi.ComponentResource):
             ],
             # Created at 0: the runner on the head asks for the workers (up to `workers`, what the
             # batch can use) once its images are pushed, and releases them as soon as nothing is
-            # pending (remote_runner/workers.py). The size is the runner's from then on, so Pulumi
+            # pending (remote_runner/placement/workers.py). The size is the runner's from then on, so Pulumi
             # ignores it: a later `pulumi up` must not resize a group in the middle of a batch.
             target_size=0,
             # A new template reaches workers as they are recreated (preemption, resize), never by

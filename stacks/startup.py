@@ -17,7 +17,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_runner import metadata_guard
+from remote_runner.experiment import metadata_guard
 from stacks import systemd
 from stacks.config import (
     MODEL_FILES,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import journal, report
-from remote_runner.process import execute
-from remote_runner.run_key import RunKey
+from remote_runner.analysis.report import document as report
+from remote_runner.batch import journal
+from remote_runner.common.process import execute
+from remote_runner.experiment.run_key import RunKey
 from tests.images.standin_images import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from remote_runner import faults, report, results
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import faults, results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.verification import Thresholds
+from remote_runner.common.process import execute
 from tests.images.standin_images import ROOT, build_api, build_standin_base, standin
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

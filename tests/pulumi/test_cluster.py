@@ -146,7 +146,8 @@ def test_cluster_declares_head_registry_template_group_firewall_and_grants(clust
     assert (out["workers"], out["workerGroup"], out["registry"]) == (3, "llamaresttest-dev-workers", REGISTRY)
     assert out["machineType"] == "n1-standard-4" and out["workerMachineType"] == "n1-standard-32"
     assert out["experimentSlots"] == 3 * 2
-    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 0.3852 to 0.385)
+    # us-central1 catalogue figures (remote_runner/cloud/price_table.py; the old table rounded 0.3852 to
+    # 0.385)
     assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.3852)
 
 
@@ -269,12 +270,12 @@ def test_on_demand_workers(cluster_project: Path) -> None:
     scheduling = run.one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "STANDARD" and scheduling["automaticRestart"] is True
     assert "instanceTerminationAction" not in scheduling
-    # catalogue figures (remote_runner/price_table.py); the old table rounded 1.51999 to 1.52
+    # catalogue figures (remote_runner/cloud/price_table.py); the old table rounded 1.51999 to 1.52
     assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.51999)
 
 
 def test_the_forecast_output_is_the_runner_model_of_the_stacks_own_batch(cluster_project: Path) -> None:
-    from remote_runner import forecast
+    from remote_runner.batch import forecast
 
     config = cluster_config(
         workers=20,

@@ -1,4 +1,4 @@
-"""The report's confirmed-fault section (remote_runner/fault_report.py, report.add_confirmed_faults) on a
+"""The report's confirmed-fault section (remote_runner/analysis/fault_report.py, report.add_confirmed_faults) on a
 synthetic batch whose runs carry faults.json files made by the replay's own grouping."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import fault_report, faults, replay, report, results
+from remote_runner.analysis import fault_report, faults, results
+from remote_runner.analysis.report import document as report
+from remote_runner.batch import replay
 from tests.results.factory import PETSTORE_SPEC, synthetic_run
 
 TRACE_A = "java.lang.ArithmeticException | shop.Totals.share(Totals.java:11)"

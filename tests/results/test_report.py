@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from remote_runner import report, results
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results
+from remote_runner.analysis.report import document as report
+from remote_runner.common.process import execute
+from remote_runner.analysis.verification import Thresholds
 from tests.results.factory import PETSTORE_SPEC, Row, synthetic_run, write_metadata, write_traffic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -122,7 +123,7 @@ def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> Non
     import pandas as pd
     import scikit_posthocs as sp
 
-    from remote_runner import stats
+    from remote_runner.analysis import stats
 
     header = next(ln for ln in api_section.splitlines() if ln.startswith("| metric | arat-rl vs"))
     pairs = [c.strip() for c in header.strip("|").split("|")[1:]]

@@ -9,7 +9,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote_runner import cumulative, report
+from remote_runner.analysis import cumulative
+from remote_runner.analysis.report import document as report
 
 NUMBER = st.one_of(
     st.integers(min_value=0, max_value=300_000),

@@ -7,8 +7,9 @@ import csv
 import json
 from pathlib import Path
 
-from remote_runner import report, results
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.verification import Thresholds
 
 
 def _restart(run: int) -> str:

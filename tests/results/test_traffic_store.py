@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote_runner import report, results, traffic
+from remote_runner.analysis import results, traffic
+from remote_runner.analysis.report import document as report
 from tests.results import factory
 from tests.results.recorder import load_module, recording
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from google.api_core import exceptions as api_exceptions
 
-from remote_runner import upload
-from remote_runner.upload import NO_WAIT, sync_batch
+from remote_runner.cloud import upload
+from remote_runner.cloud.upload import NO_WAIT, sync_batch
 from tests.services import free_port, gcs_emulator
 
 pytestmark = pytest.mark.emulator
@@ -198,9 +198,9 @@ def test_running_experiments_are_deferred(gcs: str, tmp_path: Path) -> None:
 
 
 def test_the_scheduler_hands_the_running_folders_to_the_sync(gcs: str, tmp_path: Path) -> None:
-    """The runner's upload hook (remote_runner.scheduler._sync) passes in_progress through."""
-    from remote_runner import scheduler
-    from remote_runner.settings import Settings, Upload
+    """The runner's upload hook (remote_runner.batch.scheduler._sync) passes in_progress through."""
+    from remote_runner.batch import scheduler
+    from remote_runner.batch.settings import Settings, Upload
 
     batch = make_batch(tmp_path, "batch-hook")
     running = batch / "petstore" / "toolx" / "run-1"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import plan, presets, scheduler
-from remote_runner import settings as schema
-from remote_runner.run_key import RunKey
-from remote_runner.settings import Settings, merge
+from remote_runner.batch import plan, presets, scheduler
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import Settings, merge
+from remote_runner.experiment.run_key import RunKey
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "runner.md"
 GIB = 1024**3

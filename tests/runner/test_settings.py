@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import catalog, cli, scheduler
-from remote_runner import settings as schema
-from remote_runner.settings import (
+from remote_runner import cli
+from remote_runner.batch import scheduler
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import (
     MachineFacts,
     Settings,
     Upload,
@@ -20,6 +21,7 @@ from remote_runner.settings import (
     parse_memory,
     validate,
 )
+from remote_runner.experiment import catalog
 from tests.runner.conftest import CATALOG
 
 GIB = 1024**3
