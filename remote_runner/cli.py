@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from remote_runner.batch import driver
 from remote_runner.batch import lock as batch_lock
-from remote_runner.batch import scheduler
 from remote_runner.batch import settings as schema
 from remote_runner.batch.settings import Settings, load_config, machine_facts, merge, validate
 from remote_runner.common import exit_codes
@@ -296,14 +296,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, problems = _settings_from(args)
     place = None
     if not problems:
-        place = scheduler.place_batch(settings)
+        place = driver.place_batch(settings)
         if place.resume:
             try:
-                stored = scheduler.stored_settings(place.batch_dir, settings)
+                stored = driver.stored_settings(place.batch_dir, settings)
             except (OSError, ValueError, KeyError) as exc:
                 problems.append(f"batch {place.batch_dir}: plan.json unreadable ({exc})")
             else:
-                for key in scheduler.RESUMABLE_KEYS:
+                for key in driver.RESUMABLE_KEYS:
                     if getattr(args, key, None) is not None and getattr(stored, key) != getattr(
                         settings, key
                     ):
@@ -345,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     # One runner per batch: the folder is made atomically and locked before anything is written in it
     # (spec copies, journal, orphan clean-up); a second runner refuses here, naming the first.
-    place = scheduler.claim(place)
+    place = driver.claim(place)
     try:
         with batch_lock.hold(place.batch_dir):
             return _run_locked(settings, cat, selection, place, docker)
@@ -394,7 +394,7 @@ def _cluster_problems(settings: Settings) -> list[str]:
 
 
 def _run_locked(
-    settings: Settings, cat: Any, selection: Any, place: scheduler.BatchPlace, docker: Docker
+    settings: Settings, cat: Any, selection: Any, place: driver.BatchPlace, docker: Docker
 ) -> int:
     if place.named and not place.resume and (place.batch_dir / "plan.json").is_file():
         print(
@@ -430,7 +430,7 @@ def _run_locked(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"batch folder: {place.batch_dir}", file=sys.stderr)
-    code = scheduler.run_batch(
+    code = driver.run_batch(
         settings, cat, selection.apis, selection.tools, place, stop, docker, specs=batch_specs
     )
     _print_closing_summary(place.batch_dir)

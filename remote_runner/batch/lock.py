@@ -3,7 +3,7 @@
 The lock is held for the runner's life and released by the kernel when the process ends, however it
 ends (``kill -9`` included), so a stale lock file never blocks a resume. The file records who holds it
 (PID, host, start time) so a second runner can say whom it is waiting for. Within one process the lock
-is re-entrant (:func:`hold` counts), so the command line and :func:`remote_runner.batch.scheduler.run_batch`
+is re-entrant (:func:`hold` counts), so the command line and :func:`remote_runner.batch.driver.run_batch`
 may both take it.
 """
 

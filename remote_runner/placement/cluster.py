@@ -187,7 +187,7 @@ def unpack(archive: bytes, folder: Path) -> None:
 @dataclass(frozen=True)
 class AttemptPayload:
     """Everything a node needs for one attempt (pickled by Ray): the attempt's experiment as the
-    driver built it (the same :func:`remote_runner.batch.scheduler.experiment_spec` as on one machine;
+    driver built it (the same :func:`remote_runner.batch.driver.experiment_spec` as on one machine;
     its paths are the driver's, the node puts its own in their place) and the spec files' bytes, so
     nodes need no shared file system."""
 

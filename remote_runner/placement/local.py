@@ -1,5 +1,5 @@
 """Placement: which pending run starts now, and where. The batch (plan, journal, hooks, finish, upload,
-power-off: :mod:`remote_runner.batch.scheduler`) is the same whichever placement decides.
+power-off: :mod:`remote_runner.batch.driver`) is the same whichever placement decides.
 
 Two implementations of one small interface:
 

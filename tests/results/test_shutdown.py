@@ -74,7 +74,7 @@ def test_a_batch_found_finished_at_start_holds_its_power_off_until_stopped(tmp_p
     hold."""
     import threading
 
-    from remote_runner.batch import scheduler
+    from remote_runner.batch import driver
     from remote_runner.cloud import shutdown
     from remote_runner.common.process import ProcessResult
     from remote_runner.batch.settings import Settings
@@ -85,8 +85,8 @@ def test_a_batch_found_finished_at_start_holds_its_power_off_until_stopped(tmp_p
     jour = _finished_journal(tmp_path)
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
-    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=30.0, stop=stop)
+    driver._finish_batch(tmp_path, settings, jour, hold_seconds=30.0, stop=stop)
     assert calls == []  # stopped during the hold: no power-off
-    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=0.1, stop=threading.Event())
+    driver._finish_batch(tmp_path, settings, jour, hold_seconds=0.1, stop=threading.Event())
     assert calls == ["off"]
     jour.close()

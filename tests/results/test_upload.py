@@ -198,14 +198,14 @@ def test_running_experiments_are_deferred(gcs: str, tmp_path: Path) -> None:
 
 
 def test_the_scheduler_hands_the_running_folders_to_the_sync(gcs: str, tmp_path: Path) -> None:
-    """The runner's upload hook (remote_runner.batch.scheduler._sync) passes in_progress through."""
-    from remote_runner.batch import scheduler
+    """The runner's upload hook (remote_runner.batch.driver._sync) passes in_progress through."""
+    from remote_runner.batch import driver
     from remote_runner.batch.settings import Settings, Upload
 
     batch = make_batch(tmp_path, "batch-hook")
     running = batch / "petstore" / "toolx" / "run-1"
     settings = Settings(upload=Upload(BUCKET, "hook"))
-    res = scheduler._sync(batch, settings, in_progress=[running])
+    res = driver._sync(batch, settings, in_progress=[running])
     assert res.complete and res.uploaded == ["plan.json"] and len(res.deferred) == 3
     assert set(remote_objects("hook/")) == {"hook/batch-hook/plan.json"}
-    assert sorted(scheduler._sync(batch, settings).uploaded) == sorted(res.deferred)
+    assert sorted(driver._sync(batch, settings).uploaded) == sorted(res.deferred)

@@ -124,7 +124,7 @@ def test_the_smoke_run_is_the_batch_s_own_experiment_with_the_tool_s_spec_format
 ) -> None:
     """A Swagger-2 tool (LlamaRestTest) gets the Swagger 2 copy in its smoke run too, as in its real
     runs; the budget is preflight_seconds and the folder BATCH/preflight/<api>."""
-    from remote_runner.batch import scheduler
+    from remote_runner.batch import driver
     from remote_runner.batch.settings import Settings
     from remote_runner.experiment import catalog as catalog_mod
     from remote_runner.experiment import lifecycle as experiment
@@ -138,7 +138,7 @@ def test_the_smoke_run_is_the_batch_s_own_experiment_with_the_tool_s_spec_format
     assert problems == []
     seen = []
     monkeypatch.setattr(experiment, "run", lambda spec, _docker, _stop: seen.append(spec) or "outcome")
-    smoke = scheduler._smoke_runner(
+    smoke = driver._smoke_runner(
         Settings(preflight_seconds=7.0), cat, batch, copies, None, threading.Event(), smoke_id="s", driver="d"
     )
     folder = batch / "preflight" / api
