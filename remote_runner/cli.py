@@ -441,8 +441,9 @@ def _print_closing_summary(batch_dir: Path) -> None:
     """What a researcher looks at first: where the results are and the headline figures."""
     try:
         from remote_runner.analysis.report import document as report
+        from remote_runner.analysis.report import tables
 
-        table = report.console_summary(report.load_runs(batch_dir))
+        table = report.console_summary(tables.load_runs(batch_dir))
     except Exception as exc:  # the batch's results are on disk whatever happens here
         print(f"(no summary table: {exc})", file=sys.stderr)
         return
