@@ -33,7 +33,7 @@ def gcp_stack(cfg: StackConfig) -> None:
 
     prefix = cfg.resource_prefix
     cluster = cfg.is_cluster
-    requirements = ""
+    requirements: tuple[str, ...] = ()
     if cluster:
         # Before any resource: a runner without a pinned Ray cannot run a cluster.
         requirements = node_requirements((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))

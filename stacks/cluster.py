@@ -445,7 +445,7 @@ class ClusterArgs:
     #: the head's service account (stacks/access.py), granted the registry's writer and the resize role
     head_email: pulumi.Input[str]
     #: the pinned runner requirements every node installs (:func:`node_requirements`)
-    requirements: str
+    requirements: tuple[str, ...]
 
 
 class Cluster(pulumi.ComponentResource):
