@@ -3,10 +3,11 @@
 Table of contents: the stack's config is read and validated first (nothing is declared if it has a
 problem), then, by ``target``, one component per concern, then the outputs.
 
-- ``gcp``: SSH keys, the VM's access, its network, the VM and its startup script, then the runner
-  deployed onto it over SSH (docs/deploy.md). With ``workers > 0`` (docs/cluster.md) that VM is the
-  cluster's head, and the workers' access, the registry, Ray's firewall and the worker group are
-  declared besides it.
+- ``gcp``: SSH keys, the VM's access, its network, (with ``workers > 0``, docs/cluster.md) the cluster
+  as one component (the workers' access, the registry, Ray's firewall and token, the head's address,
+  the worker group), the VM (the cluster's head) and its startup script, then the runner deployed
+  onto it over SSH (docs/deploy.md). No resource is declared here: each concern is a component of
+  stacks/.
 - ``local``: the runner in a container on the local Docker engine; no Google Cloud resource at all.
 """
 
@@ -23,17 +24,18 @@ PROJECT_ROOT = Path(__file__).parent
 def gcp_stack(cfg: StackConfig) -> None:
     # Imported here: a local stack loads no Google Cloud (or TLS) provider code at all.
     from stacks.access import VmAccess, VmAccessArgs, service_account_id
+    from stacks.cluster import Cluster, ClusterArgs, node_requirements
     from stacks.deploy import Deployment, DeploymentArgs
     from stacks.keys import SshKeys
     from stacks.network import SshAccess, SshAccessArgs
     from stacks.startup import render_startup_script, startup_params
     from stacks.vm import ExperimentVm, ExperimentVmArgs
+    from stacks.worker_image import worker_image_spec
 
     prefix = cfg.resource_prefix
     cluster = cfg.is_cluster
+    requirements: tuple[str, ...] = ()
     if cluster:
-        from stacks.cluster import node_requirements
-
         # Before any resource: a runner without a pinned Ray cannot run a cluster.
         requirements = node_requirements((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     if cfg.spot and not cfg.auto_start and not cluster:
@@ -70,93 +72,28 @@ def gcp_stack(cfg: StackConfig) -> None:
         ),
     )
 
-    # --- cluster mode: the workers' access, the registry, Ray's firewall (docs/cluster.md) ---------
-    cluster_needs: list[pulumi.Resource] = []
-    if cluster:
-        from stacks.cluster import (
-            ClusterGrants,
-            ClusterGrantsArgs,
-            HeadAddress,
-            HeadAddressArgs,
-            ImageRegistry,
-            ImageRegistryArgs,
-            RayAuthToken,
-            RayFirewall,
-            RayFirewallArgs,
-            resize_role_id,
-            worker_account_id,
-        )
-        from stacks.ray_nodes import RayNode
-        from stacks.startup import ClusterParams, render_cluster_script, worker_startup_params
-
-        worker_access = VmAccess(
-            "worker-access",
-            VmAccessArgs(
-                account_id=worker_account_id(prefix),
-                display_name=f"llamaresttest workers ({cfg.stack})",
-                models_bucket=cfg.models_bucket,
-                results_bucket=cfg.results_bucket,
-                results_path=cfg.results_path,
-                upload_results=cfg.upload_results,
-                description="Runs the llamaresttest Ray workers: reads the models and images, writes results",
-            ),
-        )
-        registry = ImageRegistry(
-            "registry",
-            ImageRegistryArgs(
-                repository_id=cfg.registry_repository,
-                region=cfg.region,
-                project=cfg.gcp_project,
-                labels={"project": resource_name(cfg.project, 63), "stack": resource_name(cfg.stack, 63)},
-            ),
-        )
-        grants = ClusterGrants(
-            "cluster-grants",
-            ClusterGrantsArgs(
-                project=cfg.gcp_project,
-                region=cfg.region,
-                resize_role_id=resize_role_id(prefix),
-                repository=registry.repository.repository_id,
+    # --- cluster mode: the workers, their access, the registry, Ray's firewall and token, the head's
+    # internal address (docs/cluster.md), one component -----------------------------------------------
+    cluster_component = (
+        Cluster(
+            "cluster",
+            ClusterArgs(
+                config=cfg,
                 head_email=access.email,
-                worker_email=worker_access.email,
+                requirements=requirements,
+                baked_image=worker_image_spec(cfg, requirements, PROJECT_ROOT),
             ),
         )
-        ray_firewall = RayFirewall("ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network))
-        # Ray's token: a Pulumi secret, in the head's and the workers' metadata only.
-        ray_token = RayAuthToken("ray-token")
-        # The head's internal address, reserved: the workers' template names it.
-        head_address = HeadAddress(
-            "head-address",
-            HeadAddressArgs(
-                name=f"{resource_name(prefix, 58)}-head",
-                project=cfg.gcp_project,
-                region=cfg.region,
-                network=cfg.network,
-            ),
-        )
-        cluster_needs = [
-            *worker_access.grants,
-            *grants.resources,
-            ray_firewall.to_head,
-            ray_firewall.to_workers,
-        ]
+        if cluster
+        else None
+    )
 
     # --- the VM (the head, in a cluster) and its startup script -----------------------------------
-    head_metadata: dict[str, pulumi.Input[str]] = {}
-    if cluster:
-        from stacks.ray_nodes import RAY_TOKEN_METADATA_KEY
-        from stacks.startup import render_shutdown_script
-
-        head_metadata[RAY_TOKEN_METADATA_KEY] = ray_token.value
-        # Any stop that is not a reboot (maxRunHours, a manual stop, a crash followed by a stop, the
-        # runner's own power-off) resizes the worker group to 0 (docs/cluster.md, "Stopping billing").
-        head_metadata["shutdown-script"] = render_shutdown_script()
-
     def vm_script(k: list[str]) -> str:
         params = startup_params(cfg, client_public_key=k[0], host_private_key=k[1], host_public_key=k[2])
-        if not cluster:
+        if cluster_component is None:
             return render_startup_script(params)
-        return render_cluster_script(params, ClusterParams(RayNode("head"), requirements, cfg.registry_host))
+        return cluster_component.head_startup_script(params)
 
     startup_script = pulumi.Output.all(
         keys.client_public_key, keys.host_private_key, keys.host_public_key
@@ -173,62 +110,23 @@ def gcp_stack(cfg: StackConfig) -> None:
             spot=cfg.spot and not cluster,
             max_run_hours=cfg.max_run_hours,
             network=cfg.network,
-            network_tags=(network.target_tag, *([ray_firewall.head_tag] if cluster else [])),
+            network_tags=(network.target_tag, *([cluster_component.head_tag] if cluster_component else [])),
             labels={"project": resource_name(cfg.project, 63), "stack": resource_name(cfg.stack, 63)},
             service_account_email=access.email,
             startup_script=startup_script,
             nat_ip=network.address.address if network.address else None,
-            network_ip=head_address.address.address if cluster else None,
+            network_ip=cluster_component.head_ip if cluster_component else None,
             # Only the stack's own key opens the VM, not keys added to the whole project.
-            extra_metadata={"block-project-ssh-keys": "TRUE", **head_metadata},
+            extra_metadata={
+                "block-project-ssh-keys": "TRUE",
+                **(cluster_component.head_metadata if cluster_component else {}),
+            },
             # A preempted spot VM comes back by itself and the runner (autoStart) resumes the batch.
             spot_restart=cfg.spot and cfg.auto_start and not cluster,
             project=cfg.gcp_project,
         ),
         opts=pulumi.ResourceOptions(depends_on=[access]),
     )
-
-    # --- cluster mode: the spot workers, joining the head's internal address -----------------------
-    if cluster:
-        from stacks.cluster import WorkerGroup, WorkerGroupArgs, worker_image_spec
-
-        # The reserved address, not the instance's: a recreated head keeps it, the template stays valid.
-        head_ip = head_address.address.address
-        workers = WorkerGroup(
-            "workers",
-            WorkerGroupArgs(
-                group_name=cfg.worker_group,
-                base_instance_name=f"{resource_name(prefix, 54)}-wk",
-                zone=cfg.zone,
-                project=cfg.gcp_project,
-                size=cfg.workers,
-                machine_type=cfg.worker_machine.name if cfg.worker_machine else "",
-                spot=cfg.worker_spot,
-                disk_size_gb=cfg.disk_size_gb,
-                disk_type=cfg.disk_type,
-                network=cfg.network,
-                network_tags=(ray_firewall.worker_tag,),
-                labels={
-                    "project": resource_name(cfg.project, 63),
-                    "stack": resource_name(cfg.stack, 63),
-                    "role": "ray-worker",
-                },
-                service_account_email=worker_access.email,
-                ray_token=ray_token.value,
-                baked_image=worker_image_spec(cfg, requirements, PROJECT_ROOT),
-                startup_script=head_ip.apply(
-                    lambda ip: render_cluster_script(
-                        worker_startup_params(cfg),
-                        ClusterParams(
-                            RayNode("worker", ip, cfg.worker_slots), requirements, cfg.registry_host
-                        ),
-                    )
-                ),
-            ),
-            opts=pulumi.ResourceOptions(depends_on=[worker_access, grants]),
-        )
-        # Destroy drains the driver first (it stops the runs on the workers), then the group goes.
-        cluster_needs += [workers.group]
 
     # --- the runner, pushed over SSH and started (docs/deploy.md) ----------------------------------
     key_file = f"~/.ssh/{prefix}"
@@ -258,7 +156,12 @@ def gcp_stack(cfg: StackConfig) -> None:
             instance=vm.instance.name,
             instance_id=vm.instance.instance_id,
             # Destroy deletes none of these before the final upload ran: SSH in, grants to write.
-            needs=[vm.instance, *network.resources, *access.grants, *cluster_needs],
+            needs=[
+                vm.instance,
+                *network.resources,
+                *access.grants,
+                *(cluster_component.needs if cluster_component else []),
+            ],
         ),
         opts=pulumi.ResourceOptions(depends_on=[vm]),
     )
@@ -280,8 +183,8 @@ def gcp_stack(cfg: StackConfig) -> None:
     pulumi.export("hourlyCostUsd", cfg.hourly_cost_usd)
     pulumi.export("resultsUrl", cfg.results_url)
     pulumi.export("workers", cfg.workers)
-    if cluster:
-        pulumi.export("workerGroup", workers.group.name)
+    if cluster_component is not None:
+        pulumi.export("workerGroup", cluster_component.workers.group.name)
         pulumi.export("workerMachineType", cfg.worker_machine.name if cfg.worker_machine else "")
         pulumi.export("registry", cfg.registry)
         pulumi.export("workerFamily", cfg.worker_family)

@@ -41,11 +41,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from remote_runner import journal, plan
-from remote_runner.admission import Machine, Measurement, Policy, Request, Reservation
-from remote_runner.experiment import SUCCEEDED, ExperimentSpec, Outcome
-from remote_runner.plan import RunKey
-from remote_runner.scheduler import Scheduler
+from remote_runner.batch import journal, plan
+from remote_runner.batch.scheduler import Scheduler
+from remote_runner.experiment.lifecycle import SUCCEEDED, ExperimentSpec, Outcome
+from remote_runner.experiment.run_key import RunKey
+from remote_runner.placement.admission import Machine, Measurement, Policy, Request, Reservation
 
 SLOTS = 3
 REQUEST = Request(0.5, 64 * 1024**2)  # fits the test cluster's workers: 2 on "big", 1 on "small"
@@ -83,7 +83,7 @@ def _scheduler(folder: Path, keys: list[RunKey], placement: Any, request: Reques
 
 
 def run_local(jobs: dict[RunKey, float], folder: Path) -> tuple[float, dict]:
-    from remote_runner.placement import LocalPlacement
+    from remote_runner.placement.local import LocalPlacement
 
     def start(key: RunKey, _r: Reservation, _a: int) -> Outcome:
         begin = time.time()
@@ -103,8 +103,8 @@ def run_local(jobs: dict[RunKey, float], folder: Path) -> tuple[float, dict]:
 
 
 def run_ray(jobs: dict[RunKey, float], folder: Path, address: str) -> tuple[float, dict]:
-    from remote_runner import cluster
-    from remote_runner.catalog import Api, Tool
+    from remote_runner.experiment.catalog import Api, Tool
+    from remote_runner.placement import cluster
 
     cluster.connect(address)
 

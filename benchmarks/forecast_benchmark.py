@@ -46,11 +46,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote_runner import forecast, journal, plan, pricing  # noqa: E402
-from remote_runner.admission import Request  # noqa: E402
-from remote_runner.experiment import SUCCEEDED, ExperimentSpec, Outcome  # noqa: E402
-from remote_runner.plan import RunKey  # noqa: E402
-from remote_runner.scheduler import Scheduler  # noqa: E402
+from remote_runner.batch import forecast, journal, plan  # noqa: E402
+from remote_runner.batch.scheduler import Scheduler  # noqa: E402
+from remote_runner.cloud import pricing  # noqa: E402
+from remote_runner.experiment.lifecycle import SUCCEEDED, ExperimentSpec, Outcome  # noqa: E402
+from remote_runner.experiment.run_key import RunKey  # noqa: E402
+from remote_runner.placement.admission import Request  # noqa: E402
 
 PAPER = forecast.Batch(runs=6 * 11 * 10, budget_minutes=60, slots=2)
 HEAD, WORKER = "e2-standard-4", "n2d-standard-32"
@@ -215,8 +216,8 @@ def synthetic(spec: Any, _docker: Any, stop: threading.Event) -> Outcome:
 
 def run_batch(folder: Path, runs: int, seconds: float, kill: tuple[float, float, str, dict] | None) -> dict:
     """One batch through the scheduler and RayPlacement; ``kill``: (at s, recreate after s, worker, env)."""
-    from remote_runner import cluster
-    from remote_runner.catalog import Api, Tool
+    from remote_runner.experiment.catalog import Api, Tool
+    from remote_runner.placement import cluster
 
     folder.mkdir(parents=True)
     spec_file = folder / "spec.json"
@@ -307,7 +308,7 @@ def calibration(runs: int, seconds: float, kill_at: float, recreate: float) -> N
         )
         import ray
 
-        from remote_runner import cluster
+        from remote_runner.placement import cluster
 
         try:
             address = start_head(env, temp)

@@ -50,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote_runner import faults, results  # noqa: E402
+from remote_runner.analysis import faults, results  # noqa: E402
 from tests.results.recorder import Recorder, load_module  # noqa: E402
 
 START = 1_764_000_000.0
@@ -732,7 +732,7 @@ REPORT_CHILD = """
 import re, sys, time
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from remote_runner import report
+from remote_runner.analysis.report import document as report
 began, cpu = time.perf_counter(), time.process_time()
 report.build_report(Path(sys.argv[2]))
 took, cpu = time.perf_counter() - began, time.process_time() - cpu

@@ -26,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from remote_runner import report, results  # noqa: E402
+from remote_runner.analysis import results  # noqa: E402
+from remote_runner.analysis.report import document as report  # noqa: E402
 from tests.results.factory import PETSTORE_SPEC, synthetic_run  # noqa: E402
 
 TARGET_REPORT_MS = 10.0

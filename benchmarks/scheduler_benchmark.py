@@ -32,12 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from remote_runner import admission, journal, plan
-from remote_runner.admission import Machine, Policy, Request, Reservation
-from remote_runner.docker_runtime import ContainerSpec, Docker
-from remote_runner.experiment import SUCCEEDED, Outcome
-from remote_runner.plan import RunKey
-from remote_runner.scheduler import Sampler, Scheduler
+from remote_runner.batch import journal, plan
+from remote_runner.batch.scheduler import Sampler, Scheduler
+from remote_runner.experiment.docker_runtime import ContainerSpec, Docker
+from remote_runner.experiment.lifecycle import SUCCEEDED, Outcome
+from remote_runner.experiment.run_key import RunKey
+from remote_runner.placement import admission
+from remote_runner.placement.admission import Machine, Policy, Request, Reservation
 
 IMAGE = "debian:bookworm-slim"
 LABEL = "llamaresttest.benchmark"

@@ -26,7 +26,7 @@ All times UTC.
 
 This file runs inside the API containers, where the runner's package is not installed, and it
 supervises long-lived children with signals; that is why it uses subprocess directly instead of
-remote_runner.process.execute (which runs a command to completion).
+remote_runner.common.process.execute (which runs a command to completion).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """How the recording proxy packs what it stores in ``traffic.sqlite`` (schema version 2,
-docs/contracts.md): the writer's half; ``remote_runner/traffic.py`` is the reader's.
+docs/contracts.md): the writer's half; ``remote_runner/analysis/traffic.py`` is the reader's.
 
 An hour of traffic stored as it came takes about 2.6 KB per request, most of it bodies and headers
 that repeat (JSON of one API's resources, Spring error pages whose stack traces come from a few

@@ -16,13 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from remote_runner import catalog as catalog_mod
-from remote_runner import exit_codes, family_check, images, scheduler, specs
-from remote_runner import lock as batch_lock
-from remote_runner import plan as plan_mod
-from remote_runner import settings as schema
-from remote_runner.docker_runtime import Docker
-from remote_runner.settings import Settings, load_config, machine_facts, merge, validate
+from remote_runner.batch import driver, family_check
+from remote_runner.batch import lock as batch_lock
+from remote_runner.batch import plan as plan_mod
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import Settings, load_config, machine_facts, merge, validate
+from remote_runner.common import exit_codes
+from remote_runner.experiment import catalog as catalog_mod
+from remote_runner.experiment import images, specs
+from remote_runner.experiment.docker_runtime import Docker
 
 EXIT_BAD_INPUT = exit_codes.BAD_INPUT
 EXIT_BUILD_FAILED = exit_codes.BUILD_FAILED
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "--budget", type=float, default=75.0, metavar="SECONDS", help="how long to keep trying (default: 75)"
     )
 
-    from remote_runner.forecast import add_arguments as forecast_arguments
+    from remote_runner.batch.forecast import add_arguments as forecast_arguments
 
     forecast_arguments(
         sub.add_parser(
@@ -118,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def add_fault_flags(p: argparse.ArgumentParser) -> None:
-    from remote_runner import replay
+    from remote_runner.batch import replay
 
     d = replay.Config()
     p.add_argument("batch", type=Path, metavar="BATCH", help="the batch folder")
@@ -170,7 +172,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     import psutil
 
-    from remote_runner import admission, replay
+    from remote_runner.batch import replay
+    from remote_runner.placement import admission
 
     problems: list[str] = []
     batch_dir = args.batch.resolve()
@@ -235,7 +238,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
 
 def add_run_flags(run: argparse.ArgumentParser) -> None:
-    """The ``run`` flags, one per setting of :data:`remote_runner.settings.KEYS` that has one; each
+    """The ``run`` flags, one per setting of :data:`remote_runner.batch.settings.KEYS` that has one; each
     stores under the setting's name, None when not given (so the config file's value stands)."""
     for key in schema.KEYS:
         if key.flag is None:
@@ -294,14 +297,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings, problems = _settings_from(args)
     place = None
     if not problems:
-        place = scheduler.place_batch(settings)
+        place = driver.place_batch(settings)
         if place.resume:
             try:
-                stored = scheduler.stored_settings(place.batch_dir, settings)
+                stored = driver.stored_settings(place.batch_dir, settings)
             except (OSError, ValueError, KeyError) as exc:
                 problems.append(f"batch {place.batch_dir}: plan.json unreadable ({exc})")
             else:
-                for key in scheduler.RESUMABLE_KEYS:
+                for key in driver.RESUMABLE_KEYS:
                     if getattr(args, key, None) is not None and getattr(stored, key) != getattr(
                         settings, key
                     ):
@@ -350,7 +353,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
     # One runner per batch: the folder is made atomically and locked before anything is written in it
     # (spec copies, journal, orphan clean-up); a second runner refuses here, naming the first.
-    place = scheduler.claim(place)
+    place = driver.claim(place)
     try:
         with batch_lock.hold(place.batch_dir):
             return _run_locked(settings, cat, selection, place, docker)
@@ -369,8 +372,8 @@ def _cluster_problems(settings: Settings) -> list[str]:
     at once. A problem here ends the runner for good (exit 2), so the worker group is released first."""
     import time
 
-    from remote_runner import cluster
-    from remote_runner.admission import Request
+    from remote_runner.placement import cluster
+    from remote_runner.placement.admission import Request
 
     deadline = time.monotonic() + settings.engine_wait_seconds
     problems: list[str] = []
@@ -392,14 +395,14 @@ def _cluster_problems(settings: Settings) -> list[str]:
             problem = cluster.fit_problem(nodes, Request(settings.cpus_per_container, settings.memory_bytes))
             problems = [problem] if problem else []
     if problems:
-        from remote_runner import workers
+        from remote_runner.placement import workers
 
         workers.release_workers(settings, "the cluster batch cannot start")
     return problems
 
 
 def _run_locked(
-    settings: Settings, cat: Any, selection: Any, place: scheduler.BatchPlace, docker: Docker
+    settings: Settings, cat: Any, selection: Any, place: driver.BatchPlace, docker: Docker
 ) -> int:
     if place.named and not place.resume and (place.batch_dir / "plan.json").is_file():
         print(
@@ -435,7 +438,7 @@ def _run_locked(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(f"batch folder: {place.batch_dir}", file=sys.stderr)
-    code = scheduler.run_batch(
+    code = driver.run_batch(
         settings, cat, selection.apis, selection.tools, place, stop, docker, specs=batch_specs
     )
     _print_closing_summary(place.batch_dir)
@@ -445,9 +448,10 @@ def _run_locked(
 def _print_closing_summary(batch_dir: Path) -> None:
     """What a researcher looks at first: where the results are and the headline figures."""
     try:
-        from remote_runner import report
+        from remote_runner.analysis.report import document as report
+        from remote_runner.analysis.report import tables
 
-        table = report.console_summary(report.load_runs(batch_dir))
+        table = report.console_summary(tables.load_runs(batch_dir))
     except Exception as exc:  # the batch's results are on disk whatever happens here
         print(f"(no summary table: {exc})", file=sys.stderr)
         return
@@ -504,7 +508,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from remote_runner import status
+    from remote_runner.batch import status
 
     return status.main(args.results or Settings().results, args.batch, as_json=args.json, once=args.once)
 
@@ -512,7 +516,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any], list[str]]:
     """What ``spec`` prints: the counted operations and each request's operation (``None``: no
     operation), plus the problems with the requests given. Pure; the metrics' own matcher."""
-    from remote_runner import metrics
+    from remote_runner.analysis import metrics
 
     matcher = metrics.operation_matcher(doc)
     matches: dict[str, str | None] = {}
@@ -530,7 +534,7 @@ def spec_view(doc: dict[str, Any], requests: list[str]) -> tuple[dict[str, Any],
 
 def cmd_spec(args: argparse.Namespace) -> int:
 
-    from remote_runner import results
+    from remote_runner.analysis import results
 
     doc, problem = results.load_spec(args.file)
     view, problems = spec_view(doc or {}, args.match)
@@ -555,7 +559,7 @@ def cmd_spec(args: argparse.Namespace) -> int:
 def cmd_release_workers(args: argparse.Namespace) -> int:
     """The GCE shutdown script's call on a cluster head (any stop that is not a reboot: maxRunHours, a
     manual stop, the head's own power-off): no worker outlives the head."""
-    from remote_runner import workers
+    from remote_runner.placement import workers
 
     raw, problems = load_config(args.config)
     try:
@@ -578,7 +582,7 @@ def cmd_release_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
-    from remote_runner import forecast
+    from remote_runner.batch import forecast
 
     settings, problems = _settings_from(args)
     return forecast.run(args, settings, problems)
@@ -587,11 +591,11 @@ def cmd_forecast(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "report":
-        from remote_runner import report  # type: ignore[attr-defined,unused-ignore]
+        from remote_runner.analysis.report import document as report  # type: ignore[attr-defined,unused-ignore]
 
         return int(report.main(argv[1:]) or 0)
     if argv and argv[0] == "upload":
-        from remote_runner import upload
+        from remote_runner.cloud import upload
 
         return int(upload.main(argv[1:]) or 0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -1,4 +1,4 @@
-"""Rebuild remote_runner/price_table.py from a CSV in skypilot-catalog's ``vms.csv`` format.
+"""Rebuild remote_runner/cloud/price_table.py from a CSV in skypilot-catalog's ``vms.csv`` format.
 
     .venv/bin/python scripts/refresh_prices.py PATH/TO/vms.csv --as-of 2026-12-07 \
         --source "skypilot-org/skypilot-catalog catalogs/v7/gcp/vms.csv at commit 017e2502"

@@ -17,7 +17,8 @@ the rest, each a component:
 - :class:`WorkerGroup`: an instance template (spot per ``workerSpot``, the worker startup script)
   and a zonal managed instance group of ``workers`` instances, which recreates preempted ones.
 
-``workers: 0`` declares none of this (``__main__.py`` does not build these components).
+:class:`Cluster` is all of them as one component (``__main__.py`` builds it); ``workers: 0`` declares
+none of this.
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_random as random
 
+from stacks.access import VmAccess, VmAccessArgs
 from stacks.bundle import runner_requirements
-from stacks.config import ConfigError, resource_name
-from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS, RAY_TOKEN_METADATA_KEY
-from stacks.startup import BAKE_VERSION_METADATA_KEY
+from stacks.config import ConfigError, StackConfig, resource_name
+from stacks.ray_nodes import HEAD_PORTS, NODE_PORTS, RAY_TOKEN_METADATA_KEY, RayNode
+from stacks.startup import (
+    BAKE_VERSION_METADATA_KEY,
+    ClusterParams,
+    StartupParams,
+    render_cluster_script,
+    render_shutdown_script,
+    worker_startup_params,
+)
 from stacks.vm import IMAGE
 from stacks.worker_image import WorkerImage, WorkerImageArgs, WorkerImageSpec
-from stacks.worker_image import worker_image_spec as worker_image_spec  # for __main__.py
 
 REGISTRY_READER_ROLE = "roles/artifactregistry.reader"
 REGISTRY_WRITER_ROLE = "roles/artifactregistry.writer"
@@ -424,7 +432,7 @@ class WorkerGroup(pulumi.ComponentResource):
             ],
             # Created at 0: the runner on the head asks for the workers (up to `workers`, what the
             # batch can use) once its images are pushed, and releases them as soon as nothing is
-            # pending (remote_runner/workers.py). The size is the runner's from then on, so Pulumi
+            # pending (remote_runner/placement/workers.py). The size is the runner's from then on, so Pulumi
             # ignores it: a later `pulumi up` must not resize a group in the middle of a batch.
             target_size=0,
             # A new template reaches workers as they are recreated (preemption, resize), never by
@@ -445,3 +453,145 @@ class WorkerGroup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(ignore_changes=["targetSize"])),
         )
         self.register_outputs({"group": self.group.name})
+
+
+# --- the cluster as one component -----------------------------------------------------------------
+#: the components below were declared at the stack's root before the cluster became one component;
+#: the alias keeps their URNs (and so their children's), so ``pulumi up`` on an existing stack moves
+#: them under the cluster instead of replacing the worker group and the grants
+WAS_AT_ROOT = pulumi.Alias(parent=pulumi.ROOT_STACK_RESOURCE)
+
+
+@dataclass(frozen=True)
+class ClusterArgs:
+    #: the stack's config (``workers > 0``)
+    config: StackConfig
+    #: the head's service account (stacks/access.py), granted the registry's writer and the resize role
+    head_email: pulumi.Input[str]
+    #: the pinned runner requirements every node installs (:func:`node_requirements`)
+    requirements: tuple[str, ...]
+    #: ``bakeWorkerImage``: the image the workers boot (:func:`stacks.worker_image.worker_image_spec`)
+    baked_image: WorkerImageSpec | None = None
+
+
+class Cluster(pulumi.ComponentResource):
+    """Everything a stack with workers adds to its head: the workers' access, the registry, the grants,
+    Ray's firewall and token, the head's reserved internal address and the worker group. The head VM
+    (stacks/vm.py) takes :attr:`head_tag`, :attr:`head_ip` and :attr:`head_metadata`; the deployment
+    keeps :attr:`needs` until its final upload ran."""
+
+    def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("llamaresttest:stacks:Cluster", name, None, opts)
+        cfg = args.config
+        prefix = cfg.resource_prefix
+        moved = pulumi.ResourceOptions(parent=self, aliases=[WAS_AT_ROOT])
+        labels = {"project": resource_name(cfg.project, 63), "stack": resource_name(cfg.stack, 63)}
+        self.requirements = args.requirements
+        self.registry_host = cfg.registry_host
+
+        worker_access = VmAccess(
+            "worker-access",
+            VmAccessArgs(
+                account_id=worker_account_id(prefix),
+                display_name=f"llamaresttest workers ({cfg.stack})",
+                models_bucket=cfg.models_bucket,
+                results_bucket=cfg.results_bucket,
+                results_path=cfg.results_path,
+                upload_results=cfg.upload_results,
+                description="Runs the llamaresttest Ray workers: reads the models and images, writes results",
+            ),
+            opts=moved,
+        )
+        registry = ImageRegistry(
+            "registry",
+            ImageRegistryArgs(
+                repository_id=cfg.registry_repository,
+                region=cfg.region,
+                project=cfg.gcp_project,
+                labels=labels,
+            ),
+            opts=moved,
+        )
+        grants = ClusterGrants(
+            "cluster-grants",
+            ClusterGrantsArgs(
+                project=cfg.gcp_project,
+                region=cfg.region,
+                resize_role_id=resize_role_id(prefix),
+                repository=registry.repository.repository_id,
+                head_email=args.head_email,
+                worker_email=worker_access.email,
+            ),
+            opts=moved,
+        )
+        ray_firewall = RayFirewall(
+            "ray-firewall", RayFirewallArgs(name=prefix, network=cfg.network), opts=moved
+        )
+        # Ray's token: a Pulumi secret, in the head's and the workers' metadata only.
+        ray_token = RayAuthToken("ray-token", opts=moved)
+        # The head's internal address, reserved: the workers' template names it.
+        head_address = HeadAddress(
+            "head-address",
+            HeadAddressArgs(
+                name=f"{resource_name(prefix, 58)}-head",
+                project=cfg.gcp_project,
+                region=cfg.region,
+                network=cfg.network,
+            ),
+            opts=moved,
+        )
+        # The reserved address, not the instance's: a recreated head keeps it, the template stays valid.
+        self.head_ip = head_address.address.address
+        self.head_tag = ray_firewall.head_tag
+        self.head_metadata: dict[str, pulumi.Input[str]] = {
+            RAY_TOKEN_METADATA_KEY: ray_token.value,
+            # Any stop that is not a reboot (maxRunHours, a manual stop, a crash followed by a stop, the
+            # runner's own power-off) resizes the worker group to 0 (docs/cluster.md, "Stopping billing").
+            "shutdown-script": render_shutdown_script(),
+        }
+        self.workers = WorkerGroup(
+            "workers",
+            WorkerGroupArgs(
+                group_name=cfg.worker_group,
+                base_instance_name=f"{resource_name(prefix, 54)}-wk",
+                zone=cfg.zone,
+                project=cfg.gcp_project,
+                size=cfg.workers,
+                machine_type=cfg.worker_machine.name if cfg.worker_machine else "",
+                spot=cfg.worker_spot,
+                disk_size_gb=cfg.disk_size_gb,
+                disk_type=cfg.disk_type,
+                network=cfg.network,
+                network_tags=(ray_firewall.worker_tag,),
+                labels={**labels, "role": "ray-worker"},
+                service_account_email=worker_access.email,
+                ray_token=ray_token.value,
+                baked_image=args.baked_image,
+                startup_script=self.head_ip.apply(
+                    lambda ip: render_cluster_script(
+                        worker_startup_params(cfg),
+                        ClusterParams(
+                            RayNode("worker", ip, cfg.worker_slots), args.requirements, cfg.registry_host
+                        ),
+                    )
+                ),
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                moved, pulumi.ResourceOptions(depends_on=[worker_access, grants])
+            ),
+        )
+        # Destroy drains the driver first (it stops the runs on the workers), then these go.
+        self.needs: list[pulumi.Resource] = [
+            *worker_access.grants,
+            *grants.resources,
+            ray_firewall.to_head,
+            ray_firewall.to_workers,
+            self.workers.group,
+        ]
+        self.register_outputs({"workerGroup": self.workers.group.name})
+
+    def head_startup_script(self, params: StartupParams) -> str:
+        """The head's startup script: the one-VM script's steps plus the Ray head (stacks/startup.py)."""
+        return render_cluster_script(
+            params, ClusterParams(RayNode("head"), self.requirements, self.registry_host)
+        )

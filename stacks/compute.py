@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from remote_runner.mig import api_json, api_message
+from remote_runner.cloud.mig import api_json, api_message
 
 DEFAULT_ENDPOINT = "https://compute.googleapis.com"
 ENDPOINT_ENV = "LLAMARESTTEST_COMPUTE_API"

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from pulumi.errors import RunError
 
-from remote_runner import pricing
-from remote_runner import settings as runner_schema
+from remote_runner.batch import settings as runner_schema
+from remote_runner.cloud import pricing
 from stacks.machines import (
     MACHINE_TYPES,
     MachineType,
@@ -97,7 +97,7 @@ DEFAULTS: Mapping[str, Any] = {
     "sshUser": "llamaresttest",
     "apis": BENCHMARK_APIS,
     "tools": DEFAULT_TOOLS,
-    # a research protocol by name (remote_runner/presets.py): its settings become the runner's
+    # a research protocol by name (remote_runner/batch/presets.py): its settings become the runner's
     # defaults; the keys below that the stack sets explicitly override them
     "preset": None,
     "runsPerCombination": 1,
@@ -113,7 +113,7 @@ DEFAULTS: Mapping[str, Any] = {
     "workerMachineType": "n1-standard-32",
     "workerSpot": True,
     "headMachineType": "n1-standard-4",
-    # Cluster only: the batch admits no run this cap cannot pay for (remote_runner/spend.py); 0 = none.
+    # Cluster only: the batch admits no run this cap cannot pay for (remote_runner/cloud/spend.py); 0 = none.
     "maxCostUsd": 0,
     # Cluster only: bake Docker, the venv and the base images into the workers' boot image
     # (stacks/worker_image.py; docs/cluster.md, "Baked worker image").
@@ -243,7 +243,7 @@ class StackConfig:
 
     @property
     def hourly_cost_usd(self) -> float:
-        """List price per hour of the machines in the stack's region (remote_runner/pricing.py): one VM,
+        """List price per hour of the machines in the stack's region (remote_runner/cloud/pricing.py): one VM,
         or the on-demand head plus every worker. A local stack's machine has no price (0)."""
         if self.is_local:
             return self.machine.hourly_cost(spot=self.spot)
@@ -359,7 +359,7 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
             del values["models_dir"]
     if cfg.preset is not None:
         values["preset"] = cfg.preset
-        from remote_runner.presets import PRESETS
+        from remote_runner.batch.presets import PRESETS
 
         chosen = PRESETS.get(cfg.preset)
         for name in chosen.settings if chosen is not None else ():
@@ -371,7 +371,7 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
     if cfg.is_cluster:
         # The driver on the head joins the Ray head the startup script runs there; images go to the
         # stack's registry; the runner sizes the worker group (created at 0) to what the batch can use
-        # and releases it when nothing is pending (remote_runner/workers.py).
+        # and releases it when nothing is pending (remote_runner/placement/workers.py).
         values["ray"] = "auto"
         values["registry"] = cfg.registry
         values["worker_group"] = {
@@ -384,7 +384,7 @@ def _runner_values(cfg: StackConfig, project_root: Path | None) -> dict[str, Any
         if cfg.worker_machine is not None:  # a resume on another family is refused (one per batch)
             values["worker_group"]["machine_type"] = cfg.worker_machine.name
         # each worker fetches the models before its first run of a tool that needs them; the head
-        # (and a worker that never runs such a tool) fetches none (remote_runner/models.py)
+        # (and a worker that never runs such a tool) fetches none (remote_runner/experiment/models.py)
         values["models_source"] = {"bucket": cfg.models_bucket, "path": cfg.models_path}
         values["worker_wait_seconds"] = _number(round(cfg.worker_wait_minutes * 60, 3))
         if cfg.max_cost_usd > 0:  # what the cap counts: the stack's prices in its region (pricing.py)
@@ -450,7 +450,7 @@ def disk_problem(cfg: StackConfig, project_root: Path | None = None) -> str | No
 
 
 def runner_problems(cfg: StackConfig, project_root: Path | None = None) -> list[tuple[tuple[str, ...], str]]:
-    """What the runner's schema (``remote_runner.settings``) refuses in this stack's runner settings:
+    """What the runner's schema (``remote_runner.batch.settings``) refuses in this stack's runner settings:
     (the stack keys it comes from, the problem with its fix). Each setting is read on its own, so every
     problem is attributed to its keys."""
     out: list[tuple[tuple[str, ...], str]] = []
@@ -476,7 +476,7 @@ def experiment_settings(cfg: StackConfig, project_root: Path | None = None) -> d
     """The runner settings JSON of docs/contracts.md for this stack, as the VM (or, for ``local``,
     the runner container on this machine, which sees the checkout at ``project_root``) runs it.
 
-    The values go through the runner's own schema (``remote_runner.settings.merge``) and are written
+    The values go through the runner's own schema (``remote_runner.batch.settings.merge``) and are written
     as the runner writes them (sizes in bytes), so the file means to the runner exactly what it says;
     :func:`build_config` has refused a stack whose settings the runner would refuse.
     ``batch`` is left to the deploy step (it names the batch once and keeps it across redeploys).
@@ -915,7 +915,7 @@ def build_config(
 
 def _machine(reader: _Reader, key: str) -> MachineType | None:
     """The machine type of ``key``: its family must be one of ``pricing.FAMILIES`` and its size one the
-    price table has (remote_runner/pricing.py)."""
+    price table has (remote_runner/cloud/pricing.py)."""
     name = reader.string(key)
     machine = MACHINE_TYPES.get(name)
     if machine is not None:

@@ -1,9 +1,9 @@
 """The cluster stack's ``forecast`` output: the batch it deploys, forecast before anything bills.
 
-The same model as ``python -m remote_runner forecast`` (remote_runner/forecast.py), fed with what the
+The same model as ``python -m remote_runner forecast`` (remote_runner/batch/forecast.py), fed with what the
 stack knows: the runner settings it writes (APIs x tools x runs x budget, the container limits that
 give each worker its slots), ``workers``, the two machine types, ``workerSpot``, the region and the
-disk size. At :data:`remote_runner.forecast.STACK_RATE` (2 % preemptions per VM-hour) and the model's
+disk size. At :data:`remote_runner.batch.forecast.STACK_RATE` (2 % preemptions per VM-hour) and the model's
 default assumptions; the command sweeps the rates and takes overrides (docs/cluster.md, "Forecast").
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from remote_runner import forecast
+from remote_runner.batch import forecast
 from stacks.config import StackConfig
 
 

@@ -140,7 +140,7 @@ class LocalRunner(pulumi.ComponentResource):
         )
         # Before the runner: a one-shot container in the host's network namespace (NET_ADMIN) installs
         # the DOCKER-USER rule that keeps experiment containers off 169.254.169.254 (a workstation on
-        # Google Cloud has a metadata server too); remote_runner/metadata_guard.py. The image's
+        # Google Cloud has a metadata server too); remote_runner/experiment/metadata_guard.py. The image's
         # docker.io package brings iptables. It exits once done; `attach` makes Pulumi wait for it.
         self.metadata_guard = docker.Container(
             f"{name}-metadata-guard",

@@ -1,6 +1,6 @@
 """Machine types the stack accepts, their prices, and how many experiments fit on one.
 
-Built on the runner's price table (remote_runner/pricing.py, generated from Google's SKU catalogue as
+Built on the runner's price table (remote_runner/cloud/pricing.py, generated from Google's SKU catalogue as
 copied by skypilot-org/skypilot-catalog; its source and date are ``pricing.SOURCE`` and
 ``pricing.PRICES_AS_OF``), so the stack and the head read the same figures. The families are n1, n2,
 n2d, c3 and e2 (docs/cluster.md, "Which family and region"). ``MachineType``'s two prices are those of
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from remote_runner import pricing
-from remote_runner.pricing import CONTAINERS_PER_EXPERIMENT, HOST_MEMORY_RESERVE_GB, family_of
+from remote_runner.cloud import pricing
+from remote_runner.cloud.pricing import CONTAINERS_PER_EXPERIMENT, HOST_MEMORY_RESERVE_GB, family_of
 
 __all__ = [
     "CONTAINERS_PER_EXPERIMENT",
@@ -74,7 +74,7 @@ def experiment_slots(
 ) -> int:
     """How many experiments can run at once on ``machine``; 0 means not even one fits.
 
-    The rule is :func:`remote_runner.pricing.experiment_slots` (the same for every family; the
+    The rule is :func:`remote_runner.cloud.pricing.experiment_slots` (the same for every family; the
     family's memory per vCPU makes the difference): with the defaults (8 CPUs, 16 GB, 14 free) 2 on a
     32-vCPU machine, 4 on a 64-vCPU one, 5 on c3-standard-88, 6 on a 96-vCPU one.
     """

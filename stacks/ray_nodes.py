@@ -266,7 +266,7 @@ def auth_environment() -> str:
 
 def render_guard_script(metadata_rule: Sequence[str]) -> str:
     """The script that installs the guards, each rule only when ``iptables -C`` does not find it:
-    ``metadata_rule`` (``DOCKER-USER`` + remote_runner.metadata_guard's rule) and the Ray guard of
+    ``metadata_rule`` (``DOCKER-USER`` + remote_runner.experiment.metadata_guard's rule) and the Ray guard of
     :func:`container_guard_rules` over :func:`ray_guard_ports`. Run by the startup script after
     Docker is up and by the Ray unit's ExecStartPre."""
     rules = [list(metadata_rule), *container_guard_rules(ray_guard_ports())]

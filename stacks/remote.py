@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import paramiko
 import tenacity
 
-from remote_runner.process import ProcessResult
+from remote_runner.common.process import ProcessResult
 
 Progress = Callable[[str], None]
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from remote_runner import metadata_guard
+from remote_runner.experiment import metadata_guard
 from stacks import systemd
 from stacks.config import (
     MODEL_FILES,

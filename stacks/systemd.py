@@ -37,7 +37,7 @@ def runner_command(remote_root: str = DEFAULT_REMOTE_ROOT) -> list[str]:
 
 def guard_command(remote_root: str = DEFAULT_REMOTE_ROOT) -> list[str]:
     """Installs the rule keeping experiment containers off the metadata server (ExecStartPre)."""
-    return [venv_python(remote_root), "-m", "remote_runner.metadata_guard"]
+    return [venv_python(remote_root), "-m", "remote_runner.experiment.metadata_guard"]
 
 
 def ray_environment(cluster: bool) -> str:

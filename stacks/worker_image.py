@@ -25,7 +25,7 @@ layers.
 
 The Compute API is asked with stacks/compute.py's client. Its endpoint is ``LLAMARESTTEST_COMPUTE_API``
 (stacks/compute.py, no token: a local stand-in), else ``CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE``
-(gcloud's variable, the API's base URL ending in ``/compute/v1/``, remote_runner/mig.py) with the
+(gcloud's variable, the API's base URL ending in ``/compute/v1/``, remote_runner/cloud/mig.py) with the
 operator's Google credentials, else Google's.
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import journal
-from remote_runner.admission import Candidate, Decision, Ledger, Machine, Request, Reservation
-from remote_runner.cluster import Node, capacity, fit_problem, nodes_from, pack, unpack
-from remote_runner.experiment import FAILED, SUCCEEDED, Outcome
-from remote_runner.node_ledger import NodeLedger
-from remote_runner.placement import LOST
-from remote_runner.plan import RunKey
-from remote_runner.scheduler import LOST_LIMIT, Scheduler
-from remote_runner.status import cluster_lines, runs_per_node
+from remote_runner.batch import journal
+from remote_runner.batch.scheduler import LOST_LIMIT, Scheduler
+from remote_runner.batch.status import cluster_lines, runs_per_node
+from remote_runner.experiment.lifecycle import FAILED, SUCCEEDED, Outcome
+from remote_runner.experiment.run_key import RunKey
+from remote_runner.placement.admission import Candidate, Decision, Ledger, Machine, Request, Reservation
+from remote_runner.placement.cluster import Node, capacity, fit_problem, nodes_from, pack, unpack
+from remote_runner.placement.local import LOST
+from remote_runner.placement.node_ledger import NodeLedger
 
 GIB = 1024**3
 REQ = Request(cpus=8, memory_bytes=16 * GIB)  # 16 CPUs and 32 GiB per experiment

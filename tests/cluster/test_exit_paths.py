@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import catalog as catalog_mod
-from remote_runner.process import execute
+from remote_runner.common.process import execute
+from remote_runner.experiment import catalog as catalog_mod
 from tests.cluster.conftest import RayCluster, attempts, cluster_cli, cluster_spawn
 from tests.google_standin import GROUP, GROUP_PATH, PROJECT, ZONE, Standin, google_standin
 from tests.runner.conftest import journal_rows, labelled, only_batch, wait_for

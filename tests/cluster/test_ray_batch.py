@@ -207,8 +207,8 @@ def test_a_node_pulls_the_images_it_did_not_build_from_the_registry(
 ):
     """The driver builds and pushes (``run --registry`` without --no-build); the image is then taken
     off this engine, so the node that runs the experiment must pull it from the registry."""
-    from remote_runner import catalog as catalog_mod
-    from remote_runner.process import execute
+    from remote_runner.common.process import execute
+    from remote_runner.experiment import catalog as catalog_mod
 
     catalog = tmp_path / "catalog"
     shutil.copytree(fixture_images, catalog, dirs_exist_ok=True)

@@ -1,11 +1,11 @@
-"""The spend cap's arithmetic (remote_runner/spend.py): pure, with a clock the test moves."""
+"""The spend cap's arithmetic (remote_runner/cloud/spend.py): pure, with a clock the test moves."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from remote_runner import spend
+from remote_runner.cloud import spend
 
 
 class Store:

@@ -1,5 +1,5 @@
-"""The wait for a cluster's first worker and the head's power-off rule (remote_runner/workers.py,
-remote_runner/shutdown.py): pure, with time that passes only when the code sleeps."""
+"""The wait for a cluster's first worker and the head's power-off rule (remote_runner/placement/workers.py,
+remote_runner/cloud/shutdown.py): pure, with time that passes only when the code sleeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import threading
 from pathlib import Path
 
-from remote_runner import shutdown, workers
+from remote_runner.cloud import shutdown
+from remote_runner.placement import workers
 
 
 class Clock:
@@ -116,6 +117,6 @@ def test_the_head_stays_up_while_the_group_does_not_read_zero() -> None:
 
 
 def test_release_without_a_group_does_nothing() -> None:
-    from remote_runner.settings import Settings
+    from remote_runner.batch.settings import Settings
 
     assert workers.release_workers(Settings(), "test") is None

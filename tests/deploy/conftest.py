@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from stacks import deploy
 from stacks.remote import RetryPolicy
 from tests.services import free_port

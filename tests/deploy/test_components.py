@@ -100,7 +100,8 @@ def test_local_runner_registers_only_docker_resources(tmp_path: Path) -> None:
 
     mocks, outputs = run(program)
     custom = [r for r in mocks.resources if r.custom]
-    # the runner's container and, before it, the one-shot metadata guard (remote_runner/metadata_guard.py)
+    # the runner's container and, before it, the one-shot metadata guard
+    # (remote_runner/experiment/metadata_guard.py)
     assert sorted(r.type for r in custom) == ["docker:index/container:Container"] * 2 + [
         "docker:index/image:Image"
     ]

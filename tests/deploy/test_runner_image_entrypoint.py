@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import exit_codes
+from remote_runner.common import exit_codes
 
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "stacks" / "runner-image" / "entrypoint.sh"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from stacks import systemd
 
 
@@ -39,7 +39,7 @@ def test_unit_runs_the_runner_from_the_current_release_after_docker() -> None:
     assert shlex.split(unit["Service.ExecStart"][0]) == systemd.runner_command()
     # Before the runner (and so before any experiment container): the metadata server is blocked.
     assert unit["Service.ExecStartPre"] == [
-        "/opt/llamaresttest/venv/bin/python -m remote_runner.metadata_guard"
+        "/opt/llamaresttest/venv/bin/python -m remote_runner.experiment.metadata_guard"
     ]
     assert unit["Service.WorkingDirectory"] == ["/opt/llamaresttest/current"]
     assert unit["Service.Restart"] == ["on-failure"]
@@ -108,10 +108,10 @@ def test_service_manager_commands() -> None:
 
 
 def test_unit_exit_codes_match_the_runners() -> None:
-    """remote_runner.exit_codes: 143 stopped cleanly and 3 done with failed runs are not failures;
+    """remote_runner.common.exit_codes: 143 stopped cleanly and 3 done with failed runs are not failures;
     2 bad settings, 4 batch held by another runner, 6 disk full, 7 broken APIs and 8 no cluster worker
     (its group released) are not worth a restart; 9 (the group did not read 0) is: it tries again."""
-    from remote_runner import exit_codes
+    from remote_runner.common import exit_codes
 
     unit = directives(systemd.render_unit())
     assert unit["Service.SuccessExitStatus"] == [f"{exit_codes.STOPPED} {exit_codes.DONE_WITH_FAILURES}"]

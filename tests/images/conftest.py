@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from tests.images.standin_images import build_all_standins
 
 IMAGES = [

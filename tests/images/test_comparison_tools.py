@@ -1,7 +1,7 @@
 """ARAT-RL and EvoMaster black-box, the two comparison tools whose images cannot be built here
 (GitHub, Docker Hub): their Dockerfiles and tool.toml pin what they run, and their entrypoints,
 run with stand-ins for the tool, keep one deadline, pass the tool its arguments as its authors ran
-it, and report every restart the way remote_runner/tool_log.py reads it."""
+it, and report every restart the way remote_runner/analysis/tool_log.py reads it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from remote_runner import tool_log
-from remote_runner.process import execute
+from remote_runner.analysis import tool_log
+from remote_runner.common.process import execute
 from tests.images.dockerfile import copy_sources, parse, parse_pairs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import faults, replay, report, results
-from remote_runner.docker_runtime import Docker
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import faults, results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.verification import Thresholds
+from remote_runner.batch import replay
+from remote_runner.common.process import execute
+from remote_runner.experiment.docker_runtime import Docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

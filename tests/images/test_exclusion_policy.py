@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import journal, report
-from remote_runner.plan import RunKey
-from remote_runner.process import execute
+from remote_runner.analysis.report import tables
+from remote_runner.batch import journal
+from remote_runner.common.process import execute
+from remote_runner.experiment.run_key import RunKey
 from tests.images.standin_images import ROOT
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -159,7 +160,7 @@ def test_the_broken_apis_attempts_are_re_run_and_the_second_counts(batch: Path) 
 
 
 def test_the_slow_tool_is_kept_in_the_main_analysis_with_a_flag(batch: Path) -> None:
-    runs = {(r.api, r.tool): r for r in report.load_runs(batch)}
+    runs = {(r.api, r.tool): r for r in tables.load_runs(batch)}
     for api in ("demo-shop", "demo-shop-dies-once"):
         steady, slow = runs[(api, "fx-steady")], runs[(api, "fx-slow")]
         assert steady.completed and steady.verified, steady.reason

@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from tests.tools import tiny_gguf
 
 VENV_IMAGE = "llamaresttest-test/llamaresttest-venv"

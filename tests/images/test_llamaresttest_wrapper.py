@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "tools" / "llamaresttest"

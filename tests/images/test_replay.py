@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import clock
-from remote_runner.docker_runtime import ContainerSpec, Docker, Mount
-from remote_runner.process import execute
+from remote_runner.common import clock
+from remote_runner.common.process import execute
+from remote_runner.experiment.docker_runtime import ContainerSpec, Docker, Mount
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import preflight
-from remote_runner.process import execute
+from remote_runner.common.process import execute
+from remote_runner.experiment import preflight
 from tests.images.standin_images import APIS, ROOT, STANDIN
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]

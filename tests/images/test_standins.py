@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from tests.images.standin_images import APIS, INFRASTRUCTURE, SPECS, build_api, standin
 
 pytestmark = [pytest.mark.docker]
@@ -53,7 +53,7 @@ def smoke_run_of_the_built_image(api: str, results: Path) -> None:
     import time
     import urllib.request
 
-    from remote_runner import preflight
+    from remote_runner.experiment import preflight
 
     results.mkdir()
     name, net = f"i9-standin-{api}", f"i9-standin-{api}-net"

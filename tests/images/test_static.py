@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import catalog
+from remote_runner.experiment import catalog
 from stacks.config import BENCHMARK_APIS
 from tests.images.dockerfile import Dockerfile, DockerfileError, Instruction, copy_sources, parse, parse_pairs
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import traffic
-from remote_runner.process import execute
+from remote_runner.analysis import traffic
+from remote_runner.common.process import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

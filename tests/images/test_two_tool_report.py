@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from remote_runner import faults, report, results
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import faults, results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import tables
+from remote_runner.analysis.verification import Thresholds
+from remote_runner.common.process import execute
 from tests.images.standin_images import ROOT, build_api, build_standin_base, standin
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -254,7 +256,7 @@ def test_every_plot_of_the_report_is_a_valid_png(batch: Path) -> None:
     md = (batch / "report.md").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert {"coverage-demo-shop.png", "coverage-ncs.png", "operations-covered.png"} <= set(images)
-    assert sum(1 for i in images if i.startswith("cd-")) >= len(report.RANK_METRICS)
+    assert sum(1 for i in images if i.startswith("cd-")) >= len(tables.RANK_METRICS)
     for name in images:
         png_size((batch / name).read_bytes())
 

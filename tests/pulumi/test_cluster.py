@@ -146,7 +146,8 @@ def test_cluster_declares_head_registry_template_group_firewall_and_grants(clust
     assert (out["workers"], out["workerGroup"], out["registry"]) == (3, "llamaresttest-dev-workers", REGISTRY)
     assert out["machineType"] == "n1-standard-4" and out["workerMachineType"] == "n1-standard-32"
     assert out["experimentSlots"] == 3 * 2
-    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 0.3852 to 0.385)
+    # us-central1 catalogue figures (remote_runner/cloud/price_table.py; the old table rounded 0.3852 to
+    # 0.385)
     assert out["hourlyCostUsd"] == pytest.approx(0.19 + 3 * 0.3852)
 
 
@@ -270,12 +271,12 @@ def test_on_demand_workers(cluster_project: Path) -> None:
     scheduling = run.one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "STANDARD" and scheduling["automaticRestart"] is True
     assert "instanceTerminationAction" not in scheduling
-    # catalogue figures (remote_runner/price_table.py); the old table rounded 1.51999 to 1.52
+    # catalogue figures (remote_runner/cloud/price_table.py); the old table rounded 1.51999 to 1.52
     assert run.outputs["hourlyCostUsd"] == pytest.approx(0.19 + 1.51999)
 
 
 def test_the_forecast_output_is_the_runner_model_of_the_stacks_own_batch(cluster_project: Path) -> None:
-    from remote_runner import forecast
+    from remote_runner.batch import forecast
 
     config = cluster_config(
         workers=20,
@@ -491,3 +492,47 @@ def test_docs_name_every_api_the_cluster_calls_and_the_quotas_it_needs(cluster_p
     for metric, figure in example.items():
         row = next(line for line in quotas.splitlines() if line.startswith(f"| `{metric}` |"))
         assert row.rsplit("|", 2)[1].strip().startswith(figure), (metric, row)
+
+
+def test_cluster_components_keep_their_urns_from_before_they_were_one_component(
+    cluster_project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster's components were declared at the stack's root before the Cluster component held
+    them: each now under it carries an alias to its old root parent, so `pulumi up` on an existing
+    stack moves them (and, through the engine, their children) instead of replacing them."""
+    from pulumi.runtime.mocks import MockMonitor
+
+    seen: dict[str, Any] = {}
+    original = MockMonitor.RegisterResource
+
+    def register(monitor: MockMonitor, request: Any) -> Any:
+        seen.setdefault(request.name, request)  # the component, before its children of the same name
+        return original(monitor, request)
+
+    monkeypatch.setattr(MockMonitor, "RegisterResource", register)
+    run_program(cluster_project, cluster_config())
+    cluster = seen["cluster"]
+    assert cluster.type == "llamaresttest:stacks:Cluster"
+    moved = (
+        "worker-access",
+        "registry",
+        "cluster-grants",
+        "ray-firewall",
+        "ray-token",
+        "head-address",
+        "workers",
+    )
+    for name in moved:
+        request = seen[name]
+        assert request.parent.endswith("llamaresttest:stacks:Cluster::cluster"), name
+        # the SDK sends aliases as specs (aliasSpecs) or, to an older monitor, as computed URNs
+        specs = [a.spec for a in request.aliases if a.HasField("spec")]
+        old_urns = [*request.aliasURNs, *(a.urn for a in request.aliases if a.urn)]
+        at_root = any(spec.noParent for spec in specs) or any(
+            urn.endswith(f"::{request.type}::{name}") and "stacks:Cluster$" not in urn for urn in old_urns
+        )
+        assert at_root, (name, old_urns, specs)
+    # the head's components stay where they were: no alias needed, none given
+    for name in ("ssh-keys", "access", "network", "vm", "deploy"):
+        assert not seen[name].parent.endswith("::cluster"), name
+        assert not list(seen[name].aliases) and not list(seen[name].aliasURNs), name

@@ -174,7 +174,7 @@ def test_dev_stack_outputs(project_dir: Path) -> None:
     assert out["experimentSlots"] == 2
     assert out["hourlyCostUsd"] == pytest.approx(
         1.51999
-    )  # catalogue figure (remote_runner/price_table.py); the old table rounded it
+    )  # catalogue figure (remote_runner/cloud/price_table.py); the old table rounded it
     assert out["resultsUrl"] == "gs://lab-llm-models/llamaresttest-results/"
     assert out["sshCommand"] == (
         "ssh -i ~/.ssh/llamaresttest-dev -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
@@ -208,7 +208,7 @@ def test_n1_standard_96_on_spot(project_dir: Path) -> None:
     assert run.outputs["experimentSlots"] == 6
     assert run.outputs["hourlyCostUsd"] == pytest.approx(
         1.1556
-    )  # catalogue figure (remote_runner/price_table.py); the old table rounded it
+    )  # catalogue figure (remote_runner/cloud/price_table.py); the old table rounded it
     assert run.outputs["instanceName"] == "llamaresttest-big96"
 
 
@@ -221,7 +221,7 @@ def test_spot_without_a_run_limit_still_stops_when_reclaimed(project_dir: Path) 
     assert run.outputs["experimentSlots"] == 4
     assert run.outputs["hourlyCostUsd"] == pytest.approx(
         0.7704
-    )  # catalogue figure (remote_runner/price_table.py); the old table rounded it
+    )  # catalogue figure (remote_runner/cloud/price_table.py); the old table rounded it
 
 
 def test_custom_buckets_and_paths(project_dir: Path) -> None:
@@ -440,11 +440,11 @@ def test_local_stack_declares_only_docker_resources(project_dir: Path, tmp_path:
     assert types == sorted([BATCH_NAME, CONTAINER, CONTAINER, IMAGE])
     assert not [r for r in run.resources if r.type.startswith(("gcp:", "tls:"))]
     # Before the runner, a one-shot container in the host's network namespace keeps experiment
-    # containers off the metadata server (remote_runner/metadata_guard.py).
+    # containers off the metadata server (remote_runner/experiment/metadata_guard.py).
     guard = next(r for r in run.of_type(CONTAINER) if r.name.endswith("-metadata-guard")).inputs
     assert guard["networkMode"] == "host"
     assert guard["capabilities"]["adds"] == ["NET_ADMIN", "NET_RAW"]
-    assert guard["entrypoints"][-2:] == ["-m", "remote_runner.metadata_guard"]
+    assert guard["entrypoints"][-2:] == ["-m", "remote_runner.experiment.metadata_guard"]
     assert (guard["attach"], guard["mustRun"]) == (True, False)
     assert "local-metadata-guard" in run.dependencies["local-container"]
     assert results.is_dir()  # created for the container's bind mount

@@ -702,7 +702,7 @@ def exit_paths(r: Rehearsal) -> Timeline:
     if group.target != 0 or released is None:
         raise RehearsalFailure(
             f"(a) the head gave up without a worker but left the group at {group.target}: the runner's "
-            f"release on exit 8 (remote_runner/workers.py) did not happen; sizes {group.history}"
+            f"release on exit 8 (remote_runner/placement/workers.py) did not happen; sizes {group.history}"
         )
     r.timeline.mark("(a) resize", released)
     status = head_file(r, head, "workers.json")

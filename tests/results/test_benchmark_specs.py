@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import cli, metrics, results
-from remote_runner.process import execute
+from remote_runner import cli
+from remote_runner.analysis import metrics, results
+from remote_runner.common.process import execute
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT.parent / "shared" / "benchmark-specs"

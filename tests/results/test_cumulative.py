@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from remote_runner import cumulative
-from remote_runner.metrics import CoverageSample, Operation, Request
+from remote_runner.analysis import cumulative
+from remote_runner.analysis.metrics import CoverageSample, Operation, Request
 
 GET = Operation("GET", "/a")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from remote_runner import fault_counts
-from remote_runner.metrics import Operation, Request
+from remote_runner.analysis import fault_counts
+from remote_runner.analysis.metrics import Operation, Request
 
 SPEC = {"paths": {"/users/{id}": {}, "/users/": {}, "/orders": {}, "/orders/{id}/items": {}}}
 

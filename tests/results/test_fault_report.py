@@ -1,4 +1,4 @@
-"""The report's confirmed-fault section (remote_runner/fault_report.py, report.add_confirmed_faults) on a
+"""The report's confirmed-fault section (remote_runner/analysis/fault_report.py, report.add_confirmed_faults) on a
 synthetic batch whose runs carry faults.json files made by the replay's own grouping."""
 
 from __future__ import annotations
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import fault_report, faults, replay, report, results
+from remote_runner.analysis import fault_report, faults, results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import tables
+from remote_runner.batch import replay
 from tests.results.factory import PETSTORE_SPEC, synthetic_run
 
 TRACE_A = "java.lang.ArithmeticException | shop.Totals.share(Totals.java:11)"
@@ -83,7 +86,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_confirmed_count_beside_the_other_four(batch: Path) -> None:
-    runs = {(r.tool, r.run): r for r in report.load_runs(batch)}
+    runs = {(r.tool, r.run): r for r in tables.load_runs(batch)}
     assert runs["alpha", 1].values["confirmed_faults"] == 2
     assert runs["alpha", 2].values["confirmed_faults"] == 1  # two requests, one key
     assert runs["beta", 1].values["confirmed_faults"] == 1  # the flaky one is not counted
@@ -97,7 +100,7 @@ def test_confirmed_count_beside_the_other_four(batch: Path) -> None:
 
 
 def test_fault_table_first_finds_and_only_one_tool(batch: Path) -> None:
-    found = fault_report.collect(report.load_runs(batch))
+    found = fault_report.collect(tables.load_runs(batch))
     by_key = {f.key: f for f in found}
     assert set(by_key) == {TRACE_A, TRACE_B} | {k for k in by_key if k.startswith("restgym-bucket-1: ")}
     a = by_key[TRACE_A]

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import catalog, faults, metrics
-from remote_runner.metrics import Request
+from remote_runner.analysis import faults, metrics
+from remote_runner.experiment import catalog
+from remote_runner.analysis.metrics import Request
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from remote_runner import faults, metrics
-from remote_runner.metrics import Operation, Request
+from remote_runner.analysis import faults, metrics
+from remote_runner.analysis.metrics import Operation, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import paper_benchmark  # noqa: E402  (the benchmark's realistic bodies)

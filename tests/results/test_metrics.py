@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remote_runner import metrics
-from remote_runner.metrics import CoverageSample, Operation, Request, operation_matcher
+from remote_runner.analysis import metrics
+from remote_runner.analysis.metrics import CoverageSample, Operation, Request, operation_matcher
 
 SPEC = {
     "swagger": "2.0",

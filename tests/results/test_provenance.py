@@ -7,8 +7,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from remote_runner import images, provenance, results, verification
-from remote_runner.images import BuildTarget
+from remote_runner.analysis import results, verification
+from remote_runner.experiment import images
+from remote_runner.experiment import provenance
+from remote_runner.experiment.images import BuildTarget
 from tests.results.factory import Row, write_metadata, write_traffic
 
 

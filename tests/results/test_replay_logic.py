@@ -1,5 +1,5 @@
 """The pure parts of the fault replay: trace keys, what is replayed and before what, verdicts, slots,
-grouping (remote_runner/fault_keys.py, remote_runner/replay.py). The replay itself runs on the real
+grouping (remote_runner/analysis/fault_keys.py, remote_runner/batch/replay.py). The replay itself runs on the real
 engine in tests/images/test_replay.py."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-from remote_runner import admission, fault_keys, faults, replay
+from remote_runner.analysis import fault_keys, faults
+from remote_runner.batch import replay
+from remote_runner.placement import admission
 
 OWN = frozenset({"shop.api.OrderController", "shop.api.Totals", "shop.api.Totals$Rule", "shop.api.Carts"})
 

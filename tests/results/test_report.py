@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from remote_runner import report, results
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import figures
+from remote_runner.analysis.report import tables
+from remote_runner.common.process import execute
+from remote_runner.analysis.verification import Thresholds
 from tests.results.factory import PETSTORE_SPEC, Row, synthetic_run, write_metadata, write_traffic
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -82,7 +85,7 @@ def test_report_files(batch: Path) -> None:
     md = (batch / "report.md").read_text()
     html = (batch / "report.html").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    cd = [f"cd-{key}{basis}.png" for key, _ in report.RANK_METRICS for basis in ("", "-equal-requests")]
+    cd = [f"cd-{key}{basis}.png" for key, _ in tables.RANK_METRICS for basis in ("", "-equal-requests")]
     assert sorted(images) == sorted(
         ["coverage-petstore.png", "coverage-shop.png", "operations-covered.png", *cd]
     )
@@ -122,7 +125,7 @@ def test_report_medians_and_statistics_match_numpy_and_scipy(batch: Path) -> Non
     import pandas as pd
     import scikit_posthocs as sp
 
-    from remote_runner import stats
+    from remote_runner.analysis import stats
 
     header = next(ln for ln in api_section.splitlines() if ln.startswith("| metric | arat-rl vs"))
     pairs = [c.strip() for c in header.strip("|").split("|")[1:]]
@@ -213,7 +216,7 @@ def test_an_api_whose_runs_are_only_flagged_keeps_its_coverage_plot(tmp_path: Pa
         results.write_run_summary(run_dir, spec, 60)
     results.write_batch_summary(batch)
     md = report.build_report(batch).read_text()
-    slow = [r for r in report.load_runs(batch) if r.api == "slow-start"]
+    slow = [r for r in tables.load_runs(batch) if r.api == "slow-start"]
     assert all(len(r.series) and r.completed and not r.verified for r in slow)
     assert all(any(f.startswith("coverage_samples_per_minute: ") for f in r.flags) for r in slow), slow
     assert (batch / "coverage-fast.png").read_bytes().startswith(PNG_MAGIC)
@@ -223,23 +226,23 @@ def test_an_api_whose_runs_are_only_flagged_keeps_its_coverage_plot(tmp_path: Pa
     flagged = md.split("## Runs kept with a flag", 1)[1]
     assert flagged.count("| slow-start | walker |") == 2
     # the reasons a plot is missing, on hand-made runs
-    bare = report.Run("x", "t", 1, "succeeded", False, "", {}, (), 60.0, "x/t/run-1")
-    assert report.no_coverage_plot_reason("x", [bare]) == "No plot: no run of x has coverage samples."
-    done = report.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1", summarised=True)
-    assert report.no_coverage_plot_reason("x", [done]) == (
+    bare = tables.Run("x", "t", 1, "succeeded", False, "", {}, (), 60.0, "x/t/run-1")
+    assert figures.no_coverage_plot_reason("x", [bare]) == "No plot: no run of x has coverage samples."
+    done = tables.Run("x", "t", 1, "succeeded", True, "", {}, (), 60.0, "x/t/run-1", summarised=True)
+    assert figures.no_coverage_plot_reason("x", [done]) == (
         "No plot: none of the 1 completed runs of x has coverage samples."
     )
-    broken = report.Run(
+    broken = tables.Run(
         "x", "t", 1, "failed", False, "api exited early", {}, ((0.0, 0.1, None, None),), 60.0, "x/t/run-1"
     )
-    assert "no run of x completed; 1 of its 1 runs have coverage samples" in report.no_coverage_plot_reason(
+    assert "no run of x completed; 1 of its 1 runs have coverage samples" in figures.no_coverage_plot_reason(
         "x", [broken]
     )
 
 
 def test_coverage_matrix_steps_and_band_hand_checked() -> None:
-    def run(series: list[tuple[float, float | None]]) -> report.Run:
-        return report.Run(
+    def run(series: list[tuple[float, float | None]]) -> tables.Run:
+        return tables.Run(
             api="a",
             tool="t",
             run=1,
@@ -254,11 +257,11 @@ def test_coverage_matrix_steps_and_band_hand_checked() -> None:
 
     runs = [run([(0.0, 0.1), (10.0, 0.3)]), run([(5.0, 0.2), (20.0, 0.6)]), run([(2.0, None)])]
     grid = [0.0, 5.0, 10.0, 20.0]
-    m = report.coverage_matrix(runs, 1, grid)
+    m = figures.coverage_matrix(runs, 1, grid)
     assert np.isnan(m[1, 0]) and np.isnan(m[2]).all()  # before the first sample; no line values
     assert m[0].tolist() == [0.1, 0.1, 0.3, 0.3]  # last sample at or before t
     assert m[1, 1:].tolist() == [0.2, 0.2, 0.6]
-    times, q1, med, q3 = report.median_band(m, grid)
+    times, q1, med, q3 = figures.median_band(m, grid)
     assert times.tolist() == grid
     assert med.tolist() == pytest.approx([0.1, 0.15, 0.25, 0.45])
     assert q1.tolist() == pytest.approx([0.1, 0.125, 0.225, 0.375])
@@ -267,12 +270,12 @@ def test_coverage_matrix_steps_and_band_hand_checked() -> None:
 
 def test_console_summary_table(batch: Path) -> None:
     """The table `run` prints at its end: one row per API x tool, counts, medians of verified runs."""
-    text = report.console_summary(report.load_runs(batch))
+    text = report.console_summary(tables.load_runs(batch))
     lines = text.splitlines()
     assert lines[0].split()[:4] == ["api", "tool", "runs", "verified"]
     row = next(ln for ln in lines if ln.startswith("petstore") and " schemathesis " in ln)
     assert row.split()[2:4] == ["7", "6"]  # run-7 failed: counted, not verified
-    expected = report.describe(values(batch, "petstore", "schemathesis", "requests"), "num")
+    expected = tables.describe(values(batch, "petstore", "schemathesis", "requests"), "num")
     assert row.rstrip().endswith(expected)
     assert any(
         ln.startswith("not in the statistics: petstore/schemathesis/run-7: failed: API not ready after 300 s")
@@ -332,7 +335,7 @@ def test_html_report_renders_in_headless_chromium(batch: Path, tmp_path: Path) -
     # the protocol 1; per API 8 (runs, metrics, pairs on both analyses, at equal requests, areas, and
     # their pairs); per ranked metric 3 (at the budget's end and at equal requests on the main
     # analysis, at the budget's end on verified runs only); the runs left out 1, the flagged 1
-    assert len(seen["tables"]) == 1 + 2 * 8 + 3 * len(report.RANK_METRICS) + 2
+    assert len(seen["tables"]) == 1 + 2 * 8 + 3 * len(tables.RANK_METRICS) + 2
 
 
 def _tables(batch: Path) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
@@ -504,7 +507,7 @@ def test_damaged_summaries_are_named_with_file_and_error_and_never_verified(
     good = batch / "petstore" / "st" / "run-1"
     synthetic_run(good, seed=1, budget=60, rate=3, skill=0.8)
     results.write_run_summary(good, None, 60)
-    assert report.load_runs(batch)[0].verified  # the control: an intact summary counts
+    assert tables.load_runs(batch)[0].verified  # the control: an intact summary counts
     torn = batch / "petstore" / "st" / "run-2"
     synthetic_run(torn, seed=2, budget=60, rate=3, skill=0.8)
     results.write_run_summary(torn, None, 60)
@@ -514,7 +517,7 @@ def test_damaged_summaries_are_named_with_file_and_error_and_never_verified(
     summary = results.write_run_summary(typed, None, 60)
     summary["verification"]["verified"] = "yes"  # a string where a boolean belongs
     (typed / "summary.json").write_text(json.dumps(summary))
-    runs = {r.run: r for r in report.load_runs(batch)}
+    runs = {r.run: r for r in tables.load_runs(batch)}
     assert runs[1].verified and not runs[2].verified and not runs[3].verified
     assert runs[2].reason.startswith(f"damaged {torn / 'summary.json'}: not valid JSON")
     assert runs[3].reason.startswith(f"damaged {typed / 'summary.json'}: field verification.verified is str")

@@ -1,4 +1,4 @@
-"""report.CumulativeColumns and report's coverage arrays (issue 24: the report in bounded memory)
+"""tables.CumulativeColumns and report's coverage arrays (issue 24: the report in bounded memory)
 give what the row dicts gave: cumulative.row_at / cumulative.areas on the same rows."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote_runner import cumulative, report
+from remote_runner.analysis import cumulative
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import tables
 
 NUMBER = st.one_of(
     st.integers(min_value=0, max_value=300_000),
@@ -39,7 +41,7 @@ def series_rows(draw: st.DrawFn) -> list[list[object]]:
 @given(rows=series_rows(), point=st.integers(min_value=0, max_value=2600))
 def test_columns_give_what_the_row_dicts_gave(rows: list[list[object]], point: int) -> None:
     dicts = cumulative.as_dicts(rows)
-    columns = report.CumulativeColumns.of(list(cumulative.COLUMNS), rows)
+    columns = tables.CumulativeColumns.of(list(cumulative.COLUMNS), rows)
     # rows as write_run_summary writes them have an integer request count; a damaged summary's rows
     # without one are no rows to the columns (the dicts matched 100.0 or True against a count)
     clean = all(isinstance(r[0], int) and not isinstance(r[0], bool) for r in rows)
@@ -48,7 +50,7 @@ def test_columns_give_what_the_row_dicts_gave(rows: list[list[object]], point: i
     assert (got_row is None) == (want_row is None)
     if want_row is not None and got_row is not None:
         for key in cumulative.METRIC_COLUMNS:  # what AtPoint reads: numbers, None for anything else
-            assert got_row[key] == report._series_num(want_row[key]), key
+            assert got_row[key] == tables._series_num(want_row[key]), key
     want = cumulative.areas(dicts if clean else [d for d in dicts if type(d["requests"]) is int], point)
     got = columns.areas(point)
     for key in cumulative.METRIC_COLUMNS:
@@ -64,7 +66,7 @@ def test_columns_are_exact_and_compact_on_written_rows() -> None:
         [i * 100, i * 1.5, i * 30, i * 60, i * 10, i, 0, 5, 2, 3, 4, i / 7, i / 9, None, 0.2, False]
         for i in range(1, 1441)
     ]
-    columns = report.CumulativeColumns.of(list(cumulative.COLUMNS), rows)
+    columns = tables.CumulativeColumns.of(list(cumulative.COLUMNS), rows)
     assert columns.metrics["status_2xx"].dtype == np.float32  # counts: exact in float32
     assert columns.metrics["line_coverage"].dtype == np.float64  # fractions: kept whole
     assert columns.row_at(144_000) == {
@@ -77,6 +79,6 @@ def test_columns_are_exact_and_compact_on_written_rows() -> None:
 
 def test_coverage_array_keeps_what_the_tuples_kept() -> None:
     points = [[0, 0.1, None, 0.3], [5.0, True, 0.2, "x"], ["t", 0.5, 0.5, 0.5], [10, math.inf, 1, 0], [1, 2]]
-    got = report._series_array(points)
+    got = tables._series_array(points)
     want = [[0.0, 0.1, math.nan, 0.3], [5.0, math.nan, 0.2, math.nan], [10.0, math.nan, 1.0, 0.0]]
     np.testing.assert_array_equal(got, np.array(want))

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from scipy.stats import mannwhitneyu
 
-from remote_runner import stats, exit_codes, report, results
-from remote_runner.process import execute
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results, stats
+from remote_runner.analysis.report import document as report
+from remote_runner.common import exit_codes
+from remote_runner.common.process import execute
+from remote_runner.analysis.verification import Thresholds
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import results, verification
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results, verification
+from remote_runner.analysis.verification import Thresholds
 from tests.results.factory import (
     PETSTORE_SPEC,
     Row,

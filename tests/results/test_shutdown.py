@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from remote_runner import shutdown
-from remote_runner.process import ProcessResult
+from remote_runner.cloud import shutdown
+from remote_runner.common.process import ProcessResult
 
 
 @pytest.mark.parametrize(
@@ -56,8 +56,8 @@ def test_power_off_failure_is_returned_not_raised() -> None:
 
 
 def _finished_journal(tmp_path):  # type: ignore[no-untyped-def]
-    from remote_runner import journal
-    from remote_runner.plan import RunKey
+    from remote_runner.batch import journal
+    from remote_runner.experiment.run_key import RunKey
 
     jour = journal.Journal(tmp_path / "journal.sqlite")
     key = RunKey(1, "api", "tool")
@@ -74,9 +74,10 @@ def test_a_batch_found_finished_at_start_holds_its_power_off_until_stopped(tmp_p
     hold."""
     import threading
 
-    from remote_runner import scheduler, shutdown
-    from remote_runner.process import ProcessResult
-    from remote_runner.settings import Settings
+    from remote_runner.batch import driver
+    from remote_runner.cloud import shutdown
+    from remote_runner.common.process import ProcessResult
+    from remote_runner.batch.settings import Settings
 
     calls: list[str] = []
     monkeypatch.setattr(shutdown, "power_off", lambda: calls.append("off") or ProcessResult(0, "", False))
@@ -84,8 +85,8 @@ def test_a_batch_found_finished_at_start_holds_its_power_off_until_stopped(tmp_p
     jour = _finished_journal(tmp_path)
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
-    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=30.0, stop=stop)
+    driver._finish_batch(tmp_path, settings, jour, hold_seconds=30.0, stop=stop)
     assert calls == []  # stopped during the hold: no power-off
-    scheduler._finish_batch(tmp_path, settings, jour, hold_seconds=0.1, stop=threading.Event())
+    driver._finish_batch(tmp_path, settings, jour, hold_seconds=0.1, stop=threading.Event())
     assert calls == ["off"]
     jour.close()

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
 
-from remote_runner import stats
+from remote_runner.analysis import stats
 
 CASES = [
     # exact: no ties, a small sample

@@ -7,8 +7,10 @@ import csv
 import json
 from pathlib import Path
 
-from remote_runner import report, results
-from remote_runner.verification import Thresholds
+from remote_runner.analysis import results
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import tables
+from remote_runner.analysis.verification import Thresholds
 
 
 def _restart(run: int) -> str:
@@ -38,7 +40,7 @@ def test_restarts_counted_and_failing_verification_past_the_threshold(tmp_path: 
     results.write_batch_summary(tmp_path / "batch")
     row = next(csv.DictReader((tmp_path / "batch" / "summary.csv").open()))
     assert row["tool_restarts"] == "4" and "tool_restarts" in row["failed_checks"]
-    doc = report.build_document("batch", report.load_runs(tmp_path / "batch"), tmp_path, plots=False).markdown()
+    doc = report.build_document("batch", tables.load_runs(tmp_path / "batch"), tmp_path, plots=False).markdown()
     assert "Tool restarts" in doc and "KeyError: 'description'" in doc
 
 

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remote_runner import report, results, traffic
+from remote_runner.analysis import results, traffic
+from remote_runner.analysis.report import document as report
+from remote_runner.analysis.report import tables
 from tests.results import factory
 from tests.results.recorder import load_module, recording
 
@@ -218,5 +220,5 @@ def test_an_old_schema_database_summarises_and_reports_as_the_new_one(
     assert old["problems"] == new["problems"] == []
     md = report.build_report(batch).read_text(encoding="utf-8")
     assert "old-image" in md and "new-image" in md
-    runs = {r.tool: r for r in report.load_runs(batch)}
+    runs = {r.tool: r for r in tables.load_runs(batch)}
     assert runs["old-image"].values == runs["new-image"].values

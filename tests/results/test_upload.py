@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from google.api_core import exceptions as api_exceptions
 
-from remote_runner import upload
-from remote_runner.upload import NO_WAIT, sync_batch
+from remote_runner.cloud import upload
+from remote_runner.cloud.upload import NO_WAIT, sync_batch
 from tests.services import free_port, gcs_emulator
 
 pytestmark = pytest.mark.emulator
@@ -198,14 +198,14 @@ def test_running_experiments_are_deferred(gcs: str, tmp_path: Path) -> None:
 
 
 def test_the_scheduler_hands_the_running_folders_to_the_sync(gcs: str, tmp_path: Path) -> None:
-    """The runner's upload hook (remote_runner.scheduler._sync) passes in_progress through."""
-    from remote_runner import scheduler
-    from remote_runner.settings import Settings, Upload
+    """The runner's upload hook (remote_runner.batch.driver._sync) passes in_progress through."""
+    from remote_runner.batch import driver
+    from remote_runner.batch.settings import Settings, Upload
 
     batch = make_batch(tmp_path, "batch-hook")
     running = batch / "petstore" / "toolx" / "run-1"
     settings = Settings(upload=Upload(BUCKET, "hook"))
-    res = scheduler._sync(batch, settings, in_progress=[running])
+    res = driver._sync(batch, settings, in_progress=[running])
     assert res.complete and res.uploaded == ["plan.json"] and len(res.deferred) == 3
     assert set(remote_objects("hook/")) == {"hook/batch-hook/plan.json"}
-    assert sorted(scheduler._sync(batch, settings).uploaded) == sorted(res.deferred)
+    assert sorted(driver._sync(batch, settings).uploaded) == sorted(res.deferred)

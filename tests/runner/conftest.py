@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures"

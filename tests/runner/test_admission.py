@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from remote_runner.admission import (
+from remote_runner.placement.admission import (
     Candidate,
     Ledger,
     Machine,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote_runner import catalog
+from remote_runner.experiment import catalog
 from tests.runner.conftest import CATALOG
 
 
@@ -91,7 +91,7 @@ def test_spec_in_image_must_be_an_absolute_path_string(tmp_path: Path):
 
 
 def test_a_broken_api_toml_stops_only_batches_that_use_that_api(tmp_path: Path):
-    from remote_runner.settings import MachineFacts, Settings, validate
+    from remote_runner.batch.settings import MachineFacts, Settings, validate
 
     for name, toml in (("good", 'readiness_path = "/"\n'), ("broken", "readiness_path = [unclosed\n")):
         folder = tmp_path / "apis" / name

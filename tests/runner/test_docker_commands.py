@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from remote_runner import docker_runtime as d
-from remote_runner.catalog import Api, Tool
-from remote_runner.experiment import ExperimentSpec, container_specs
-from remote_runner.plan import RunKey
+from remote_runner.experiment import docker_runtime as d
+from remote_runner.experiment.catalog import Api, Tool
+from remote_runner.experiment.lifecycle import ExperimentSpec, container_specs
+from remote_runner.experiment.run_key import RunKey
 
 
 def spec(tmp_path: Path, needs_models: bool = False, pinned: bool = True) -> ExperimentSpec:
@@ -189,7 +189,7 @@ def test_experiment_containers_follow_the_contract(tmp_path: Path):
 def test_tool_gets_the_spec_of_its_format_and_the_base_path(tmp_path: Path):
     from dataclasses import replace
 
-    from remote_runner.catalog import Tool
+    from remote_runner.experiment.catalog import Tool
 
     swagger = tmp_path / "results" / "specifications" / "blog" / "swagger2" / "blog.yaml"
     s = replace(
@@ -207,7 +207,11 @@ def test_tool_gets_the_spec_of_its_format_and_the_base_path(tmp_path: Path):
 def test_an_oom_kill_the_engine_missed_is_taken_from_the_kernel_log() -> None:
     """dockerd 20.10 on cgroup v1 with a 6.x kernel reported OOMKilled false for a container its
     memory limit killed (exit 137); the kernel's log names the container's memory cgroup."""
-    from remote_runner.docker_runtime import ContainerState, oom_killed_in_kernel_log, with_kernel_oom
+    from remote_runner.experiment.docker_runtime import (
+        ContainerState,
+        oom_killed_in_kernel_log,
+        with_kernel_oom,
+    )
 
     cid = "66f44acbe3cdcb908e2fcf4590c8d3245cf3ced6ae8e5c52891bc86356bde36f"
     log = (

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from tests.runner.conftest import BASE_IMAGE, ROOT, journal_events, journal_rows, runner_env, wait_for
 from tests.runner.test_batch_safety import quick
 

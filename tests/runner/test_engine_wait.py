@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from remote_runner import clock, journal
-from remote_runner.admission import Machine, Measurement, Policy, Request
-from remote_runner.docker_runtime import DockerError, engine_gone_reason, is_engine_error
-from remote_runner.experiment import INTERRUPTED, SUCCEEDED, Outcome
-from remote_runner.plan import expand
-from remote_runner.process import ProcessResult
-from remote_runner.scheduler import Scheduler, backoff_delays, wait_for_engine
+from remote_runner.batch import journal
+from remote_runner.batch.plan import expand
+from remote_runner.batch.scheduler import Scheduler, backoff_delays, wait_for_engine
+from remote_runner.common import clock
+from remote_runner.common.process import ProcessResult
+from remote_runner.experiment.docker_runtime import DockerError, engine_gone_reason, is_engine_error
+from remote_runner.experiment.lifecycle import INTERRUPTED, SUCCEEDED, Outcome
+from remote_runner.placement.admission import Machine, Measurement, Policy, Request
 
 GIB = 1024**3
 GONE = "Cannot connect to the Docker daemon at unix:///run/x/docker.sock. Is the docker daemon running?"

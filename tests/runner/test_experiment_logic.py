@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.docker_runtime import ContainerState
-from remote_runner.experiment import classify, set_aside
+from remote_runner.experiment.docker_runtime import ContainerState
+from remote_runner.experiment.lifecycle import classify, set_aside
 
 
 def state(exit_code: int = 0, oom: bool = False, running: bool = False) -> ContainerState:

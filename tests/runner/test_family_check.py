@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import cli, exit_codes, plan
-from remote_runner.family_check import recorded_families, worker_family_problem
-from remote_runner.settings import merge
+from remote_runner import cli
+from remote_runner.batch import plan
+from remote_runner.batch.family_check import recorded_families, worker_family_problem
+from remote_runner.batch.settings import merge
+from remote_runner.common import exit_codes
 
 CATALOG = Path(__file__).parent / "fixtures" / "catalog"
 # small limits: the check, not this machine's size, is what the last test is about
@@ -102,7 +104,7 @@ def test_run_refuses_the_resume_with_exit_2_before_anything_runs(
     def nothing_may_run(*_args: object, **_kwargs: object) -> int:
         raise AssertionError("the batch started")
 
-    monkeypatch.setattr(cli.scheduler, "run_batch", nothing_may_run)
+    monkeypatch.setattr(cli.driver, "run_batch", nothing_may_run)
     monkeypatch.setattr(cli.images, "build", nothing_may_run)
     code = cli.main(["run", "--config", str(config)])
     err = capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The forecast's model (remote_runner/forecast.py): its arithmetic where it has no randomness, and
+"""The forecast's model (remote_runner/batch/forecast.py): its arithmetic where it has no randomness, and
 the properties a forecast must have (monotone in workers and in the preemption rate, the same figures
 for the same seed, the target search), and the ``forecast`` command."""
 
@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import forecast, pricing
+from remote_runner.batch import forecast
+from remote_runner.batch.forecast import Assumptions, Batch, Cluster
 from remote_runner.cli import main
-from remote_runner.forecast import Assumptions, Batch, Cluster
+from remote_runner.cloud import pricing
 
 QUICK = Assumptions(samples=60)
 FIXED = replace(QUICK, boot_jitter=0.0, samples=1)

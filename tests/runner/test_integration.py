@@ -126,7 +126,7 @@ def test_failures_are_recorded_with_their_reason_and_retried(fixture_images, tmp
         ),
         timeout=200,
     )
-    assert res.returncode == 3, res.stderr  # done with failed runs (remote_runner.exit_codes)
+    assert res.returncode == 3, res.stderr  # done with failed runs (remote_runner.common.exit_codes)
     batch = only_batch(results)
     rows = {(r["api"], r["tool"]): r for r in journal_rows(batch)}
     assert rows[("fx-echo", "fx-good")]["status"] == "succeeded"

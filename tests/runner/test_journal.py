@@ -3,8 +3,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from remote_runner import clock, journal
-from remote_runner.plan import RunKey, expand
+from remote_runner.batch import journal
+from remote_runner.batch.plan import expand
+from remote_runner.common import clock
+from remote_runner.experiment.run_key import RunKey
 
 
 class FrozenClock(clock.Clock):

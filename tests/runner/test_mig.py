@@ -1,4 +1,4 @@
-"""remote_runner.mig against a real HTTP stand-in on loopback for the Google endpoints it calls
+"""remote_runner.cloud.mig against a real HTTP stand-in on loopback for the Google endpoints it calls
 (tests/google_standin.py): the metadata server's token and the Compute API's instanceGroupManagers
 resize and get. Every request is recorded."""
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from remote_runner import mig
-from remote_runner.mig import MigError, ResizeResult, metadata_token, resize_path, resize_to_zero
+from remote_runner.cloud import mig
+from remote_runner.cloud.mig import MigError, ResizeResult, metadata_token, resize_path, resize_to_zero
 from tests.google_standin import GROUP, GROUP_PATH, PROJECT, ZONE, Standin, google_standin
 
 
@@ -175,7 +175,7 @@ def test_endpoints_follow_their_conventional_variables(monkeypatch: pytest.Monke
 def test_a_run_records_the_machine_type_and_family_the_metadata_server_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from remote_runner import provenance
+    from remote_runner.experiment import provenance
 
     with google_standin() as standin:
         monkeypatch.setenv("GCE_METADATA_HOST", standin.url.removeprefix("http://"))

@@ -1,5 +1,6 @@
-"""Models fetched by a worker before its first run of a tool that needs them (remote_runner/models.py),
-against the GCS emulator: verified by size and MD5, fetched once however many attempts ask at once,
+"""Models fetched by a worker before its first run of a tool that needs them
+(remote_runner/experiment/models.py), against the GCS emulator: verified by size and MD5, fetched once
+however many attempts ask at once,
 a damaged copy fetched again, a partial download resumed, a missing object named."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import models
+from remote_runner.experiment import models
 from tests.services import gcs_emulator
 
 BUCKET = "models-bucket"

@@ -5,8 +5,8 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remote_runner import plan
-from remote_runner.plan import RunKey
+from remote_runner.batch import plan
+from remote_runner.experiment.run_key import RunKey
 
 names = st.lists(st.text("abcdefgh-", min_size=1, max_size=6), min_size=1, max_size=4, unique=True)
 

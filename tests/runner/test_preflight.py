@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from remote_runner import preflight
-from remote_runner.plan import RunKey
+from remote_runner.experiment import preflight
+from remote_runner.experiment.run_key import RunKey
 from tests.runner.conftest import cli, only_batch
 
 SERIES = "epoch,line_covered,line_missed,branch_covered,branch_missed,method_covered,method_missed\n"
@@ -124,9 +124,11 @@ def test_the_smoke_run_is_the_batch_s_own_experiment_with_the_tool_s_spec_format
 ) -> None:
     """A Swagger-2 tool (LlamaRestTest) gets the Swagger 2 copy in its smoke run too, as in its real
     runs; the budget is preflight_seconds and the folder BATCH/preflight/<api>."""
-    from remote_runner import catalog as catalog_mod
-    from remote_runner import experiment, scheduler, specs
-    from remote_runner.settings import Settings
+    from remote_runner.batch import driver
+    from remote_runner.batch.settings import Settings
+    from remote_runner.experiment import catalog as catalog_mod
+    from remote_runner.experiment import lifecycle as experiment
+    from remote_runner.experiment import specs
     from tests.runner.conftest import FIXTURES
 
     cat = catalog_mod.load(FIXTURES / "formats")
@@ -136,7 +138,7 @@ def test_the_smoke_run_is_the_batch_s_own_experiment_with_the_tool_s_spec_format
     assert problems == []
     seen = []
     monkeypatch.setattr(experiment, "run", lambda spec, _docker, _stop: seen.append(spec) or "outcome")
-    smoke = scheduler._smoke_runner(
+    smoke = driver._smoke_runner(
         Settings(preflight_seconds=7.0), cat, batch, copies, None, threading.Event(), smoke_id="s", driver="d"
     )
     folder = batch / "preflight" / api

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import plan, presets, scheduler
-from remote_runner import settings as schema
-from remote_runner.plan import RunKey
-from remote_runner.settings import Settings, merge
+from remote_runner.batch import driver, plan, presets
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import Settings, merge
+from remote_runner.experiment.run_key import RunKey
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "runner.md"
 GIB = 1024**3
@@ -121,6 +121,6 @@ def test_plan_json_records_order_seeds_and_protocol_and_a_resume_keeps_them(tmp_
     again, stored = plan.read(tmp_path)
     assert again == keys
     today, _ = merge({}, {"seed": "1", "runs": "5", "preset": "llamaresttest-fse25"})
-    resumed = scheduler.stored_settings(tmp_path, today)
+    resumed = driver.stored_settings(tmp_path, today)
     assert (resumed.seed, resumed.runs, resumed.preset, resumed.shuffle) == (12345, 2, "restgym", True)
     assert stored["seed"] == 12345

@@ -7,11 +7,13 @@ import threading
 import time
 from pathlib import Path
 
-from remote_runner import clock, journal
-from remote_runner.admission import Machine, Measurement, Policy, Request, Reservation
-from remote_runner.experiment import FAILED, INTERRUPTED, SUCCEEDED, Outcome
-from remote_runner.plan import RunKey, expand
-from remote_runner.scheduler import Scheduler
+from remote_runner.batch import journal
+from remote_runner.batch.plan import expand
+from remote_runner.batch.scheduler import Scheduler
+from remote_runner.common import clock
+from remote_runner.experiment.lifecycle import FAILED, INTERRUPTED, SUCCEEDED, Outcome
+from remote_runner.experiment.run_key import RunKey
+from remote_runner.placement.admission import Machine, Measurement, Policy, Request, Reservation
 
 GIB = 1024**3
 IDLE = Measurement(free_cpus=64, available_memory=64 * GIB)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import catalog, cli, scheduler
-from remote_runner import settings as schema
-from remote_runner.settings import (
+from remote_runner import cli
+from remote_runner.batch import driver
+from remote_runner.batch import settings as schema
+from remote_runner.batch.settings import (
     MachineFacts,
     Settings,
     Upload,
@@ -20,6 +21,7 @@ from remote_runner.settings import (
     parse_memory,
     validate,
 )
+from remote_runner.experiment import catalog
 from tests.runner.conftest import CATALOG
 
 GIB = 1024**3
@@ -180,7 +182,7 @@ def test_the_dataclass_and_the_table_define_the_same_settings():
             assert key.read(key.shown) == key.default, key.name
         # every default survives the JSON it is written as
         assert key.read(json.loads(json.dumps(Settings().to_json()[key.name]))) == key.default, key.name
-    assert schema.RESUMABLE_KEYS == scheduler.RESUMABLE_KEYS
+    assert schema.RESUMABLE_KEYS == driver.RESUMABLE_KEYS
     assert "memory_per_container" in schema.RESUMABLE_KEYS and "ray" not in schema.RESUMABLE_KEYS
     assert schema.PATH_KEYS == ("catalog", "results", "models_dir")
 
@@ -213,7 +215,7 @@ def test_a_batch_planned_before_sizes_were_bytes_still_resumes(tmp_path: Path):
         '"runs": [{"api": "blog", "tool": "fx-good", "repetition": 1, "dir": "blog/fx-good/run-1"}]}'
     )
     current, _ = merge({}, {"memory_per_container": "2g", "runs": "5", "ray": "auto"})
-    stored = scheduler.stored_settings(tmp_path, current)
+    stored = driver.stored_settings(tmp_path, current)
     assert (stored.memory_bytes, stored.runs, stored.cpus_per_container) == (16 * GIB, 2, 4.0)
     assert stored.ray == "auto"  # not resumable: a batch may go on on another cluster
     assert stored.min_free_disk == current.min_free_disk  # not resumable either: today's value

@@ -1,5 +1,5 @@
-"""The batch's copy of the specs (remote_runner.specs) without a Docker engine: copies from the catalog,
-kept copies on resume, and the failure message. Copies out of a real image are covered by
+"""The batch's copy of the specs (remote_runner.experiment.specs) without a Docker engine: copies from the
+catalog, kept copies on resume, and the failure message. Copies out of a real image are covered by
 test_integration.py (test_a_spec_found_only_in_the_image_*)."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from remote_runner import catalog, specs
-from remote_runner.docker_runtime import Docker
-from remote_runner.process import execute
+from remote_runner.common.process import execute
+from remote_runner.experiment import catalog, specs
+from remote_runner.experiment.docker_runtime import Docker
 
 
 def no_engine(tmp_path: Path) -> Docker:
@@ -85,9 +85,9 @@ def test_swagger2_copy_own_file_or_conversion(tmp_path: Path) -> None:
 
     import yaml as _yaml
 
-    from remote_runner import catalog as _catalog
-    from remote_runner import specs as _specs
-    from remote_runner import swagger as _swagger
+    from remote_runner.experiment import catalog as _catalog
+    from remote_runner.experiment import specs as _specs
+    from remote_runner.experiment import swagger as _swagger
 
     real = Path(__file__).resolve().parents[3] / "shared" / "benchmark-specs"
     root = tmp_path / "catalog"

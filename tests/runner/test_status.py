@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from remote_runner import clock, journal, status
-from remote_runner.plan import expand
+from remote_runner.batch import journal, status
+from remote_runner.batch.plan import expand
+from remote_runner.common import clock
 from tests.runner.conftest import cli
 
 

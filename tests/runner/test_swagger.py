@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from remote_runner import swagger
+from remote_runner.experiment import swagger
 
 SPECS = Path(__file__).resolve().parents[3] / "shared" / "benchmark-specs"
 PAIRS = sorted(

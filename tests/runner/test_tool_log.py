@@ -1,11 +1,11 @@
-"""The tool-log contract (remote_runner.tool_log) on lines as the tool entrypoints print them."""
+"""The tool-log contract (remote_runner.analysis.tool_log) on lines as the tool entrypoints print them."""
 
 from __future__ import annotations
 
 import json
 
-from remote_runner import tool_log
-from remote_runner.tool_log import RequestCount, Restart
+from remote_runner.analysis import tool_log
+from remote_runner.analysis.tool_log import RequestCount, Restart
 
 
 def test_last_request_count_wins_and_prefixes_are_ignored() -> None:

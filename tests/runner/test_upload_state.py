@@ -1,5 +1,6 @@
-"""`status` shows when the last upload ran and what is not yet in the bucket (remote_runner/upload_state.py),
-from the state the real uploader writes after syncing to the GCS emulator."""
+"""`status` shows when the last upload ran and what is not yet in the bucket
+(remote_runner/cloud/upload_state.py), from the state the real uploader writes after syncing to the GCS
+emulator."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import journal, status, upload_state
-from remote_runner.upload import NO_WAIT, sync_batch
+from remote_runner.batch import journal, status
+from remote_runner.cloud import upload_state
+from remote_runner.cloud.upload import NO_WAIT, sync_batch
 from tests.services import gcs_emulator
 
 BUCKET = "state-bucket"

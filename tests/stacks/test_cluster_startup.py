@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner import metadata_guard
-from remote_runner.process import ProcessResult, execute
+from remote_runner.common.process import ProcessResult, execute
+from remote_runner.experiment import metadata_guard
 from stacks.ray_nodes import (
     DASHBOARD_AGENT_GRPC_PORT,
     DASHBOARD_AGENT_LISTEN_PORT,
@@ -440,7 +440,7 @@ def test_a_node_without_its_token_fails_the_step_instead_of_starting_ray_open(
 
 def test_no_cluster_node_downloads_models_at_boot(tmp_path: Path) -> None:
     """The head runs no experiment; a worker fetches the models itself before its first run of a
-    tool that needs them (remote_runner/models.py), so its boot skips about 10 GB."""
+    tool that needs them (remote_runner/experiment/models.py), so its boot skips about 10 GB."""
     check = "download_models\ntype download_models | grep -c gcs_get || true"
     for role, name in ((HEAD, "head"), (WORKER, "worker")):
         (tmp_path / name).mkdir()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from remote_runner.settings import merge
+from remote_runner.batch.settings import merge
 from stacks.config import (
     BENCHMARK_APIS,
     ConfigError,
@@ -64,7 +64,8 @@ def test_defaults() -> None:
     )
     assert cfg.target == "gcp"
     assert (cfg.zone, cfg.region, cfg.gcp_project) == ("us-central1-a", "us-central1", "research-project-1")
-    # the catalogue's us-central1 price (remote_runner/price_table.py); the old hand-kept table said 1.52
+    # the catalogue's us-central1 price (remote_runner/cloud/price_table.py); the old hand-kept table said
+    # 1.52
     assert (cfg.experiment_slots, cfg.hourly_cost_usd) == (2, 1.51999)
     assert cfg.results_url == "gs://lab-llm-models/llamaresttest-results/"
     assert cfg.models_url == "gs://lab-llm-models/LlamaRestTest/"
@@ -364,7 +365,8 @@ def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
     # machineType and spot apply to nothing: the head is headMachineType, on demand.
     assert cfg.machine_type == "n1-standard-4"
     assert (cfg.worker_slots, cfg.experiment_slots) == (6, 24)
-    # us-central1 catalogue figures (remote_runner/price_table.py; the old table rounded 1.1556 to 1.156)
+    # us-central1 catalogue figures (remote_runner/cloud/price_table.py; the old table rounded 1.1556 to
+    # 1.156)
     assert cfg.hourly_cost_usd == pytest.approx(0.19 + 4 * 1.1556)
     assert build(workers=4, workerMachineType="n1-standard-96", workerSpot=False).hourly_cost_usd == (
         pytest.approx(0.19 + 4 * 4.55998)
@@ -379,7 +381,7 @@ def test_a_cluster_is_a_small_on_demand_head_and_n_workers() -> None:
         "name": "llamaresttest-dev-workers",
         "size": cfg.workers,
         "slots": max(1, cfg.worker_slots),
-        # the batch's worker family is checked on resume (remote_runner/family_check.py)
+        # the batch's worker family is checked on resume (remote_runner/batch/family_check.py)
         "machine_type": "n1-standard-96",
     }
 

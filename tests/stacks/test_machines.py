@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remote_runner import price_table, pricing
+from remote_runner.cloud import price_table, pricing
 from stacks.machines import (
     HOST_MEMORY_RESERVE_GB,
     MACHINE_TYPES,
@@ -16,7 +16,7 @@ from stacks.machines import (
 )
 
 
-# us-central1 figures of the catalogue copy the table was built from (remote_runner/price_table.py):
+# us-central1 figures of the catalogue copy the table was built from (remote_runner/cloud/price_table.py):
 # the old hand-kept table rounded them (1.52, 0.385, 3.04, 0.770, 4.56, 1.156); n1-standard-32 is
 # n1-standard-96 scaled by a third (the catalogue prices n1 per vCPU and GB).
 @pytest.mark.parametrize(

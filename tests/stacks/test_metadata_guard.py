@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from remote_runner import metadata_guard
-from remote_runner.process import execute
+from remote_runner.common.process import execute
+from remote_runner.experiment import metadata_guard
 
 ADDRESS = metadata_guard.METADATA_ADDRESS
 IMAGE = "debian:bookworm-slim"

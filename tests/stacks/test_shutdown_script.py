@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import ProcessResult, execute
+from remote_runner.common.process import ProcessResult, execute
 from stacks.startup import SHUTDOWN_TEMPLATE_PATH, render_shutdown_script
 
 GOLDEN = Path(__file__).parent / "golden" / "shutdown.sh"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from stacks.startup import TEMPLATE_PATH, StartupParams, render_startup_script
 
 GOLDEN = Path(__file__).parent / "golden" / "startup.sh"

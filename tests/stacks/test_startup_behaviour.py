@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import pytest
 
-from remote_runner.process import ProcessResult, execute
+from remote_runner.common.process import ProcessResult, execute
 from stacks.startup import render_startup_script
 from tests.services import gcs_emulator
 from tests.stacks.test_startup import PARAMS

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from remote_runner.process import execute
+from remote_runner.common.process import execute
 from stacks import compute
 from stacks.ray_nodes import RayNode
 from stacks.startup import ClusterParams, bake_version, render_cluster_script

@@ -93,7 +93,7 @@ while [ "$stopping" -eq 0 ]; do
   child=0
   log "run $runs exited with $rc"
   if [ "$stopping" -eq 0 ] && [ "$(( deadline - $(date +%s) ))" -ge "$min_run" ]; then
-    # ended before the deadline: a restart, on record for the runner (remote_runner/tool_log.py)
+    # ended before the deadline: a restart, on record for the runner (remote_runner/analysis/tool_log.py)
     sleep 0.2   # let tee flush
     python3 - "$runs" "$rc" "$runlog" <<'PY'
 import json, sys

@@ -178,7 +178,7 @@ setup_user() {
 
 # Experiment containers run third-party code on bridge networks whose traffic the host forwards:
 # reject every forwarded packet to the metadata server (the VM's service-account token, the instance
-# metadata). The same rule as remote_runner/metadata_guard.py, which the runner unit also applies.
+# metadata). The same rule as remote_runner/experiment/metadata_guard.py, which the runner unit also applies.
 METADATA_RULE=(-d 169.254.169.254/32 -m comment --comment "llamaresttest: experiment containers never reach the metadata server" -j REJECT)
 block_metadata_for_containers() {
   if ! iptables -w 5 -C DOCKER-USER "${METADATA_RULE[@]}" 2>/dev/null; then

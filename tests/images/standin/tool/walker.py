@@ -1,6 +1,6 @@
 """Stand-in tool (image tests only): sends one request per operation of the spec it is handed
 (SPEC, OpenAPI 3 JSON), path parameters filled with 1, to BASE_URL, round after round until
-SIGTERM or TIME_BUDGET; prints the harness's TOOL_REQUESTS line (remote_runner/tool_log.py)."""
+SIGTERM or TIME_BUDGET; prints the harness's TOOL_REQUESTS line (remote_runner/analysis/tool_log.py)."""
 
 import json
 import os
