@@ -5,23 +5,36 @@ A missing service is a failure, never a skip."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remote_runner.common.process import execute
 
 ROOT = Path(__file__).resolve().parent.parent
-REHEARSAL = ROOT / "tests" / "rehearsal"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Two lanes for pytest-xdist's ``--dist loadgroup`` (scripts/test.sh): the rehearsal, whose boxes
-    mostly wait (boots, one-minute runs, compressed schedules) and have their own engines, networks and
-    Ray, runs beside the rest of the suite, which keeps its order in one worker. Without xdist the
-    marks change nothing."""
-    for item in items:
-        lane = "rehearsal" if REHEARSAL in Path(str(item.fspath)).parents else "suite"
-        item.add_marker(pytest.mark.xdist_group(lane))
+def lane(nodeid: str) -> str:
+    """The test's lane under ``-n 2 --dist loadgroup`` (scripts/test.sh): the rehearsal, whose boxes
+    mostly wait (boots, one-minute runs, compressed schedules) and have their own engines, networks
+    and Ray, runs beside the rest of the suite, which keeps its order in one worker."""
+    return "rehearsal" if nodeid.startswith("tests/rehearsal/") else "suite"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` as :func:`lane` groups the tests. xdist's own loadgroup reads
+    ``xdist_group`` marks into the node ids by setting ``item._nodeid``, which pytest 9.2's nodes no
+    longer read (their id is ``_id``): every test would be scheduled on its own. Grouping by the node
+    id here needs no marks. Other ``--dist`` modes are xdist's."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    return Lanes(config, log)
 
 
 @pytest.fixture(scope="session")
