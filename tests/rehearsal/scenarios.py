@@ -440,30 +440,8 @@ def cluster(r: Rehearsal) -> Timeline:
             ["fx-recorded"], ["fx-good"], workers=2, workerMachineType="n1-standard-4", runsPerCombination=4
         )
     )
-    d = r.declared
-    assert d.template is not None
-    registry_host = str(d.experiment["registry"]).split("/", 1)[0]
-    start_registry(r)
-    extras = cluster_extras(r, registry_host)
-    r.cloud.box_extras = extras
-    head = r.boot_vm(cpuset="0")
-    group_path = f"/compute/v1/projects/{d.project}/zones/{d.vm.zone}/instanceGroupManagers/{d.group_name}"
-    r.step(f"the group {d.group_name} (target {d.group_size}) creates its workers from the template")
-    r.cloud.add_group(
-        Group(
-            path=group_path,
-            name=d.group_name,
-            zone=d.vm.zone,
-            base_name=d.template.name.rstrip("-"),
-            metadata=d.template.metadata,
-            spot=d.template.spot,
-            cpuset="0-1",
-            memory="",
-            target=d.group_size,
-            free_ips=list(WORKER_IPS),
-            machine_type=d.template.machine_type,
-        )
-    )
+    head, group = boot_cluster(r)
+    r.step(f"the group {group.name} (target {group.target}) creates its workers from the template")
     ready = r.wait_ready(head, timeout=600)
     r.timeline.mark("startup ready", ready)
     r.load_base_images(head)
@@ -476,7 +454,6 @@ def cluster(r: Rehearsal) -> Timeline:
     r.cloud.kill_box(victim)
     off = r.wait_off(head, timeout=900)
     r.timeline.mark("power-off", off)
-    group = r.cloud.groups[group_path]
     if group.target != 0:
         raise RehearsalFailure(f"the head powered off with the worker group at {group.target}, not 0")
     released = released_at(group)
@@ -487,7 +464,7 @@ def cluster(r: Rehearsal) -> Timeline:
     first, last = r.check_every_run_once(objects, expected=4)
     r.timeline.mark("first run", first)
     r.timeline.mark("last run", last)
-    wait_no_members(r, group_path, timeout=180)
+    wait_no_members(r, group.path, timeout=180)
     r.timeline.box_minutes_after_last_run = r.cloud.box_minutes_after(last)
     r.destroy(outs)
     r.cloud.delete_box(head)
@@ -496,6 +473,34 @@ def cluster(r: Rehearsal) -> Timeline:
     if left:
         raise RehearsalFailure(f"boxes still running after destroy: {[b.name for b in left]}")
     return r.timeline
+
+
+def boot_cluster(r: Rehearsal, *, no_capacity: bool = False) -> tuple[Box, Group]:
+    """The registry box, the head (1 CPU) and the worker group as the stack declares them (its
+    template's metadata and machine type); the group starts creating workers at once unless it has
+    ``no_capacity``."""
+    d = r.declared
+    assert d.template is not None
+    registry_host = str(d.experiment["registry"]).split("/", 1)[0]
+    start_registry(r)
+    r.cloud.box_extras = cluster_extras(r, registry_host)
+    head = r.boot_vm(cpuset="0")
+    group = Group(
+        path=f"/compute/v1/projects/{d.project}/zones/{d.vm.zone}/instanceGroupManagers/{d.group_name}",
+        name=d.group_name,
+        zone=d.vm.zone,
+        base_name=d.template.name.rstrip("-"),
+        metadata=d.template.metadata,
+        spot=d.template.spot,
+        cpuset="0-1",
+        memory="",
+        target=d.group_size,
+        free_ips=list(WORKER_IPS),
+        machine_type=d.template.machine_type,
+        no_capacity=no_capacity,
+    )
+    r.cloud.add_group(group)
+    return head, group
 
 
 def released_at(group: Group) -> float | None:
@@ -518,7 +523,14 @@ def wait_for_running_worker(r: Rehearsal, timeout: float) -> Box:
                 return box
         time.sleep(3)
     head = r.cloud.boxes[r.declared.vm.name]
-    raise RehearsalFailure(f"no run started on any worker within {timeout:.0f}s:\n{r.runner_status(head)}")
+    try:
+        workers = head_file(r, head, "workers.json").strip()
+    except RehearsalFailure as exc:
+        workers = str(exc)
+    raise RehearsalFailure(
+        f"no run started on any worker within {timeout:.0f}s (head {r.cloud.refresh(head)}; its "
+        f"workers.json: {workers}):\n{r.runner_status(head)}"
+    )
 
 
 def wait_no_members(r: Rehearsal, group_path: str, timeout: float) -> float:
@@ -647,7 +659,12 @@ SCENARIOS["spot"] = spot
 # Scenario 4: the cluster's exit paths
 
 # The stack's workerWaitMinutes (default 30) compressed: how long the head waits for a first worker.
-WORKER_WAIT_SECONDS = 45
+# One value serves both paths, as one stack config would: (a) waits it out for nothing; in (b) a worker
+# box must boot its stock first boot (apt, Docker, venv, Ray) and join within it. 45 s was enough on an
+# idle machine and too little in CI beside the image tests (the head gave up on a booting worker), so
+# it keeps the real ratio instead: a 30-minute wait is about 4x a VM's 8-minute first boot; a box's
+# first boot takes 40-150 s here.
+WORKER_WAIT_SECONDS = 300
 
 
 def exit_paths(r: Rehearsal) -> Timeline:
@@ -665,29 +682,8 @@ def exit_paths(r: Rehearsal) -> Timeline:
             workerWaitMinutes=WORKER_WAIT_SECONDS / 60,
         )
     )
-    d = r.declared
-    assert d.template is not None
-    registry_host = str(d.experiment["registry"]).split("/", 1)[0]
-    start_registry(r)
-    r.cloud.box_extras = cluster_extras(r, registry_host)
-    head = r.boot_vm(cpuset="0")
-    group_path = f"/compute/v1/projects/{d.project}/zones/{d.vm.zone}/instanceGroupManagers/{d.group_name}"
-    group = Group(
-        path=group_path,
-        name=d.group_name,
-        zone=d.vm.zone,
-        base_name=d.template.name.rstrip("-"),
-        metadata=d.template.metadata,
-        spot=d.template.spot,
-        cpuset="0-1",
-        memory="",
-        target=d.group_size,
-        free_ips=list(WORKER_IPS),
-        machine_type=d.template.machine_type,
-        no_capacity=True,
-    )
-    r.step(f"(a) the group {d.group_name} has no capacity: it will create no worker")
-    r.cloud.add_group(group)
+    head, group = boot_cluster(r, no_capacity=True)
+    r.step(f"(a) the group {group.name} has no capacity: it will create no worker")
     ready = r.wait_ready(head, timeout=600)
     r.timeline.mark("startup ready", ready)
     r.load_base_images(head)
@@ -717,11 +713,12 @@ def exit_paths(r: Rehearsal) -> Timeline:
     r.timeline.mark("(b) head started")
     victim = wait_for_running_worker(r, timeout=600)
     r.timeline.mark("(b) run on a worker")
+    r.step(f"(b) the head's workers.json: {head_file(r, head, 'workers.json').strip()}")
     r.step(f"(b) a run is under way on {victim.name}; stopping the head mid-batch (its shutdown script runs)")
     stopped = time.time()
     r.timeline.mark("(b) head stop")
     r.cloud.stop_box(head)
-    gone = wait_no_members(r, group_path, timeout=240)
+    gone = wait_no_members(r, group.path, timeout=240)
     r.timeline.mark("(b) workers gone", gone)
     if group.target != 0:
         raise RehearsalFailure(
@@ -742,7 +739,7 @@ def exit_paths(r: Rehearsal) -> Timeline:
 
 
 def head_file(r: Rehearsal, box: Box, name: str) -> str:
-    """A file of the batch's folder on a box that is off (its disk, as a stopped VM keeps it)."""
+    """A file of the batch's folder on a box's disk, running or off (a stopped VM keeps its disk)."""
     exp = r.declared.experiment
     path = f"{exp['results']}/{exp['batch']}/{name}"
     proc = subprocess.run(
