@@ -13,9 +13,11 @@ other jobs wall time says more about them than about the code):
 - per size: bytes per request of ``traffic.sqlite`` (with its WAL), a raw read (``SELECT *`` of every
   row), ``write_run_summary`` and their ratio; the summary's growth exponent (slope of log time on
   log n); the time to write the run through the addon (wall, not compared with anything);
-- per RESTgym cleaning/threshold case: ``faults.restgym_buckets`` time per body count, buckets, the
-  candidates its index named per body, the exponent of the time on the body count, and on bodies +
-  candidates (the goal is on the first; the second says whether the cost per unit of work stays);
+- per RESTgym cleaning/threshold case, on one run's 5xx bodies spread over its hour (and one row of
+  trace bodies a second apart, beyond any run): ``faults.restgym_buckets`` time per body count,
+  buckets, the candidates its index named per body, the exponent of the time on the body count, and
+  on bodies + candidates (the goal is on the first; the second says whether the cost per unit of
+  work stays);
 - the report (``build_report``) on ``--report-runs`` synthesised one-hour summaries (20-60
   requests/s, a cumulative row per 100 requests, a coverage sample every 5 s), in a child process:
   wall and CPU time and peak RSS.
@@ -564,12 +566,22 @@ def bench_faults(counts: Sequence[int], repeat: int) -> None:
         + " ".join(f"{f'{n} s':>9} {'bkts':>6} {'cand/b':>6}" for n in counts)
         + f" {'exponent':>8} {'exp/work':>8}"
     )
-    for kind, cleaning, threshold, make in clustering_cases():
+    cases = [(*case, HOUR) for case in clustering_cases()]
+    # beyond a run: the bodies a second apart, 5.5 h at 20k (the clustering is per run; a longer
+    # span gives trace bodies more hour words, each making the bodies of one failure near misses)
+    cases += [
+        (f"{kind} 1/s", cleaning, threshold, make, 0.0)
+        for kind, cleaning, threshold, make in clustering_cases()
+        if (kind, cleaning) == ("trace", "punctuation")
+    ]
+    for kind, cleaning, threshold, make, span in cases:
         cells, points, work = [], [], []
         for n in counts:
             rnd = random.Random(n)  # noqa: S311  (seeded synthetic data, the same before and after)
-            # a body a second, with milliseconds (Spring's timestamps have them)
-            bodies = [make(rnd, START + i + rnd.random()) for i in range(n)]
+            # one run's 5xx bodies over its hour (or a second apart), with milliseconds (Spring's
+            # timestamps have them)
+            gap = span / n if span else 1.0
+            bodies = [make(rnd, START + i * gap + rnd.random() * gap) for i in range(n)]
             stats: dict[str, int] = {}
             took, found = cpu_seconds(
                 functools.partial(faults.restgym_buckets, bodies, cleaning, threshold, stats), repeat

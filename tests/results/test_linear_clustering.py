@@ -115,16 +115,19 @@ THRESHOLD = st.one_of(
 
 
 MASK_LIMITS = (0, 1, 2, faults._MASK_FROM)
+# sets filed by pairs of words: never, up to the default pair prefix, whenever a match needs 2 words
+PAIR_LIMITS = (0, faults._PAIRS_UP_TO, 10**6)
+KNOBS = [(mask, pairs) for mask in MASK_LIMITS for pairs in PAIR_LIMITS]
 
 
 @contextmanager
-def mask_from(limit: int) -> Iterator[None]:
-    saved = faults._MASK_FROM
-    faults._MASK_FROM = limit
+def mask_from(limit: int, pairs: int = faults._PAIRS_UP_TO) -> Iterator[None]:
+    saved = faults._MASK_FROM, faults._PAIRS_UP_TO
+    faults._MASK_FROM, faults._PAIRS_UP_TO = limit, pairs
     try:
         yield
     finally:
-        faults._MASK_FROM = saved
+        faults._MASK_FROM, faults._PAIRS_UP_TO = saved
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,9 +140,10 @@ def test_indexed_restgym_buckets_equal_comparing_every_bucket(
     bodies: list[bytes | str], cleaning: str, threshold: float
 ) -> None:
     want = reference_restgym(bodies, cleaning, threshold)
-    for limit in MASK_LIMITS:  # candidates compared as bit masks from 0, 1, 2 or 8 of them on
-        with mask_from(limit):
-            assert faults.restgym_buckets(bodies, cleaning, threshold) == want, limit
+    # candidates compared as bit masks from 0, 1, 2 or 8 of them on; small sets filed by pairs or not
+    for limit, pairs in KNOBS:
+        with mask_from(limit, pairs):
+            assert faults.restgym_buckets(bodies, cleaning, threshold) == want, (limit, pairs)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -156,9 +160,9 @@ def test_restgym_buckets_with_repeated_bodies_equal_comparing_every_bucket(
     compared again only with the buckets opened since, gives the reference's bucket."""
     bodies = [pool[i % len(pool)] for i in picks]
     want = reference_restgym(bodies, cleaning, threshold)
-    for limit in MASK_LIMITS:
-        with mask_from(limit):
-            assert faults.restgym_buckets(bodies, cleaning, threshold) == want, limit
+    for limit, pairs in KNOBS:
+        with mask_from(limit, pairs):
+            assert faults.restgym_buckets(bodies, cleaning, threshold) == want, (limit, pairs)
 
 
 @settings(max_examples=500, deadline=None)
@@ -189,10 +193,10 @@ def test_indexed_restgym_buckets_on_realistic_bodies() -> None:
         bodies: list[bytes | str] = [make(rnd, 1_764_000_000.0 + i * 0.37) for i in range(400)]
         for t in (threshold, threshold - 0.05, 0.0, 1.0):
             want = reference_restgym(bodies, cleaning, t)
-            for limit in MASK_LIMITS:
-                with mask_from(limit):
+            for limit, pairs in KNOBS:
+                with mask_from(limit, pairs):
                     got = faults.restgym_buckets(bodies, cleaning, t)
-                assert got == want, (kind, cleaning, t, limit)
+                assert got == want, (kind, cleaning, t, limit, pairs)
 
 
 # --- normalise_body -------------------------------------------------------------------------------
@@ -265,9 +269,11 @@ def test_our_failures_equal_the_first_group_scan(
     requests = [r for r, _ in pairs]
     ops = [op for _, op in pairs]
     want = reference_our_failures(requests, ops, threshold)
-    for limit in SCAN_LIMITS:  # groups scanned one by one, then the index, from the first group on too
-        with scan_limit(limit):
-            assert faults.our_failures(requests, ops, threshold) == want, limit
+    # groups scanned one by one, then the index, from the first group on too; by pairs or not
+    for limit in SCAN_LIMITS:
+        for pairs in PAIR_LIMITS:
+            with scan_limit(limit), mask_from(faults._MASK_FROM, pairs):
+                assert faults.our_failures(requests, ops, threshold) == want, (limit, pairs)
 
 
 def test_our_failures_on_realistic_bodies() -> None:
@@ -282,5 +288,6 @@ def test_our_failures_on_realistic_bodies() -> None:
     for t in (0.0, 0.5, 0.8, 0.9, 0.95, 1.0):
         want = reference_our_failures(requests, ops, t)
         for limit in SCAN_LIMITS:
-            with scan_limit(limit):
-                assert faults.our_failures(requests, ops, t) == want, (t, limit)
+            for pairs in PAIR_LIMITS:
+                with scan_limit(limit), mask_from(faults._MASK_FROM, pairs):
+                    assert faults.our_failures(requests, ops, t) == want, (t, limit, pairs)
