@@ -25,12 +25,30 @@ fi
 
 # The preinstalled /usr/local/bin/docker client has no buildx; Debian's 20.10 client matches the engine.
 export PATH="/usr/bin:$PATH"
-if ! docker info >/dev/null 2>&1; then
+start_dockerd() {
   log "starting dockerd (log: /tmp/dockerd.log)"
   mkdir -p /run/sshd
   nohup dockerd >/tmp/dockerd.log 2>&1 &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not start; see /tmp/dockerd.log"; tail -20 /tmp/dockerd.log >&2; exit 1; }
+}
+docker info >/dev/null 2>&1 || start_dockerd
+
+# Image builds' RUN steps use the engine's default bridge, docker0. On these machines it has been seen
+# to vanish under a running engine (ENVIRONMENT.md), after which every such build fails ("could not
+# find bridge docker0"). An engine that runs no container is restarted to get it back; one that runs
+# containers is left alone (they may be someone's batch) and the set-up stops saying why.
+if ! ip link show docker0 >/dev/null 2>&1; then
+  if [ -n "$(docker ps -q)" ]; then
+    log "the Docker engine has lost its default bridge docker0 (image builds need it) and runs containers:"
+    log "restart dockerd once they are done, then run this again"
+    exit 1
+  fi
+  log "the Docker engine has lost its default bridge docker0 and runs no container: restarting it"
+  pkill -x dockerd || true
+  for _ in $(seq 1 30); do pgrep -x dockerd >/dev/null || break; sleep 1; done
+  start_dockerd
+  ip link show docker0 >/dev/null 2>&1 || { log "dockerd restarted without docker0; see /tmp/dockerd.log"; exit 1; }
 fi
 
 if ! docker image inspect debian:bookworm-slim >/dev/null 2>&1; then
