@@ -5,6 +5,7 @@ it is never stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,6 +30,43 @@ IMAGES = ["llamaresttest/api-fx-echo", "llamaresttest/tool-fx-good"]
 ADDRESS_POOL = "base=172.31.240.0/20,size=24"
 
 
+def default_bridge() -> list[str] | None:
+    """The host engine's ``docker0`` as its IPv4 addresses (CIDR), or None when there is none (the
+    kernel gives a bridge its IPv6 link-local addresses itself)."""
+    res = execute(["ip", "-j", "addr", "show", "docker0"], timeout=30)
+    if not res.ok:
+        return None
+    links = json.loads(res.output)
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for link in links
+        for a in link.get("addr_info", [])
+        if a.get("family") == "inet"
+    ]
+
+
+def keep_default_bridge(addresses: list[str] | None) -> None:
+    """Puts the host engine's ``docker0`` back as it was if the test engine removed it.
+
+    A dockerd started with ``--bridge none`` deletes the link named ``docker0`` of its network
+    namespace, whichever engine made it (moby, daemon/daemon_unix.go: ``initNetworkController``
+    calls ``removeDefaultBridgeInterface`` when the bridge is disabled, and when it clears a stale
+    default network with ``--default-address-pool`` set, as on a restart). Here that is the host's:
+    every later build with a RUN step on the host engine failed ("could not find bridge docker0"),
+    and the next test command started without it. The host engine finds its bridge by name when it
+    attaches a container, and its iptables rules name it, so a bridge of that name with the same
+    addresses serves it again."""
+    if addresses is None or default_bridge() is not None:
+        return
+    for argv in (
+        ["ip", "link", "add", "docker0", "type", "bridge"],
+        *(["ip", "addr", "add", cidr, "dev", "docker0"] for cidr in addresses),
+        ["ip", "link", "set", "docker0", "up"],
+    ):
+        res = execute(argv, timeout=30)
+        assert res.ok, f"{' '.join(argv)}: {res.output}"
+
+
 @dataclass
 class Engine:
     root: Path
@@ -47,6 +85,7 @@ class Engine:
         return res.output
 
     def start(self) -> None:
+        host_bridge = default_bridge()
         log = (self.root / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -76,6 +115,7 @@ class Engine:
             "the test engine to answer",
             interval=0.3,
         )
+        keep_default_bridge(host_bridge)
 
     def stop(self) -> None:
         """SIGTERM to this engine's own pid, then waits until it has exited."""
@@ -94,6 +134,7 @@ def second_engine(fixture_images: Path) -> Iterator[Engine]:
     # a short folder: unix socket paths are limited to 107 bytes (containerd's live under exec-root)
     root = Path(tempfile.mkdtemp(prefix="lrt-eng-", dir="/var/lib"))
     engine = Engine(root)
+    host_bridge = default_bridge()
     engine.start()
     try:
         save = subprocess.Popen(
@@ -108,6 +149,8 @@ def second_engine(fixture_images: Path) -> Iterator[Engine]:
         engine.stop()
         subprocess.run(["umount", "-R", "-l", str(root / "data")], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+        # the host engine's default bridge outlived the test engine's starts and stops
+        assert default_bridge() == host_bridge, f"docker0 was {host_bridge}, is {default_bridge()}"
 
 
 def test_an_engine_restarted_mid_batch_is_waited_for_and_every_run_finishes(
