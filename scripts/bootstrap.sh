@@ -34,8 +34,9 @@ start_dockerd() {
 }
 docker info >/dev/null 2>&1 || start_dockerd
 
-# Image builds' RUN steps use the engine's default bridge, docker0. On these machines it has been seen
-# to vanish under a running engine (ENVIRONMENT.md), after which every such build fails ("could not
+# Image builds' RUN steps use the engine's default bridge, docker0. Another dockerd started in the same
+# network namespace with --bridge none deletes it (moby's removeDefaultBridgeInterface; a test's second
+# engine did, see tests/runner/test_engine_outage.py), after which every such build fails ("could not
 # find bridge docker0"). An engine that runs no container is restarted to get it back; one that runs
 # containers is left alone (they may be someone's batch) and the set-up stops saying why.
 if ! ip link show docker0 >/dev/null 2>&1; then

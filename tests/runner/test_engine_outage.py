@@ -70,6 +70,8 @@ def keep_default_bridge(addresses: list[str] | None) -> None:
 @dataclass
 class Engine:
     root: Path
+    #: the host engine's docker0 before the test engine first started (:func:`default_bridge`)
+    host_bridge: list[str] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -85,7 +87,6 @@ class Engine:
         return res.output
 
     def start(self) -> None:
-        host_bridge = default_bridge()
         log = (self.root / "dockerd.log").open("ab")
         self.proc = subprocess.Popen(
             [
@@ -115,7 +116,7 @@ class Engine:
             "the test engine to answer",
             interval=0.3,
         )
-        keep_default_bridge(host_bridge)
+        keep_default_bridge(self.host_bridge)
 
     def stop(self) -> None:
         """SIGTERM to this engine's own pid, then waits until it has exited."""
@@ -133,8 +134,7 @@ class Engine:
 def second_engine(fixture_images: Path) -> Iterator[Engine]:
     # a short folder: unix socket paths are limited to 107 bytes (containerd's live under exec-root)
     root = Path(tempfile.mkdtemp(prefix="lrt-eng-", dir="/var/lib"))
-    engine = Engine(root)
-    host_bridge = default_bridge()
+    engine = Engine(root, host_bridge=default_bridge())
     engine.start()
     try:
         save = subprocess.Popen(
@@ -150,7 +150,9 @@ def second_engine(fixture_images: Path) -> Iterator[Engine]:
         subprocess.run(["umount", "-R", "-l", str(root / "data")], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
         # the host engine's default bridge outlived the test engine's starts and stops
-        assert default_bridge() == host_bridge, f"docker0 was {host_bridge}, is {default_bridge()}"
+        assert default_bridge() == engine.host_bridge, (
+            f"docker0 was {engine.host_bridge}, is {default_bridge()}"
+        )
 
 
 def test_an_engine_restarted_mid_batch_is_waited_for_and_every_run_finishes(
